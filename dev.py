@@ -1,0 +1,71 @@
+#!/usr/bin/env python3
+"""Set up the toolchain from nothing but Python, then run a project task.
+
+    python3 dev.py demo        render the bundled demo project through the whole stack
+    python3 dev.py test        ruff, mypy, import contracts, then the test suite
+    python3 dev.py run ARGS    any command inside the project environment (e.g. rendermill up)
+
+uv is installed into .tools/ with pip the first time; uv then builds .venv from uv.lock.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+TOOLS = ROOT / ".tools"
+UV_VERSION = "0.9.30"
+
+
+def _uv() -> Path:
+    bindir = TOOLS / ("Scripts" if os.name == "nt" else "bin")
+    uv = bindir / "uv"
+    if not uv.exists():
+        print(f"dev: installing uv {UV_VERSION} into {TOOLS}", file=sys.stderr)
+        venv.EnvBuilder(with_pip=True, clear=True).create(TOOLS)
+        subprocess.run(
+            [str(bindir / "python"), "-m", "pip", "install", "-q", f"uv=={UV_VERSION}"],
+            check=True,
+        )
+    return uv
+
+
+def _run(*argv: str) -> int:
+    print("dev: $", " ".join(argv), file=sys.stderr, flush=True)
+    return subprocess.run(argv, cwd=ROOT).returncode
+
+
+def main(args: list[str]) -> int:
+    if not args or args[0] not in {"demo", "test", "run", "sync"}:
+        print(__doc__, file=sys.stderr)
+        return 2
+    uv = str(_uv())
+    if rc := _run(uv, "sync", "--frozen", "--all-packages", "--quiet"):
+        return rc
+    urun = [uv, "run", "--frozen", "--no-sync"]
+    task, rest = args[0], args[1:]
+    if task == "sync":
+        return 0
+    if task == "demo":
+        return _run(*urun, "rendermill", "demo", *rest)
+    if task == "run":
+        return _run(*urun, *rest)
+    steps = [
+        ["ruff", "format", "--check", "."],
+        ["ruff", "check", "."],
+        ["mypy", "libs", "services", "cli", "tests"],
+        ["lint-imports"],
+        ["pytest", *rest],
+    ]
+    for step in steps:
+        if rc := _run(*urun, *step):
+            return rc
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

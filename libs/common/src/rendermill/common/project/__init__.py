@@ -1,0 +1,1 @@
+"""The Stoked UI project model, its parser and validator."""
