@@ -1,0 +1,121 @@
+"""Frozen settings objects built from ``RENDERMILL_*`` environment variables.
+
+Each service has one Struct (a subclass of ``Common``) and reads it once in ``__main__``;
+the object is then passed down explicitly. Field ``foo_bar`` comes from
+``RENDERMILL_FOO_BAR``; values are converted to the field's type (ints, floats, bools).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Literal, TypeVar
+
+import msgspec
+
+from rendermill.common import errors
+
+PREFIX = "RENDERMILL_"
+
+
+class Common(msgspec.Struct, frozen=True, kw_only=True):
+    """What every process needs: where state lives and which adapter serves each port."""
+
+    # Postgres DSN; unset means the embedded server under ``home`` (DATABASE_URL works too).
+    database_url: str | None = None
+    # Directory for embedded state: the embedded Postgres data, the fs store, secrets.
+    home: str = ".rendermill"
+    queue: Literal["postgres"] = "postgres"
+    store: Literal["fs"] = "fs"
+    store_path: str | None = None
+    launcher: Literal["local"] = "local"
+    # HMAC key that signs download URLs; shared by gateway and renderer.
+    url_signing_key: str = ""
+    # Where clients reach the gateway; signed URLs are built on it.
+    public_url: str = "http://127.0.0.1:8080"
+    log_level: str = "info"
+    log_format: Literal["json", "console"] = "json"
+    service_name: str = "rendermill"
+
+    @property
+    def home_path(self) -> Path:
+        return Path(self.home).expanduser().resolve()
+
+    @property
+    def store_root(self) -> Path:
+        return Path(self.store_path).resolve() if self.store_path else self.home_path / "store"
+
+
+class Gateway(Common, frozen=True, kw_only=True):
+    host: str = "127.0.0.1"
+    port: int = 8080
+    max_upload_bytes: int = 2 * 1024**3
+    max_project_bytes: int = 5 * 1024**2
+    download_ttl_seconds: int = 24 * 3600
+    # The seed's React hook polls /api/video/status/{jobId} without credentials; the job id
+    # (a random UUID) is then the capability. Set false to require the API key there too.
+    seed_status_public: bool = True
+    # Webhook targets on loopback/private networks are refused unless this is set (local stacks).
+    allow_private_webhooks: bool = False
+    max_output_seconds: float = 3 * 3600
+
+
+class Scheduler(Common, frozen=True, kw_only=True):
+    concurrency: int = 2
+    visibility_timeout: float = 60.0
+    poll_interval: float = 1.0
+    max_attempts: int = 3
+    retry_base_delay: float = 2.0
+    # Kill a render whose heartbeat is older than this.
+    heartbeat_timeout: float = 120.0
+
+
+class Renderer(Common, frozen=True, kw_only=True):
+    job_id: str = ""
+    attempt: int = 0
+    scratch_dir: str | None = None
+    progress_interval: float = 1.0
+
+
+class Notifier(Common, frozen=True, kw_only=True):
+    poll_interval: float = 2.0
+    timeout: float = 10.0
+    max_attempts: int = 5
+    retry_base_delay: float = 1.0
+    allow_private_webhooks: bool = False
+
+
+S = TypeVar("S", bound=Common)
+
+
+def load(cls: type[S], env: Mapping[str, str] | None = None, **overrides: object) -> S:
+    """Build ``cls`` from the environment (plus explicit overrides, which win).
+
+    Raises errors.InvalidInput naming the variable when a value has the wrong type.
+    """
+    env = os.environ if env is None else env
+    raw: dict[str, object] = {}
+    for name in cls.__struct_fields__:
+        key = PREFIX + name.upper()
+        if key in env:
+            raw[name] = env[key]
+    if "database_url" not in raw and env.get("DATABASE_URL"):
+        raw["database_url"] = env["DATABASE_URL"]
+    raw.update(overrides)
+    try:
+        return msgspec.convert(raw, cls, strict=False)
+    except msgspec.ValidationError as exc:
+        raise errors.InvalidInput(f"bad setting ({PREFIX}…): {exc}") from exc
+
+
+def to_env(settings: Common) -> dict[str, str]:
+    """The environment variables that reproduce the Common part of ``settings``."""
+    out: dict[str, str] = {}
+    for name in Common.__struct_fields__:
+        value = getattr(settings, name)
+        if value is not None:
+            out[PREFIX + name.upper()] = (
+                str(value).lower() if isinstance(value, bool) else str(value)
+            )
+    return out

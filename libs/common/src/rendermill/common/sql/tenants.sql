@@ -1,0 +1,19 @@
+-- name: insert_tenant
+INSERT INTO tenants (id, name, webhook_secret) VALUES ($1, $2, $3) RETURNING *;
+
+-- name: get_tenant
+SELECT * FROM tenants WHERE id = $1;
+
+-- name: insert_api_key
+INSERT INTO api_keys (id, tenant_id, prefix, key_hash) VALUES ($1, $2, $3, $4);
+
+-- name: tenant_for_key
+SELECT t.* FROM api_keys k JOIN tenants t ON t.id = k.tenant_id
+WHERE k.key_hash = $1 AND k.revoked_at IS NULL;
+
+-- name: insert_asset
+INSERT INTO assets (id, tenant_id, object_key, name, content_type, size, sha256)
+VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING *;
+
+-- name: get_asset
+SELECT * FROM assets WHERE id = $1 AND tenant_id = $2;

@@ -1,0 +1,101 @@
+"""Tenants, their API keys (stored as SHA-256 digests) and uploaded assets."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import secrets
+import uuid
+
+import asyncpg
+import msgspec
+
+from rendermill.common import errors, sql
+
+Q = sql.queries("tenants")
+KEY_PREFIX = "rmk_"
+
+
+class Tenant(msgspec.Struct, frozen=True, kw_only=True):
+    id: uuid.UUID
+    name: str
+    webhook_secret: str
+    created_at: dt.datetime
+
+
+class Asset(msgspec.Struct, frozen=True, kw_only=True):
+    id: uuid.UUID
+    tenant_id: uuid.UUID
+    object_key: str
+    name: str
+    content_type: str
+    size: int
+    sha256: str
+    created_at: dt.datetime
+
+
+def _hash(key: str) -> bytes:
+    # Keys carry 256 bits of randomness, so a plain digest is enough (no slow KDF needed).
+    return hashlib.sha256(key.encode()).digest()
+
+
+def new_webhook_secret() -> str:
+    """A Standard Webhooks secret: ``whsec_`` + base64 of 32 random bytes."""
+    return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+async def create(conn: asyncpg.Connection, name: str) -> tuple[Tenant, str]:
+    """Create a tenant with one API key; returns (tenant, the key in clear, shown once)."""
+    async with conn.transaction():
+        row = await conn.fetchrow(Q.insert_tenant, uuid.uuid4(), name, new_webhook_secret())
+        assert row is not None
+        tenant = msgspec.convert(dict(row), Tenant, strict=False)
+        key = await add_key(conn, tenant.id)
+    return tenant, key
+
+
+async def add_key(conn: asyncpg.Connection, tenant_id: uuid.UUID) -> str:
+    key = KEY_PREFIX + secrets.token_urlsafe(32)
+    await conn.execute(Q.insert_api_key, uuid.uuid4(), tenant_id, key[:10], _hash(key))
+    return key
+
+
+async def authenticate(conn: asyncpg.Connection, key: str) -> Tenant:
+    """The tenant owning ``key``; raises errors.Unauthorized for unknown or revoked keys."""
+    row = await conn.fetchrow(Q.tenant_for_key, _hash(key))
+    if row is None:
+        raise errors.Unauthorized("unknown or revoked API key")
+    return msgspec.convert(dict(row), Tenant, strict=False)
+
+
+async def get(conn: asyncpg.Connection, tenant_id: uuid.UUID) -> Tenant:
+    row = await conn.fetchrow(Q.get_tenant, tenant_id)
+    if row is None:
+        raise errors.NotFound(f"tenant {tenant_id} not found")
+    return msgspec.convert(dict(row), Tenant, strict=False)
+
+
+async def insert_asset(
+    conn: asyncpg.Connection,
+    *,
+    asset_id: uuid.UUID,
+    tenant_id: uuid.UUID,
+    object_key: str,
+    name: str,
+    content_type: str,
+    size: int,
+    sha256: str,
+) -> Asset:
+    row = await conn.fetchrow(
+        Q.insert_asset, asset_id, tenant_id, object_key, name, content_type, size, sha256
+    )
+    assert row is not None
+    return msgspec.convert(dict(row), Asset, strict=False)
+
+
+async def get_asset(conn: asyncpg.Connection, asset_id: uuid.UUID, tenant_id: uuid.UUID) -> Asset:
+    row = await conn.fetchrow(Q.get_asset, asset_id, tenant_id)
+    if row is None:
+        raise errors.NotFound(f"asset {asset_id} not found")
+    return msgspec.convert(dict(row), Asset, strict=False)

@@ -1,0 +1,82 @@
+"""pytest plugin with rendermill's shared fixtures (loaded by ``-p rendermill.common.testing``).
+
+Postgres: the server named by ``DATABASE_URL`` if set, else an embedded one for the run.
+One template database is migrated per run; each test gets ``CREATE DATABASE … TEMPLATE``.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import tempfile
+import urllib.parse
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+import pytest_asyncio
+
+from rendermill.common import db, embedded, migrate
+
+
+def with_database(dsn: str, name: str) -> str:
+    """``dsn`` pointing at database ``name``."""
+    parts = urllib.parse.urlsplit(dsn)
+    return urllib.parse.urlunsplit(parts._replace(path="/" + name))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def pg_server_dsn() -> Iterator[str]:
+    """DSN of a maintenance database on the test server."""
+    url = os.environ.get("DATABASE_URL")
+    if url:
+        yield url
+        return
+    with tempfile.TemporaryDirectory(prefix="rendermill-pg-") as home:
+        yield embedded.start(Path(home), cleanup="stop")
+        embedded.stop_all()
+
+
+@pytest_asyncio.fixture(scope="session")
+async def template_db(pg_server_dsn: str) -> AsyncIterator[str]:
+    """Name of a freshly migrated template database, dropped at the end of the run."""
+    name = f"rm_tpl_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(pg_server_dsn)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        conn = await db.connect(with_database(pg_server_dsn, name))
+        try:
+            await migrate.migrate(conn)
+        finally:
+            await conn.close()
+        yield name
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+@pytest_asyncio.fixture
+async def db_url(pg_server_dsn: str, template_db: str) -> AsyncIterator[str]:
+    """DSN of a new, migrated database for one test."""
+    name = f"rm_t_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(pg_server_dsn)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_db}"')
+        yield with_database(pg_server_dsn, name)
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+@pytest_asyncio.fixture
+async def pool(db_url: str) -> AsyncIterator[asyncpg.Pool]:
+    async with db.pool(db_url, max_size=5) as p:
+        yield p
