@@ -5,15 +5,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import Any, TypeAlias
 
 import asyncpg
 import msgspec
+from asyncpg.pool import PoolConnectionProxy
 
 from rendermill.common import embedded, settings
 from rendermill.common import logging as rlog
 
 log = rlog.get(__name__)
+
+# A connection, pooled or not: what repository functions take.
+Conn: TypeAlias = "asyncpg.Connection[Any] | PoolConnectionProxy[Any]"
 
 EVENTS_CHANNEL = "rendermill_events"
 QUEUE_CHANNEL = "rendermill_queue"

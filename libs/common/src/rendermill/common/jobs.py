@@ -78,14 +78,14 @@ def _job(row: asyncpg.Record) -> Job:
     return msgspec.convert(dict(row), Job, from_attributes=False, strict=False)
 
 
-async def _emit(conn: asyncpg.Connection, job: Job, event_type: str) -> None:
+async def _emit(conn: db.Conn, job: Job, event_type: str) -> None:
     await conn.execute(Q.insert_event, job.id, job.event_seq, event_type, job.snapshot())
     hint = schemas.JobEventHint(job_id=job.id, seq=job.event_seq)
     await conn.execute(Q.notify, db.EVENTS_CHANNEL, _encode(hint).decode())
 
 
 async def _apply(
-    conn: asyncpg.Connection, query: str, args: tuple[Any, ...], event_type: str, what: str
+    conn: db.Conn, query: str, args: tuple[Any, ...], event_type: str, what: str
 ) -> Job:
     async with conn.transaction():
         row = await conn.fetchrow(query, *args)
@@ -104,7 +104,7 @@ async def _apply(
 
 
 async def create(
-    conn: asyncpg.Connection,
+    conn: db.Conn,
     *,
     tenant_id: uuid.UUID,
     project: dict[str, Any],
@@ -145,9 +145,7 @@ async def create(
         return job, True
 
 
-async def get(
-    conn: asyncpg.Connection, job_id: uuid.UUID, tenant_id: uuid.UUID | None = None
-) -> Job:
+async def get(conn: db.Conn, job_id: uuid.UUID, tenant_id: uuid.UUID | None = None) -> Job:
     """The job (scoped to ``tenant_id`` when given); raises errors.NotFound."""
     if tenant_id is None:
         row = await conn.fetchrow(Q.get_job, job_id)
@@ -159,18 +157,18 @@ async def get(
 
 
 async def list_for_tenant(
-    conn: asyncpg.Connection, tenant_id: uuid.UUID, *, status: str | None = None, limit: int = 50
+    conn: db.Conn, tenant_id: uuid.UUID, *, status: str | None = None, limit: int = 50
 ) -> list[Job]:
     return [_job(r) for r in await conn.fetch(Q.list_jobs, tenant_id, status, limit)]
 
 
-async def start_attempt(conn: asyncpg.Connection, job_id: uuid.UUID, attempt: int) -> Job:
+async def start_attempt(conn: db.Conn, job_id: uuid.UUID, attempt: int) -> Job:
     """queued -> running for ``attempt``."""
     return await _apply(conn, Q.start_attempt, (job_id, attempt), "job.started", "start")
 
 
 async def report_progress(
-    conn: asyncpg.Connection,
+    conn: db.Conn,
     job_id: uuid.UUID,
     attempt: int,
     *,
@@ -188,7 +186,7 @@ async def report_progress(
 
 
 async def finish(
-    conn: asyncpg.Connection,
+    conn: db.Conn,
     job_id: uuid.UUID,
     status: JobStatus,
     *,
@@ -206,7 +204,7 @@ async def finish(
 
 
 async def finish_if_version(
-    conn: asyncpg.Connection,
+    conn: db.Conn,
     job_id: uuid.UUID,
     version: int,
     status: JobStatus,
@@ -223,7 +221,7 @@ async def finish_if_version(
 
 
 async def requeue(
-    conn: asyncpg.Connection,
+    conn: db.Conn,
     job_id: uuid.UUID,
     attempt: int,
     *,
@@ -234,9 +232,7 @@ async def requeue(
     return await _apply(conn, Q.requeue, (job_id, attempt, message, error), "job.retrying", "retry")
 
 
-async def events_after(
-    conn: asyncpg.Connection, job_id: uuid.UUID, seq: int, limit: int = 500
-) -> list[Event]:
+async def events_after(conn: db.Conn, job_id: uuid.UUID, seq: int, limit: int = 500) -> list[Event]:
     rows = await conn.fetch(Q.events_after, job_id, seq, limit)
     return [msgspec.convert(dict(r), Event, strict=False) for r in rows]
 
@@ -262,34 +258,32 @@ def _attempt(row: asyncpg.Record) -> Attempt:
 
 
 async def insert_attempt(
-    conn: asyncpg.Connection, job_id: uuid.UUID, attempt: int, launcher: str
+    conn: db.Conn, job_id: uuid.UUID, attempt: int, launcher: str
 ) -> Attempt | None:
     """Record a new attempt; None when (job_id, attempt) exists already (a redelivery)."""
     row = await conn.fetchrow(Q.insert_attempt, job_id, attempt, launcher)
     return _attempt(row) if row else None
 
 
-async def get_attempt(conn: asyncpg.Connection, job_id: uuid.UUID, attempt: int) -> Attempt | None:
+async def get_attempt(conn: db.Conn, job_id: uuid.UUID, attempt: int) -> Attempt | None:
     row = await conn.fetchrow(Q.get_attempt, job_id, attempt)
     return _attempt(row) if row else None
 
 
-async def list_attempts(conn: asyncpg.Connection, job_id: uuid.UUID) -> list[Attempt]:
+async def list_attempts(conn: db.Conn, job_id: uuid.UUID) -> list[Attempt]:
     return [_attempt(r) for r in await conn.fetch(Q.list_attempts, job_id)]
 
 
-async def set_attempt_task(
-    conn: asyncpg.Connection, job_id: uuid.UUID, attempt: int, task_id: str
-) -> None:
+async def set_attempt_task(conn: db.Conn, job_id: uuid.UUID, attempt: int, task_id: str) -> None:
     await conn.execute(Q.set_attempt_task, job_id, attempt, task_id)
 
 
-async def heartbeat(conn: asyncpg.Connection, job_id: uuid.UUID, attempt: int) -> None:
+async def heartbeat(conn: db.Conn, job_id: uuid.UUID, attempt: int) -> None:
     await conn.execute(Q.heartbeat, job_id, attempt)
 
 
 async def finish_attempt(
-    conn: asyncpg.Connection, job_id: uuid.UUID, attempt: int, exit_code: int, reason: str
+    conn: db.Conn, job_id: uuid.UUID, attempt: int, exit_code: int, reason: str
 ) -> Attempt | None:
     row = await conn.fetchrow(Q.finish_attempt, job_id, attempt, exit_code, reason)
     return _attempt(row) if row else None

@@ -8,10 +8,9 @@ import hashlib
 import secrets
 import uuid
 
-import asyncpg
 import msgspec
 
-from rendermill.common import errors, sql
+from rendermill.common import db, errors, sql
 
 Q = sql.queries("tenants")
 KEY_PREFIX = "rmk_"
@@ -45,7 +44,7 @@ def new_webhook_secret() -> str:
     return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
 
 
-async def create(conn: asyncpg.Connection, name: str) -> tuple[Tenant, str]:
+async def create(conn: db.Conn, name: str) -> tuple[Tenant, str]:
     """Create a tenant with one API key; returns (tenant, the key in clear, shown once)."""
     async with conn.transaction():
         row = await conn.fetchrow(Q.insert_tenant, uuid.uuid4(), name, new_webhook_secret())
@@ -55,13 +54,13 @@ async def create(conn: asyncpg.Connection, name: str) -> tuple[Tenant, str]:
     return tenant, key
 
 
-async def add_key(conn: asyncpg.Connection, tenant_id: uuid.UUID) -> str:
+async def add_key(conn: db.Conn, tenant_id: uuid.UUID) -> str:
     key = KEY_PREFIX + secrets.token_urlsafe(32)
     await conn.execute(Q.insert_api_key, uuid.uuid4(), tenant_id, key[:10], _hash(key))
     return key
 
 
-async def authenticate(conn: asyncpg.Connection, key: str) -> Tenant:
+async def authenticate(conn: db.Conn, key: str) -> Tenant:
     """The tenant owning ``key``; raises errors.Unauthorized for unknown or revoked keys."""
     row = await conn.fetchrow(Q.tenant_for_key, _hash(key))
     if row is None:
@@ -69,7 +68,7 @@ async def authenticate(conn: asyncpg.Connection, key: str) -> Tenant:
     return msgspec.convert(dict(row), Tenant, strict=False)
 
 
-async def get(conn: asyncpg.Connection, tenant_id: uuid.UUID) -> Tenant:
+async def get(conn: db.Conn, tenant_id: uuid.UUID) -> Tenant:
     row = await conn.fetchrow(Q.get_tenant, tenant_id)
     if row is None:
         raise errors.NotFound(f"tenant {tenant_id} not found")
@@ -77,7 +76,7 @@ async def get(conn: asyncpg.Connection, tenant_id: uuid.UUID) -> Tenant:
 
 
 async def insert_asset(
-    conn: asyncpg.Connection,
+    conn: db.Conn,
     *,
     asset_id: uuid.UUID,
     tenant_id: uuid.UUID,
@@ -94,7 +93,7 @@ async def insert_asset(
     return msgspec.convert(dict(row), Asset, strict=False)
 
 
-async def get_asset(conn: asyncpg.Connection, asset_id: uuid.UUID, tenant_id: uuid.UUID) -> Asset:
+async def get_asset(conn: db.Conn, asset_id: uuid.UUID, tenant_id: uuid.UUID) -> Asset:
     row = await conn.fetchrow(Q.get_asset, asset_id, tenant_id)
     if row is None:
         raise errors.NotFound(f"asset {asset_id} not found")

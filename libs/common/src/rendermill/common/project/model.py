@@ -133,7 +133,7 @@ class Project(msgspec.Struct, frozen=True, kw_only=True):
     @property
     def duration(self) -> float:
         """Max ``end`` over every action of every track (hidden and disabled included)."""
-        return max((a.end for tr in self.tracks for a in tr.actions), default=0.0)
+        return max(0.0, max((a.end for tr in self.tracks for a in tr.actions), default=0.0))
 
     def frame_count(self, fps: int) -> int:
         # Round before ceil so 10.0 * 30 = 300.00000000000006 is 300 frames, not 301.

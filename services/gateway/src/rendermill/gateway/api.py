@@ -1,0 +1,116 @@
+"""Request and response bodies of the public API (msgspec Structs, also the OpenAPI source)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, Literal
+
+import msgspec
+
+from rendermill.common import schemas
+
+
+class JobRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """``POST /v1/jobs``: an editor project and how to render it."""
+
+    project: Any
+    output: schemas.OutputSpec = schemas.OutputSpec()
+    # Track url exactly as written in the project -> uploaded asset id.
+    media: dict[str, str] = {}
+    webhook_url: str | None = None
+    idempotency_key: str | None = None
+    priority: int = 0
+
+
+class SeedProcessRequest(msgspec.Struct, kw_only=True):
+    """``POST /api/video/process``, the seed document's contract."""
+
+    editorState: Any  # the seed document spells it so
+    outputFormat: schemas.OutputFormat = "mp4"
+    resolution: str = "1080p"
+    fps: int = 30
+    media: dict[str, str] = {}
+    webhook_url: str | None = None
+
+
+class SeedProcessResponse(msgspec.Struct, kw_only=True):
+    jobId: str
+    status: Literal["processing"] = "processing"
+
+
+class SeedStatus(msgspec.Struct, kw_only=True, omit_defaults=True):
+    stage: Literal["uploading", "processing", "storing", "downloading", "complete", "error"]
+    progress: int
+    message: str
+    downloadUrl: str | None = None
+    error: str | None = None
+
+
+class ResultView(msgspec.Struct, kw_only=True):
+    object_key: str
+    size_bytes: int
+    duration: float
+    width: int
+    height: int
+    frames: int
+    sha256: str
+    content_type: str
+    download_url: str | None = None
+    download_expires_at: dt.datetime | None = None
+
+
+class ErrorInfo(msgspec.Struct, kw_only=True):
+    code: str
+    message: str
+    detail: Any = None
+
+
+class JobView(msgspec.Struct, kw_only=True):
+    id: str
+    status: schemas.JobStatus
+    stage: schemas.Stage
+    progress: float
+    frames_done: int
+    frames_total: int
+    message: str
+    attempt: int
+    output: schemas.OutputSpec
+    webhook_url: str | None
+    result: ResultView | None
+    error: ErrorInfo | None
+    created_at: dt.datetime
+    updated_at: dt.datetime
+    started_at: dt.datetime | None
+    finished_at: dt.datetime | None
+    events_url: str
+
+
+class JobList(msgspec.Struct, kw_only=True):
+    jobs: list[JobView]
+
+
+class AssetView(msgspec.Struct, kw_only=True):
+    id: str
+    name: str
+    size: int
+    sha256: str
+    content_type: str
+    created_at: dt.datetime
+
+
+class EventView(msgspec.Struct, kw_only=True):
+    seq: int
+    type: str
+    data: dict[str, Any]
+    created_at: dt.datetime
+
+
+class ErrorBody(msgspec.Struct, kw_only=True):
+    code: str
+    message: str
+    detail: Any = None
+    request_id: str = ""
+
+
+class ErrorResponse(msgspec.Struct, kw_only=True):
+    error: ErrorBody

@@ -1,0 +1,509 @@
+"""The gateway: the public HTTP API (aiohttp)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import hashlib
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import asyncpg
+import msgspec
+from aiohttp import WSMsgType, web
+from opentelemetry import trace
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+
+from rendermill.common import db, errors, jobs, netguard, schemas, settings, telemetry, tenants
+from rendermill.common import logging as rlog
+from rendermill.common.project import parse
+from rendermill.common.queue import Queue
+from rendermill.common.queue.postgres import PostgresQueue
+from rendermill.common.store import fs, source_key
+from rendermill.gateway import api, openapi
+from rendermill.gateway.hub import EventHub
+
+log = rlog.get(__name__)
+tracer = telemetry.tracer("rendermill.gateway")
+
+CFG = web.AppKey("settings", settings.Gateway)
+POOL = web.AppKey("pool", asyncpg.Pool)
+STORE = web.AppKey("store", fs.FsStore)
+QUEUE = web.AppKey("queue", Queue)
+HUB = web.AppKey("hub", EventHub)
+TENANT = "tenant"
+
+REQUESTS = Counter("rendermill_http_requests_total", "HTTP requests", ["method", "route", "status"])
+LATENCY = Histogram("rendermill_http_request_seconds", "HTTP request latency", ["route"])
+JOBS_CREATED = Counter("rendermill_jobs_created_total", "Jobs accepted")
+
+_json = msgspec.json.Encoder()
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def json_response(obj: Any, status: int = 200) -> web.Response:
+    return web.Response(body=_json.encode(obj), status=status, content_type="application/json")
+
+
+def _error(exc: errors.RendermillError, request_id: str) -> web.Response:
+    body = api.ErrorResponse(
+        error=api.ErrorBody(
+            code=exc.code, message=exc.message, detail=exc.detail, request_id=request_id
+        )
+    )
+    return json_response(body, exc.http_status)
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Error taxonomy -> JSON; anything else -> a generic 500 whose id is in the logs."""
+    request_id = request.headers.get("X-Request-Id") or uuid.uuid4().hex
+    route = (
+        request.match_info.route.resource.canonical if request.match_info.route.resource else "?"
+    )
+    started = time.perf_counter()
+    status = 500
+    try:
+        with tracer.start_as_current_span(f"{request.method} {route}"):
+            resp = await handler(request)
+        status = resp.status
+        return resp
+    except web.HTTPException as exc:
+        status = exc.status
+        raise
+    except errors.RendermillError as exc:
+        status = exc.http_status
+        log.info("request_rejected", code=exc.code, status=status, request_id=request_id)
+        return _error(exc, request_id)
+    except Exception:
+        log.exception("request_failed", request_id=request_id, path=request.path)
+        return _error(errors.RendermillError("internal error"), request_id)
+    finally:
+        REQUESTS.labels(request.method, route, str(status)).inc()
+        LATENCY.labels(route).observe(time.perf_counter() - started)
+
+
+def _token(request: web.Request) -> str | None:
+    auth = request.headers.get("Authorization", "")
+    if auth.lower().startswith("bearer "):
+        return auth[7:].strip()
+    # Browsers cannot set headers on WebSocket/EventSource requests.
+    return request.query.get("access_token")
+
+
+async def authenticate(request: web.Request) -> tenants.Tenant:
+    token = _token(request)
+    if not token:
+        raise errors.Unauthorized("missing API key: send 'Authorization: Bearer <key>'")
+    async with request.app[POOL].acquire() as conn:
+        return await tenants.authenticate(conn, token)
+
+
+def _parse_uuid(value: str, what: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        raise errors.NotFound(f"{what} {value!r} not found") from None
+
+
+async def _decode(request: web.Request, typ: type[Any]) -> Any:
+    cfg = request.app[CFG]
+    if request.content_length and request.content_length > cfg.max_project_bytes:
+        raise errors.PayloadTooLarge(f"request body exceeds {cfg.max_project_bytes} bytes")
+    body = await request.read()
+    try:
+        return msgspec.json.decode(body, type=typ)
+    except msgspec.ValidationError as exc:
+        raise errors.InvalidInput(f"invalid request body: {exc}") from exc
+    except msgspec.DecodeError as exc:
+        raise errors.InvalidInput(f"request body is not valid JSON: {exc}") from exc
+
+
+def _result_view(app: web.Application, job: jobs.Job) -> api.ResultView | None:
+    if job.result is None:
+        return None
+    view = msgspec.convert(job.result, api.ResultView)
+    ttl = app[CFG].download_ttl_seconds
+    filename = f"{job.id}.{job.output.get('format', 'mp4')}"
+    view.download_url = app[STORE].download_url(view.object_key, ttl=ttl, filename=filename)
+    view.download_expires_at = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=ttl)
+    return view
+
+
+def job_view(app: web.Application, job: jobs.Job) -> api.JobView:
+    return api.JobView(
+        id=str(job.id),
+        status=job.status,
+        stage=job.stage,
+        progress=job.progress,
+        frames_done=job.frames_done,
+        frames_total=job.frames_total,
+        message=job.message,
+        attempt=job.attempt,
+        output=msgspec.convert(job.output, schemas.OutputSpec),
+        webhook_url=job.webhook_url,
+        result=_result_view(app, job),
+        error=msgspec.convert(job.error, api.ErrorInfo) if job.error else None,
+        created_at=job.created_at,
+        updated_at=job.updated_at,
+        started_at=job.started_at,
+        finished_at=job.finished_at,
+        events_url=f"/v1/jobs/{job.id}/events",
+    )
+
+
+async def submit(
+    request: web.Request, tenant: tenants.Tenant, req: api.JobRequest, idempotency_key: str | None
+) -> tuple[jobs.Job, bool]:
+    """Validate a job request fully, then insert it and enqueue it."""
+    app = request.app
+    cfg = app[CFG]
+    project = parse.from_json(req.project)
+    problems = list(parse.unresolved(project, req.media))
+    width, height = req.output.size()
+    frames = project.frame_count(req.output.fps)
+    if frames == 0:
+        problems.append(
+            errors.Problem(
+                "tracks", "the project has no action with an end time: nothing to render"
+            )
+        )
+    if project.duration > cfg.max_output_seconds:
+        problems.append(
+            errors.Problem(
+                "tracks",
+                f"the project lasts {project.duration:.1f} s; the limit is "
+                f"{cfg.max_output_seconds:.0f} s",
+            )
+        )
+    async with app[POOL].acquire() as conn:
+        for url, asset_id in req.media.items():
+            try:
+                await tenants.get_asset(conn, _parse_uuid(asset_id, "asset"), tenant.id)
+            except errors.NotFound:
+                problems.append(
+                    errors.Problem(
+                        f"media[{url!r}]",
+                        f"no uploaded asset {asset_id!r}: upload the file with POST /v1/uploads "
+                        "and use the id it returns",
+                    )
+                )
+    if problems:
+        raise errors.InvalidProject(problems)
+    if req.webhook_url:
+        await netguard.check_url(
+            req.webhook_url, allow_private=cfg.allow_private_webhooks, what="webhook_url"
+        )
+    del width, height
+    span = trace.get_current_span().get_span_context()
+    async with app[POOL].acquire() as conn:
+        job, created = await jobs.create(
+            conn,
+            tenant_id=tenant.id,
+            project=msgspec.to_builtins(project),
+            output=req.output,
+            media=req.media,
+            webhook_url=req.webhook_url,
+            idempotency_key=idempotency_key or req.idempotency_key,
+            priority=req.priority,
+            trace_id=format(span.trace_id, "032x") if span.is_valid else None,
+            traceparent=telemetry.current_traceparent(),
+        )
+    if created:
+        # Enqueued after commit: a crash in between leaves a queued job that the
+        # scheduler's sweep picks up, so nothing accepted is lost.
+        await app[QUEUE].send(
+            schemas.QueueMessage(
+                job_id=job.id, attempt=1, traceparent=telemetry.current_traceparent()
+            )
+        )
+        JOBS_CREATED.inc()
+        log.info("job_created", job_id=str(job.id), tenant_id=str(tenant.id), frames=frames)
+    return job, created
+
+
+async def create_job(request: web.Request) -> web.Response:
+    tenant = await authenticate(request)
+    req = await _decode(request, api.JobRequest)
+    job, created = await submit(request, tenant, req, request.headers.get("Idempotency-Key"))
+    return json_response(job_view(request.app, job), 202 if created else 200)
+
+
+async def get_job(request: web.Request) -> web.Response:
+    tenant = await authenticate(request)
+    job_id = _parse_uuid(request.match_info["job_id"], "job")
+    async with request.app[POOL].acquire() as conn:
+        job = await jobs.get(conn, job_id, tenant.id)
+    return json_response(job_view(request.app, job))
+
+
+async def list_jobs(request: web.Request) -> web.Response:
+    tenant = await authenticate(request)
+    status = request.query.get("status")
+    try:
+        limit = max(1, min(200, int(request.query.get("limit", "50"))))
+    except ValueError:
+        raise errors.InvalidInput("limit must be an integer") from None
+    async with request.app[POOL].acquire() as conn:
+        rows = await jobs.list_for_tenant(conn, tenant.id, status=status, limit=limit)
+    return json_response(api.JobList(jobs=[job_view(request.app, j) for j in rows]))
+
+
+async def upload(request: web.Request) -> web.Response:
+    """Stream a raw body into the store as a source asset."""
+    tenant = await authenticate(request)
+    cfg = request.app[CFG]
+    name = request.query.get("name") or request.headers.get("X-Filename") or "upload.bin"
+    name = name.replace("/", "_").replace("\\", "_").strip(".") or "upload.bin"
+    content_type = request.headers.get("Content-Type", "application/octet-stream")
+    if request.content_length is not None and request.content_length > cfg.max_upload_bytes:
+        raise errors.PayloadTooLarge(f"upload exceeds the limit of {cfg.max_upload_bytes} bytes")
+    asset_id = uuid.uuid4()
+    key = source_key(str(tenant.id), str(asset_id), name)
+    digest = hashlib.sha256()
+
+    async def chunks() -> AsyncIterator[bytes]:
+        async for chunk in request.content.iter_chunked(1 << 20):
+            digest.update(chunk)
+            yield chunk
+
+    size = await request.app[STORE].put_stream(key, chunks(), max_bytes=cfg.max_upload_bytes)
+    if size == 0:
+        await request.app[STORE].delete(key)
+        raise errors.InvalidInput("the upload is empty: send the file as the request body")
+    async with request.app[POOL].acquire() as conn:
+        asset = await tenants.insert_asset(
+            conn,
+            asset_id=asset_id,
+            tenant_id=tenant.id,
+            object_key=key,
+            name=name,
+            content_type=content_type,
+            size=size,
+            sha256=digest.hexdigest(),
+        )
+    log.info("asset_uploaded", asset_id=str(asset.id), size=size, tenant_id=str(tenant.id))
+    view = api.AssetView(
+        id=str(asset.id),
+        name=asset.name,
+        size=asset.size,
+        sha256=asset.sha256,
+        content_type=asset.content_type,
+        created_at=asset.created_at,
+    )
+    return json_response(view, 201)
+
+
+async def _event_stream(
+    request: web.Request, job_id: uuid.UUID, after: int, closed: asyncio.Event
+) -> AsyncIterator[jobs.Event]:
+    """Every event of the job after ``after``, until a terminal one or ``closed``."""
+    hub = request.app[HUB]
+    with hub.watch(job_id) as wake:
+        while not closed.is_set():
+            wake.clear()
+            async with request.app[POOL].acquire() as conn:
+                batch = await jobs.events_after(conn, job_id, after)
+            for event in batch:
+                after = event.seq
+                yield event
+                if event.type in ("job.succeeded", "job.failed", "job.canceled"):
+                    return
+            if not batch:
+                # NOTIFY is a hint: poll now and then in case one was missed.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(5.0):
+                        await _first(wake.wait(), closed.wait())
+
+
+async def _first(*aws: Awaitable[Any]) -> None:
+    tasks = [asyncio.ensure_future(a) for a in aws]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for t in tasks:
+            t.cancel()
+
+
+def _event_view(event: jobs.Event) -> api.EventView:
+    return api.EventView(
+        seq=event.seq, type=event.type, data=event.data, created_at=event.created_at
+    )
+
+
+async def job_events(request: web.Request) -> web.StreamResponse:
+    """WebSocket (or SSE when not an upgrade): every state/progress change of the job."""
+    tenant = await authenticate(request)
+    job_id = _parse_uuid(request.match_info["job_id"], "job")
+    async with request.app[POOL].acquire() as conn:
+        await jobs.get(conn, job_id, tenant.id)
+    after_raw = request.query.get("after") or request.headers.get("Last-Event-ID") or "0"
+    after = int(after_raw) if after_raw.isdigit() else 0
+    closed = asyncio.Event()
+    ws = web.WebSocketResponse(heartbeat=20)
+    if ws.can_prepare(request).ok:
+        await ws.prepare(request)
+
+        async def reader() -> None:
+            async for msg in ws:
+                if msg.type in (WSMsgType.CLOSE, WSMsgType.ERROR):
+                    break
+            closed.set()
+
+        read_task = asyncio.create_task(reader())
+        try:
+            async for event in _event_stream(request, job_id, after, closed):
+                await ws.send_bytes(_json.encode(_event_view(event)))
+        except ConnectionResetError:
+            pass
+        finally:
+            read_task.cancel()
+            await ws.close()
+        return ws
+    sse = web.StreamResponse(
+        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+    )
+    await sse.prepare(request)
+    try:
+        async for event in _event_stream(request, job_id, after, closed):
+            payload = _json.encode(_event_view(event)).decode()
+            await sse.write(f"id: {event.seq}\nevent: {event.type}\ndata: {payload}\n\n".encode())
+    except ConnectionResetError:
+        pass
+    return sse
+
+
+async def download(request: web.Request) -> web.StreamResponse:
+    key = request.match_info["key"]
+    path = request.app[STORE].verify(
+        key, request.query.get("expires", ""), request.query.get("sig", "")
+    )
+    resp = web.FileResponse(path, chunk_size=1 << 18)
+    resp.headers["Content-Disposition"] = f'attachment; filename="{path.name}"'
+    resp.headers["Cache-Control"] = "private, max-age=300"
+    return resp
+
+
+# --- the seed document's contract -------------------------------------------------------
+
+_SEED_STAGE: dict[str, str] = {
+    "queued": "processing",
+    "fetching": "processing",
+    "rendering": "processing",
+    "uploading": "storing",
+    "done": "complete",
+}
+
+
+async def seed_process(request: web.Request) -> web.Response:
+    tenant = await authenticate(request)
+    body = await _decode(request, api.SeedProcessRequest)
+    req = api.JobRequest(
+        project=body.editorState,
+        output=schemas.OutputSpec(
+            format=body.outputFormat, resolution=body.resolution, fps=body.fps
+        ),
+        media=body.media,
+        webhook_url=body.webhook_url,
+    )
+    job, _ = await submit(request, tenant, req, request.headers.get("Idempotency-Key"))
+    return json_response(api.SeedProcessResponse(jobId=str(job.id)))
+
+
+async def seed_status(request: web.Request) -> web.Response:
+    job_id = _parse_uuid(request.match_info["job_id"], "job")
+    tenant_id = None
+    if not request.app[CFG].seed_status_public or _token(request):
+        tenant_id = (await authenticate(request)).id
+    async with request.app[POOL].acquire() as conn:
+        job = await jobs.get(conn, job_id, tenant_id)
+    if job.status == schemas.JobStatus.SUCCEEDED:
+        result = _result_view(request.app, job)
+        status = api.SeedStatus(
+            stage="complete",
+            progress=100,
+            message=job.message or "complete",
+            downloadUrl=result.download_url if result else None,
+        )
+    elif job.status.terminal:
+        err = job.error or {}
+        status = api.SeedStatus(
+            stage="error",
+            progress=round(job.progress * 100),
+            message=job.message or job.status.value,
+            error=str(err.get("message") or job.status.value),
+        )
+    else:
+        stage = _SEED_STAGE.get(job.stage.value, "processing")
+        status = api.SeedStatus(
+            stage=stage,  # type: ignore[arg-type]
+            progress=min(99, round(job.progress * 100)),
+            message=job.message or job.stage.value,
+        )
+    return json_response(status)
+
+
+# --- operations ---------------------------------------------------------------------------
+
+
+async def healthz(_request: web.Request) -> web.Response:
+    return json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    try:
+        async with request.app[POOL].acquire(timeout=2) as conn:
+            await conn.fetchval("SELECT 1")
+    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+        raise errors.RetryLater(f"database unavailable: {exc}") from exc
+    return json_response({"status": "ready"})
+
+
+async def metrics(_request: web.Request) -> web.Response:
+    resp = web.Response(body=generate_latest())
+    resp.headers["Content-Type"] = CONTENT_TYPE_LATEST
+    return resp
+
+
+async def openapi_doc(_request: web.Request) -> web.Response:
+    return json_response(openapi.document())
+
+
+async def _resources(app: web.Application) -> AsyncIterator[None]:
+    cfg = app[CFG]
+    url = db.dsn(cfg)
+    async with contextlib.AsyncExitStack() as stack:
+        app[POOL] = await stack.enter_async_context(db.pool(url, max_size=10))
+        hub = EventHub()
+        app[HUB] = hub
+        # One LISTEN connection per process feeds every WebSocket/SSE stream.
+        listener = await stack.enter_async_context(db.Listener(url, db.EVENTS_CHANNEL))
+        listener.add(hub.on_notify)
+        app[QUEUE] = PostgresQueue(app[POOL])
+        yield
+
+
+def create_app(cfg: settings.Gateway) -> web.Application:
+    app = web.Application(middlewares=[error_middleware], client_max_size=cfg.max_project_bytes)
+    app[CFG] = cfg
+    app[STORE] = fs.FsStore(
+        cfg.store_root, signing_key=cfg.url_signing_key, public_url=cfg.public_url
+    )
+    app.cleanup_ctx.append(_resources)
+    r = app.router
+    r.add_post("/v1/jobs", create_job)
+    r.add_get("/v1/jobs", list_jobs)
+    r.add_get("/v1/jobs/{job_id}", get_job)
+    r.add_get("/v1/jobs/{job_id}/events", job_events)
+    r.add_post("/v1/uploads", upload)
+    r.add_get(fs.FILES_PREFIX + "{key:.+}", download)
+    r.add_post("/api/video/process", seed_process)
+    r.add_get("/api/video/status/{job_id}", seed_status)
+    r.add_get("/healthz", healthz)
+    r.add_get("/readyz", readyz)
+    r.add_get("/metrics", metrics)
+    r.add_get("/openapi.json", openapi_doc)
+    return app

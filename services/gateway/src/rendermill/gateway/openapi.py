@@ -1,0 +1,91 @@
+"""The OpenAPI document, generated from the same msgspec Structs the handlers use."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import msgspec
+
+from rendermill.gateway import api
+
+_MODELS: tuple[Any, ...] = (
+    api.JobRequest,
+    api.JobView,
+    api.JobList,
+    api.AssetView,
+    api.EventView,
+    api.ErrorResponse,
+    api.SeedProcessRequest,
+    api.SeedProcessResponse,
+    api.SeedStatus,
+)
+
+
+def _ref(model: Any) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{model.__name__}"}
+
+
+def _json(model: Any) -> dict[str, Any]:
+    return {"content": {"application/json": {"schema": _ref(model)}}}
+
+
+def _op(summary: str, ok: tuple[int, Any], body: Any = None, **extra: Any) -> dict[str, Any]:
+    op: dict[str, Any] = {
+        "summary": summary,
+        "responses": {
+            str(ok[0]): {"description": "OK", **(_json(ok[1]) if ok[1] else {})},
+            "default": {"description": "error", **_json(api.ErrorResponse)},
+        },
+        "security": [{"bearer": []}],
+    }
+    if body is not None:
+        op["requestBody"] = {"required": True, **_json(body)}
+    op.update(extra)
+    return op
+
+
+@functools.cache
+def document() -> dict[str, Any]:
+    _, components = msgspec.json.schema_components(
+        _MODELS, ref_template="#/components/schemas/{name}"
+    )
+    job_id = [{"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}]
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "rendermill", "version": "1"},
+        "components": {
+            "schemas": components,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+        "paths": {
+            "/v1/jobs": {
+                "post": _op("Submit a render job", (202, api.JobView), api.JobRequest),
+                "get": _op("List jobs", (200, api.JobList)),
+            },
+            "/v1/jobs/{job_id}": {"get": _op("Get a job", (200, api.JobView), parameters=job_id)},
+            "/v1/jobs/{job_id}/events": {
+                "get": _op(
+                    "Job events over WebSocket (or SSE): one EventView per message",
+                    (200, api.EventView),
+                    parameters=job_id,
+                )
+            },
+            "/v1/uploads": {
+                "post": {
+                    **_op("Upload a source file (raw body)", (201, api.AssetView)),
+                    "requestBody": {
+                        "content": {"application/octet-stream": {"schema": {"type": "string"}}}
+                    },
+                }
+            },
+            "/api/video/process": {
+                "post": _op(
+                    "Seed contract: submit", (200, api.SeedProcessResponse), api.SeedProcessRequest
+                )
+            },
+            "/api/video/status/{job_id}": {
+                "get": _op("Seed contract: status", (200, api.SeedStatus), parameters=job_id)
+            },
+        },
+    }

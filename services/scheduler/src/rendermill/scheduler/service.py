@@ -1,0 +1,321 @@
+"""The scheduler: queue -> one renderer attempt per message, with a concurrency limit.
+
+It is idempotent on (job_id, attempt): a redelivered message whose attempt is already
+running is watched through its heartbeat rather than launched twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import random
+import uuid
+
+import asyncpg
+import msgspec
+from prometheus_client import Counter, Gauge
+
+from rendermill.common import db, errors, jobs, lifecycle, schemas, settings, telemetry
+from rendermill.common import logging as rlog
+from rendermill.common.launch import Launcher
+from rendermill.common.launch.local import LocalLauncher
+from rendermill.common.queue import Queue, Received
+from rendermill.common.queue.postgres import PostgresQueue
+from rendermill.common.schemas import JobStatus
+
+log = rlog.get(__name__)
+tracer = telemetry.tracer("rendermill.scheduler")
+
+LAUNCHES = Counter("rendermill_launches_total", "Renderer attempts launched", ["launcher"])
+FAILURES = Counter("rendermill_attempt_failures_total", "Failed attempts by reason", ["reason"])
+RUNNING = Gauge("rendermill_attempts_running", "Attempts running now")
+
+# Exit codes of the renderer launch contract (DESIGN.md).
+EXIT_OK = 0
+EXIT_INVALID_PROJECT = 2
+EXIT_BAD_MEDIA = 3
+EXIT_TRANSIENT = 75
+EXIT_KILLED = 137
+
+
+class Outcome(msgspec.Struct, frozen=True):
+    reason: str
+    retry: bool
+    message: str
+
+
+def classify(exit_code: int) -> Outcome:
+    """What an exit code means for the job."""
+    if exit_code == EXIT_INVALID_PROJECT:
+        return Outcome("invalid_project", False, "the project cannot be rendered")
+    if exit_code == EXIT_BAD_MEDIA:
+        return Outcome("media_error", False, "a source file is unreadable or corrupt")
+    if exit_code == EXIT_TRANSIENT:
+        return Outcome("transient", True, "a transient failure interrupted the render")
+    if exit_code == EXIT_KILLED:
+        return Outcome("killed", True, "the renderer was killed (out of memory?)")
+    if exit_code in (143, 130):
+        return Outcome("terminated", True, "the renderer was stopped")
+    return Outcome("infrastructure", True, f"the renderer exited with code {exit_code}")
+
+
+class Scheduler:
+    def __init__(
+        self,
+        cfg: settings.Scheduler,
+        pool: asyncpg.Pool,
+        queue: Queue,
+        launcher: Launcher,
+        database_url: str,
+    ) -> None:
+        self.cfg = cfg
+        self.pool = pool
+        self.queue = queue
+        self.launcher = launcher
+        self.database_url = database_url
+        self.wake = asyncio.Event()
+        self._slots = asyncio.Semaphore(cfg.concurrency)
+        self._running = 0
+
+    def on_notify(self, _payload: str | None) -> None:
+        self.wake.set()
+
+    async def run(self, stop: asyncio.Event, sup: lifecycle.Supervisor) -> None:
+        """Claim messages while there are free slots, until ``stop``."""
+        sup.spawn(self._sweep(stop), "sweep")
+        while not stop.is_set():
+            free = self.cfg.concurrency - self._running
+            got: list[Received] = []
+            if free > 0:
+                got = await self.queue.receive(
+                    max_messages=free, visibility_timeout=self.cfg.visibility_timeout
+                )
+            for received in got:
+                self._running += 1
+                sup.spawn(self._handle_guarded(received, stop), f"job:{received.message.job_id}")
+            if not got:
+                self.wake.clear()
+                await lifecycle.wait_or_stop(stop, self.wake, self.cfg.poll_interval)
+
+    async def _handle_guarded(self, received: Received, stop: asyncio.Event) -> None:
+        RUNNING.inc()
+        try:
+            await self.handle(received, stop)
+        except (OSError, asyncpg.PostgresError, errors.RetryLater) as exc:
+            # Leave the message: it becomes visible again and is retried.
+            log.warning(
+                "handle_failed_transient", job_id=str(received.message.job_id), error=repr(exc)
+            )
+        finally:
+            RUNNING.dec()
+            self._running -= 1
+            self.wake.set()
+
+    async def handle(self, received: Received, stop: asyncio.Event) -> None:
+        msg = received.message
+        bound = log.bind(job_id=str(msg.job_id), attempt=msg.attempt)
+        async with self.pool.acquire() as conn:
+            try:
+                job = await jobs.get(conn, msg.job_id)
+            except errors.NotFound:
+                bound.warning("message_for_unknown_job")
+                await self.queue.delete(received.receipt)
+                return
+        if job.status.terminal or msg.attempt < job.attempt:
+            await self.queue.delete(received.receipt)
+            return
+        if job.status == JobStatus.RUNNING and job.attempt == msg.attempt:
+            # Redelivery after a scheduler restart: the attempt may still be alive.
+            await self._adopt(job, received, stop)
+            return
+        if job.status != JobStatus.QUEUED:
+            await self.queue.delete(received.receipt)
+            return
+        ctx = telemetry.context_from(msg.traceparent or job.traceparent)
+        with tracer.start_as_current_span(
+            "schedule_attempt",
+            context=ctx,
+            attributes={"job_id": str(job.id), "attempt": msg.attempt},
+        ):
+            async with self.pool.acquire() as conn, conn.transaction():
+                if await jobs.insert_attempt(conn, job.id, msg.attempt, self.launcher.name) is None:
+                    bound.info("attempt_exists")
+                try:
+                    await jobs.start_attempt(conn, job.id, msg.attempt)
+                except errors.Conflict:
+                    await self.queue.delete(received.receipt)
+                    return
+            env = {
+                **settings.to_env(self.cfg),
+                "RENDERMILL_DATABASE_URL": self.database_url,
+                "RENDERMILL_JOB_ID": str(job.id),
+                "RENDERMILL_ATTEMPT": str(msg.attempt),
+            }
+            if tp := telemetry.current_traceparent():
+                env["TRACEPARENT"] = tp
+            try:
+                task_id = await self.launcher.launch(str(job.id), msg.attempt, env)
+            except OSError as exc:
+                bound.error("launch_failed", error=repr(exc))
+                await self._attempt_ended(job.id, msg.attempt, 1, job.max_attempts, received)
+                return
+            LAUNCHES.labels(self.launcher.name).inc()
+            bound.info("attempt_launched", task_id=task_id)
+            async with self.pool.acquire() as conn:
+                await jobs.set_attempt_task(conn, job.id, msg.attempt, task_id)
+            keep = asyncio.create_task(self._keepalive(job.id, msg.attempt, received, task_id))
+            waiter = asyncio.create_task(self.launcher.wait(task_id))
+            try:
+                await asyncio.wait(
+                    [waiter, asyncio.ensure_future(stop.wait())],
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+                if not waiter.done():
+                    # Shutting down: stop the render; the message comes back for a retry.
+                    await self.launcher.stop(task_id, grace=10)
+                rc = await waiter
+            finally:
+                keep.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await keep
+            await self._attempt_ended(job.id, msg.attempt, rc, job.max_attempts, received)
+
+    async def _keepalive(
+        self, job_id: uuid.UUID, attempt: int, received: Received, task_id: str
+    ) -> None:
+        """Keep the message invisible while the render runs; stop a render that went silent."""
+        interval = max(1.0, self.cfg.visibility_timeout / 3)
+        while True:
+            await asyncio.sleep(interval)
+            await self.queue.change_visibility(received.receipt, self.cfg.visibility_timeout)
+            async with self.pool.acquire() as conn:
+                att = await jobs.get_attempt(conn, job_id, attempt)
+            if att and self._stale(att):
+                log.warning("heartbeat_lost", job_id=str(job_id), attempt=attempt)
+                await self.launcher.stop(task_id, grace=5)
+                return
+
+    def _stale(self, att: jobs.Attempt) -> bool:
+        age = (dt.datetime.now(dt.UTC) - att.heartbeat_at).total_seconds()
+        return age > self.cfg.heartbeat_timeout
+
+    async def _adopt(self, job: jobs.Job, received: Received, stop: asyncio.Event) -> None:
+        """Watch an attempt started by an earlier scheduler until it ends or goes silent."""
+        while not stop.is_set():
+            async with self.pool.acquire() as conn:
+                att = await jobs.get_attempt(conn, job.id, job.attempt)
+                current = await jobs.get(conn, job.id)
+            if current.status.terminal or current.attempt != job.attempt:
+                await self.queue.delete(received.receipt)
+                return
+            if att is None or att.finished_at is not None or self._stale(att):
+                log.warning("attempt_lost", job_id=str(job.id), attempt=job.attempt)
+                await self._attempt_ended(
+                    job.id, job.attempt, EXIT_TRANSIENT, job.max_attempts, received
+                )
+                return
+            await self.queue.change_visibility(received.receipt, self.cfg.visibility_timeout)
+            await lifecycle.wait_or_stop(
+                stop, asyncio.Event(), min(5.0, self.cfg.visibility_timeout / 3)
+            )
+
+    async def _attempt_ended(
+        self, job_id: uuid.UUID, attempt: int, rc: int, max_attempts: int, received: Received
+    ) -> None:
+        outcome = classify(rc)
+        bound = log.bind(job_id=str(job_id), attempt=attempt, exit_code=rc)
+        async with self.pool.acquire() as conn:
+            await jobs.finish_attempt(
+                conn, job_id, attempt, rc, "ok" if rc == 0 else outcome.reason
+            )
+            job = await jobs.get(conn, job_id)
+            if rc == EXIT_OK:
+                if not job.status.terminal:
+                    # Exit 0 without a recorded result is a renderer bug, not a success.
+                    await self._fail(
+                        conn, job_id, "no_result", "the renderer exited without a result"
+                    )
+                bound.info("attempt_succeeded")
+            elif job.status.terminal:
+                bound.info("attempt_failed_job_final", status=job.status.value)
+            elif outcome.retry and attempt < max_attempts:
+                delay = self.cfg.retry_base_delay * 2 ** (attempt - 1) * random.uniform(0.8, 1.2)
+                err = jobs.error_info(outcome.reason, outcome.message, {"exit_code": rc})
+                try:
+                    await jobs.requeue(
+                        conn, job_id, attempt, message=f"retrying: {outcome.message}", error=err
+                    )
+                except errors.Conflict:
+                    pass
+                else:
+                    await self.queue.send(
+                        schemas.QueueMessage(
+                            job_id=job_id, attempt=attempt + 1, traceparent=job.traceparent
+                        ),
+                        delay=delay,
+                    )
+                    bound.warning("attempt_retrying", reason=outcome.reason, delay=round(delay, 2))
+            else:
+                msg = outcome.message
+                if outcome.retry:
+                    msg = f"{msg}; gave up after {attempt} attempts"
+                await self._fail(conn, job_id, outcome.reason, msg, {"exit_code": rc})
+            if rc != EXIT_OK:
+                FAILURES.labels(outcome.reason).inc()
+        await self.queue.delete(received.receipt)
+
+    async def _fail(
+        self,
+        conn: db.Conn,
+        job_id: uuid.UUID,
+        code: str,
+        message: str,
+        detail: object = None,
+    ) -> None:
+        with contextlib.suppress(errors.Conflict):
+            await jobs.finish(
+                conn,
+                job_id,
+                JobStatus.FAILED,
+                expect=(JobStatus.RUNNING, JobStatus.QUEUED),
+                error=jobs.error_info(code, message, detail),
+                message=message,
+            )
+        log.error("job_failed", job_id=str(job_id), code=code)
+
+    async def _sweep(self, stop: asyncio.Event) -> None:
+        """Re-enqueue queued jobs that have no message (the gateway died between commit and
+        enqueue): nothing accepted is ever lost."""
+        while not stop.is_set():
+            await lifecycle.wait_or_stop(stop, asyncio.Event(), 30.0)
+            async with self.pool.acquire() as conn:
+                rows = await conn.fetch(
+                    "SELECT j.id, j.attempt, j.traceparent FROM jobs j WHERE j.status = 'queued'"
+                    " AND j.updated_at < now() - interval '60 seconds' AND NOT EXISTS ("
+                    "  SELECT 1 FROM queue_messages m WHERE m.body->>'job_id' = j.id::text)"
+                )
+            for row in rows:
+                log.warning("orphan_job_requeued", job_id=str(row["id"]))
+                await self.queue.send(
+                    schemas.QueueMessage(
+                        job_id=row["id"], attempt=row["attempt"] + 1, traceparent=row["traceparent"]
+                    )
+                )
+
+
+async def main(cfg: settings.Scheduler) -> int:
+    stop = asyncio.Event()
+    lifecycle.install_signal_handlers(stop)
+    url = db.dsn(cfg)
+    async with contextlib.AsyncExitStack() as stack:
+        pool = await stack.enter_async_context(db.pool(url, max_size=5))
+        listener = await stack.enter_async_context(db.Listener(url, db.QUEUE_CHANNEL))
+        scheduler = Scheduler(cfg, pool, PostgresQueue(pool), LocalLauncher(), url)
+        listener.add(scheduler.on_notify)
+        # Drain before closing the pool: attempts record their end in Postgres.
+        sup = await stack.enter_async_context(lifecycle.supervised(stop, grace=30))
+        log.info("scheduler_started", concurrency=cfg.concurrency)
+        await scheduler.run(stop, sup)
+        log.info("scheduler_stopping")
+    return 1 if sup.failed else 0
