@@ -76,6 +76,11 @@ class Renderer(Common, frozen=True, kw_only=True):
     attempt: int = 0
     scratch_dir: str | None = None
     progress_interval: float = 1.0
+    heartbeat_interval: float = 5.0
+    # Remote (http/https) sources: refused on private networks unless allowed; bounded.
+    allow_private_sources: bool = False
+    max_source_bytes: int = 4 * 1024**3
+    fetch_timeout: float = 300.0
 
 
 class Notifier(Common, frozen=True, kw_only=True):
@@ -89,7 +94,12 @@ class Notifier(Common, frozen=True, kw_only=True):
 S = TypeVar("S", bound=Common)
 
 
-def load(cls: type[S], env: Mapping[str, str] | None = None, **overrides: object) -> S:
+def load(
+    cls: type[S],
+    env: Mapping[str, str] | None = None,
+    *,
+    overrides: Mapping[str, object] | None = None,
+) -> S:
     """Build ``cls`` from the environment (plus explicit overrides, which win).
 
     Raises errors.InvalidInput naming the variable when a value has the wrong type.
@@ -102,7 +112,7 @@ def load(cls: type[S], env: Mapping[str, str] | None = None, **overrides: object
             raw[name] = env[key]
     if "database_url" not in raw and env.get("DATABASE_URL"):
         raw["database_url"] = env["DATABASE_URL"]
-    raw.update(overrides)
+    raw.update(overrides or {})
     try:
         return msgspec.convert(raw, cls, strict=False)
     except msgspec.ValidationError as exc:

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import hashlib
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -252,12 +253,20 @@ async def list_jobs(request: web.Request) -> web.Response:
     return json_response(api.JobList(jobs=[job_view(request.app, j) for j in rows]))
 
 
+_UNSAFE = re.compile(r"[^A-Za-z0-9._ -]+")
+
+
+def _safe_name(raw: str) -> str:
+    """The file name part of ``raw`` with only harmless characters (it becomes a key part)."""
+    base = raw.replace("\\", "/").rsplit("/", 1)[-1]
+    return _UNSAFE.sub("_", base).strip(". ")[:200] or "upload.bin"
+
+
 async def upload(request: web.Request) -> web.Response:
     """Stream a raw body into the store as a source asset."""
     tenant = await authenticate(request)
     cfg = request.app[CFG]
-    name = request.query.get("name") or request.headers.get("X-Filename") or "upload.bin"
-    name = name.replace("/", "_").replace("\\", "_").strip(".") or "upload.bin"
+    name = _safe_name(request.query.get("name") or request.headers.get("X-Filename") or "")
     content_type = request.headers.get("Content-Type", "application/octet-stream")
     if request.content_length is not None and request.content_length > cfg.max_upload_bytes:
         raise errors.PayloadTooLarge(f"upload exceeds the limit of {cfg.max_upload_bytes} bytes")
@@ -356,7 +365,7 @@ async def job_events(request: web.Request) -> web.StreamResponse:
         read_task = asyncio.create_task(reader())
         try:
             async for event in _event_stream(request, job_id, after, closed):
-                await ws.send_bytes(_json.encode(_event_view(event)))
+                await ws.send_str(_json.encode(_event_view(event)).decode())
         except ConnectionResetError:
             pass
         finally:

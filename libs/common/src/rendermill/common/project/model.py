@@ -111,6 +111,14 @@ class Track(msgspec.Struct, frozen=True, kw_only=True):
     def has_sound(self) -> bool:
         return not self.hidden and not self.muted and self.controller != Controller.IMAGE
 
+    @property
+    def renders(self) -> bool:
+        """Whether any picture or sound of this track can reach the output (so its media
+        is needed at all)."""
+        if not (self.has_picture or self.has_sound):
+            return False
+        return any(not a.disabled and a.end > a.start for a in self.actions)
+
 
 class EmbeddedFile(msgspec.Struct, frozen=True, kw_only=True):
     """A media file carried inside a ``.sue`` container, at ``offset`` for ``size`` bytes."""

@@ -113,7 +113,7 @@ def unresolved(
     """
     problems: Problems = []
     for i, track in enumerate(project.tracks):
-        if not _renders(track):
+        if not track.renders:
             continue
         url = track.url
         if track.embedded is not None or url in media:
@@ -143,12 +143,6 @@ def unresolved(
             )
         problems.append(errors.Problem(f"tracks[{i}].url", f"{where}, {why}"))
     return problems
-
-
-def _renders(track: model.Track) -> bool:
-    if not (track.has_picture or track.has_sound):
-        return False
-    return any(not a.disabled and a.end > a.start for a in track.actions)
 
 
 def _embedded_for(url: str, files: list[model.EmbeddedFile]) -> str | None:

@@ -1,0 +1,96 @@
+"""A small async client of the public API (used by the demo and the end-to-end tests)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import websockets
+
+TERMINAL = ("job.succeeded", "job.failed", "job.canceled")
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, body: Any) -> None:
+        super().__init__(f"HTTP {status}: {body}")
+        self.status = status
+        self.body = body
+
+
+class Client:
+    def __init__(self, api_url: str, api_key: str) -> None:
+        self.api_url = api_url.rstrip("/")
+        self.api_key = api_key
+        self._session: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> Client:
+        self._session = aiohttp.ClientSession(
+            headers={"Authorization": f"Bearer {self.api_key}"},
+            timeout=aiohttp.ClientTimeout(total=300),
+        )
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._session:
+            await self._session.close()
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        assert self._session is not None, "use the client as an async context manager"
+        return self._session
+
+    async def _json(self, resp: aiohttp.ClientResponse) -> Any:
+        body = await resp.json(content_type=None)
+        if resp.status >= 400:
+            raise ApiError(resp.status, body)
+        return body
+
+    async def upload(self, path: Path, content_type: str = "application/octet-stream") -> str:
+        """Upload a file; returns its asset id."""
+
+        async def chunks() -> AsyncIterator[bytes]:
+            with path.open("rb") as fh:
+                while chunk := fh.read(1 << 20):
+                    yield chunk
+
+        async with self.session.post(
+            f"{self.api_url}/v1/uploads",
+            params={"name": path.name},
+            data=chunks(),
+            headers={"Content-Type": content_type},
+        ) as resp:
+            return str((await self._json(resp))["id"])
+
+    async def submit(self, body: dict[str, Any], idempotency_key: str | None = None) -> Any:
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        async with self.session.post(f"{self.api_url}/v1/jobs", json=body, headers=headers) as r:
+            return await self._json(r)
+
+    async def job(self, job_id: str) -> Any:
+        async with self.session.get(f"{self.api_url}/v1/jobs/{job_id}") as resp:
+            return await self._json(resp)
+
+    async def events(self, job_id: str, after: int = 0) -> AsyncIterator[dict[str, Any]]:
+        """Every event of the job over the WebSocket, ending after the terminal one."""
+        ws_url = self.api_url.replace("http", "ws", 1) + f"/v1/jobs/{job_id}/events?after={after}"
+        headers = {"Authorization": f"Bearer {self.api_key}"}
+        async with websockets.connect(ws_url, additional_headers=headers) as ws:
+            async for raw in ws:
+                event = json.loads(raw)
+                yield event
+                if event["type"] in TERMINAL:
+                    return
+
+    async def download(self, url: str, dest: Path) -> int:
+        size = 0
+        async with self.session.get(url) as resp:
+            if resp.status != 200:
+                raise ApiError(resp.status, await resp.text())
+            with dest.open("wb") as fh:
+                async for chunk in resp.content.iter_chunked(1 << 20):
+                    fh.write(chunk)
+                    size += len(chunk)
+        return size

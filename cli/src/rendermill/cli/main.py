@@ -1,0 +1,138 @@
+"""The ``rendermill`` command."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import sys
+from pathlib import Path
+
+from rendermill.common import errors, migrate, settings
+from rendermill.common import logging as rlog
+from rendermill.common.project import parse
+
+
+def _validate(args: argparse.Namespace) -> int:
+    path = Path(args.project)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        print(f"{path}: cannot read: {exc.strerror}", file=sys.stderr)
+        return 1
+    try:
+        project, files = parse.load(data)
+    except errors.InvalidProject as exc:
+        print(f"{path}: {len(exc.problems)} problem(s)")
+        for problem in exc.problems:
+            print(f"  {problem.path or '(file)'}: {problem.message}")
+        return 1
+    kinds = ", ".join(f"{t.controller.value}" for t in project.tracks)
+    print(
+        f"{path}: valid: {len(project.tracks)} track(s) ({kinds}), "
+        f"{project.width}x{project.height}, duration {project.duration:.3f} s, "
+        f"{len(files)} embedded file(s)"
+    )
+    for problem in parse.unresolved(project, {}):
+        print(f"  note: {problem.path}: {problem.message}")
+    return 0
+
+
+def _migrate(_args: argparse.Namespace) -> int:
+    from rendermill.common import db
+
+    cfg = settings.load(settings.Common)
+
+    async def run() -> list[int]:
+        conn = await db.connect(db.dsn(cfg))
+        try:
+            return await migrate.migrate(conn)
+        finally:
+            await conn.close()
+
+    applied = asyncio.run(run())
+    print(f"applied {len(applied)} migration(s)" + (f": {applied}" if applied else ""))
+    return 0
+
+
+def _up(args: argparse.Namespace) -> int:
+    from rendermill.cli.stack import Stack
+
+    async def run() -> None:
+        async with Stack(Path(args.home), port=args.port, log_level=args.log_level) as stack:
+            creds = await stack.create_tenant(args.tenant)
+            print(f"API:            {creds.api_url}")
+            print(f"API key:        {creds.api_key}")
+            print(f"webhook secret: {creds.webhook_secret}")
+            print("Ctrl-C stops the stack.", flush=True)
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, stop.set)
+            while not stop.is_set():
+                stack.check()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=1.0)
+
+    asyncio.run(run())
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from rendermill.cli import demo
+    from rendermill.cli.stack import free_port
+
+    port = args.port or free_port()
+    return asyncio.run(
+        demo.run(
+            Path(args.home).resolve(),
+            Path(args.output).resolve(),
+            port=port,
+            resolution=args.resolution,
+            fps=args.fps,
+        )
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="rendermill", description="Render Stoked UI projects.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    v = sub.add_parser("validate", help="check a project file (plain JSON or .sue container)")
+    v.add_argument("project")
+    v.set_defaults(func=_validate)
+
+    m = sub.add_parser("migrate", help="apply database migrations")
+    m.set_defaults(func=_migrate)
+
+    home = settings.load(settings.Common).home
+    u = sub.add_parser("up", help="run the whole stack on this machine")
+    u.add_argument("--home", default=home, help="state directory (default: %(default)s)")
+    u.add_argument("--port", type=int, default=8080)
+    u.add_argument("--tenant", default="local", help="name of the tenant to create")
+    u.add_argument("--log-level", default="info")
+    u.set_defaults(func=_up)
+
+    d = sub.add_parser("demo", help="render the bundled demo project through the stack")
+    d.add_argument("--home", default=home)
+    d.add_argument("--port", type=int, default=0, help="gateway port (default: a free one)")
+    d.add_argument("-o", "--output", default="demo-output.mp4")
+    d.add_argument("--resolution", default="720p")
+    d.add_argument("--fps", type=int, default=30)
+    d.set_defaults(func=_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    cfg = settings.load(settings.Common)
+    rlog.setup(cfg.log_level, "console", "cli")
+    try:
+        sys.exit(args.func(args))
+    except errors.RendermillError as exc:
+        print(f"rendermill: {exc.message}", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)

@@ -1,0 +1,35 @@
+"""``python -m rendermill.renderer --job ID [--attempt N]``: one render attempt."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+from rendermill.common import logging, settings, telemetry
+from rendermill.renderer.service import main
+
+
+def cli() -> int:
+    parser = argparse.ArgumentParser(prog="python -m rendermill.renderer")
+    parser.add_argument("--job", help="job id (default: $RENDERMILL_JOB_ID)")
+    parser.add_argument("--attempt", type=int, help="attempt number (default: $RENDERMILL_ATTEMPT)")
+    args = parser.parse_args()
+    overrides: dict[str, object] = {}
+    if args.job:
+        overrides["job_id"] = args.job
+    if args.attempt is not None:
+        overrides["attempt"] = args.attempt
+    cfg = settings.load(settings.Renderer, overrides=overrides)
+    if not cfg.job_id:
+        parser.error("no job id: pass --job or set RENDERMILL_JOB_ID")
+    logging.setup(cfg.log_level, cfg.log_format, "renderer")
+    telemetry.setup("rendermill-renderer")
+    try:
+        return asyncio.run(main(cfg))
+    finally:
+        telemetry.shutdown()
+
+
+if __name__ == "__main__":
+    sys.exit(cli())

@@ -1,0 +1,342 @@
+"""One render attempt: load the job, fetch sources once, render, upload, record the result.
+
+Exit codes (the launch contract): 0 done; 2 invalid project; 3 unreadable media;
+75 transient (retry); 137 out of memory; anything else is an infrastructure failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import os
+import shutil
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import asyncpg
+import msgspec
+import structlog
+
+from rendermill.common import db, errors, jobs, lifecycle, netguard, schemas, settings, telemetry
+from rendermill.common import logging as rlog
+from rendermill.common import tenants as tenants_repo
+from rendermill.common.project import model
+from rendermill.common.schemas import JobStatus, Stage
+from rendermill.common.store import fs, output_key
+from rendermill.renderer import engine
+
+log = rlog.get(__name__)
+tracer = telemetry.tracer("rendermill.renderer")
+
+EXIT_OK = 0
+EXIT_INVALID_PROJECT = 2
+EXIT_BAD_MEDIA = 3
+EXIT_TRANSIENT = 75
+EXIT_OOM = 137
+EXIT_INFRA = 1
+
+CONTENT_TYPES = {
+    "mp4": "video/mp4",
+    "webm": "video/webm",
+    "mov": "video/quicktime",
+    "gif": "image/gif",
+}
+# Share of overall progress each stage spans.
+_BANDS = {Stage.FETCHING: (0.0, 0.05), Stage.RENDERING: (0.05, 0.95), Stage.UPLOADING: (0.95, 1.0)}
+
+
+class Stopped(Exception):
+    """The process was asked to stop (SIGTERM) while rendering."""
+
+
+class Progress:
+    """Latest progress, written by the render thread, read by the reporter task."""
+
+    def __init__(self, stop: threading.Event) -> None:
+        self.stage = Stage.FETCHING
+        self.done = 0
+        self.total = 0
+        self.message = "fetching sources"
+        self.started = time.monotonic()
+        self.stage_started = self.started
+        self._stop = stop
+
+    def set_stage(self, stage: Stage, message: str) -> None:
+        self.stage, self.message = stage, message
+        self.done = self.total = 0 if stage != Stage.RENDERING else self.done
+        self.stage_started = time.monotonic()
+
+    def on_frames(self, done: int, total: int) -> None:
+        if self._stop.is_set():
+            raise Stopped
+        self.done, self.total = done, total
+
+    def fraction(self) -> float:
+        lo, hi = _BANDS.get(self.stage, (0.0, 1.0))
+        within = self.done / self.total if self.total else 0.0
+        return lo + (hi - lo) * within
+
+    def text(self) -> str:
+        if self.stage != Stage.RENDERING or not self.total:
+            return self.message
+        elapsed = time.monotonic() - self.stage_started
+        eta = elapsed / self.done * (self.total - self.done) if self.done else None
+        eta_text = f", about {eta:.0f} s left" if eta is not None else ""
+        return f"rendering frame {self.done}/{self.total}{eta_text}"
+
+
+class Attempt:
+    def __init__(
+        self,
+        cfg: settings.Renderer,
+        pool: asyncpg.Pool,
+        store: fs.FsStore,
+        job_id: uuid.UUID,
+        attempt: int,
+    ) -> None:
+        self.cfg = cfg
+        self.pool = pool
+        self.store = store
+        self.job_id = job_id
+        self.attempt = attempt
+        self.stop_render = threading.Event()
+        self.progress = Progress(self.stop_render)
+
+    async def _report_loop(self) -> None:
+        last: tuple[Any, ...] | None = None
+        next_beat = 0.0
+        while True:
+            state = (
+                self.progress.stage,
+                self.progress.done,
+                self.progress.total,
+                self.progress.message,
+            )
+            now = time.monotonic()
+            if state != last:
+                last = state
+                async with self.pool.acquire() as conn:
+                    await jobs.report_progress(
+                        conn,
+                        self.job_id,
+                        self.attempt,
+                        stage=self.progress.stage,
+                        progress=self.progress.fraction(),
+                        frames_done=self.progress.done,
+                        frames_total=self.progress.total,
+                        message=self.progress.text(),
+                    )
+            if now >= next_beat:
+                next_beat = now + self.cfg.heartbeat_interval
+                async with self.pool.acquire() as conn:
+                    await jobs.heartbeat(conn, self.job_id, self.attempt)
+            await asyncio.sleep(self.cfg.progress_interval)
+
+    async def run(self, scratch: Path) -> schemas.JobStatus:
+        async with self.pool.acquire() as conn:
+            job = await jobs.get(conn, self.job_id)
+        if job.status != JobStatus.RUNNING or job.attempt != self.attempt:
+            log.warning("attempt_not_current", status=job.status.value, current=job.attempt)
+            return job.status
+        project = msgspec.convert(job.project, model.Project)
+        output = msgspec.convert(job.output, schemas.OutputSpec)
+        reporter = asyncio.create_task(self._report_loop())
+        try:
+            with tracer.start_as_current_span("fetch") as span:
+                sources = await self.fetch(job, project, scratch / "sources")
+                span.set_attribute("sources", len(sources))
+            fmt = output.format
+            out_path = scratch / f"output.{fmt}"
+            frames = project.frame_count(output.fps)
+            self.progress.set_stage(Stage.RENDERING, "rendering")
+            with tracer.start_as_current_span("render", attributes={"frames": frames}) as span:
+                started = time.perf_counter()
+                result = await asyncio.to_thread(
+                    engine.render,
+                    project,
+                    sources,
+                    output,
+                    out_path,
+                    on_progress=self.progress.on_frames,
+                )
+                took = time.perf_counter() - started
+                span.set_attribute("realtime_factor", result.duration / took if took else 0.0)
+            log.info(
+                "render_done",
+                frames=result.frames,
+                duration_ms=int(took * 1000),
+                realtime_factor=round(result.duration / took, 2) if took else None,
+            )
+            self.progress.set_stage(Stage.UPLOADING, "uploading the result")
+            with tracer.start_as_current_span("upload") as span:
+                key = output_key(str(job.tenant_id), str(job.id), f"output.{fmt}")
+                digest = await asyncio.to_thread(_sha256, out_path)
+                size = await self.store.put_file(key, out_path)
+                span.set_attribute("bytes", size)
+        finally:
+            reporter.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reporter
+        record = {
+            "object_key": key,
+            "size_bytes": size,
+            "duration": result.duration,
+            "width": result.width,
+            "height": result.height,
+            "frames": result.frames,
+            "sha256": digest,
+            "content_type": CONTENT_TYPES.get(fmt, "application/octet-stream"),
+        }
+        async with self.pool.acquire() as conn:
+            await jobs.finish(
+                conn, self.job_id, JobStatus.SUCCEEDED, result=record, message="complete"
+            )
+        return JobStatus.SUCCEEDED
+
+    async def fetch(self, job: jobs.Job, project: model.Project, dest: Path) -> dict[str, Path]:
+        """Each url the render needs, fetched once into ``dest``."""
+        dest.mkdir(parents=True, exist_ok=True)
+        out: dict[str, Path] = {}
+        needed = [t for t in project.tracks if t.renders]
+        for i, url in enumerate(dict.fromkeys(t.url for t in needed)):
+            track = next(t for t in needed if t.url == url)
+            local = dest / f"{i:03d}{_suffix(url)}"
+            asset_id = job.media.get(url)
+            try:
+                if asset_id is not None:
+                    async with self.pool.acquire() as conn:
+                        asset = await tenants_repo.get_asset(
+                            conn, uuid.UUID(asset_id), job.tenant_id
+                        )
+                    local = local.with_suffix(Path(asset.name).suffix or local.suffix)
+                    await self.store.get_file(asset.object_key, local)
+                elif url.startswith(("http://", "https://")):
+                    await self._download(url, local)
+                else:
+                    raise errors.MediaError(
+                        f"track {track.name or track.id!r}: {url!r} resolves to no media; "
+                        "upload the file and map this url to it",
+                        track=track.id,
+                        url=url,
+                    )
+            except errors.NotFound as exc:
+                raise errors.MediaError(
+                    f"track {track.name or track.id!r}: the uploaded file for {url!r} is gone",
+                    track=track.id,
+                    url=url,
+                ) from exc
+            out[url] = local
+        return out
+
+    async def _download(self, url: str, local: Path) -> None:
+        await netguard.check_url(
+            url, allow_private=self.cfg.allow_private_sources, what="source url"
+        )
+        timeout = aiohttp.ClientTimeout(total=self.cfg.fetch_timeout, sock_read=30)
+        size = 0
+        try:
+            async with (
+                aiohttp.ClientSession(timeout=timeout) as session,
+                session.get(url, allow_redirects=False) as resp,
+            ):
+                if resp.status >= 400:
+                    raise errors.MediaError(
+                        f"fetching {url} failed with HTTP {resp.status}", url=url
+                    )
+                with local.open("wb") as fh:
+                    async for chunk in resp.content.iter_chunked(1 << 20):
+                        size += len(chunk)
+                        if size > self.cfg.max_source_bytes:
+                            raise errors.MediaError(
+                                f"{url} is larger than the source limit", url=url
+                            )
+                        fh.write(chunk)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise errors.RetryLater(f"fetching {url} failed: {exc}") from exc
+
+
+def _suffix(url: str) -> str:
+    tail = url.split("?", 1)[0].rsplit("/", 1)[-1]
+    suffix = Path(tail).suffix
+    return suffix if 1 < len(suffix) <= 6 else ""
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+async def _fail_job(
+    pool: asyncpg.Pool, job_id: uuid.UUID, code: str, message: str, detail: Any
+) -> None:
+    async with pool.acquire() as conn:
+        with contextlib.suppress(errors.Conflict):
+            await jobs.finish(
+                conn,
+                job_id,
+                JobStatus.FAILED,
+                error=jobs.error_info(code, message, detail),
+                message=message,
+            )
+
+
+async def main(cfg: settings.Renderer) -> int:
+    """Run one attempt; returns the process exit code."""
+    job_id = uuid.UUID(cfg.job_id)
+    structlog.contextvars.bind_contextvars(job_id=str(job_id), attempt=cfg.attempt)
+    stop = asyncio.Event()
+    lifecycle.install_signal_handlers(stop)
+    store = fs.FsStore(cfg.store_root, signing_key=cfg.url_signing_key, public_url=cfg.public_url)
+    scratch_root = Path(cfg.scratch_dir) if cfg.scratch_dir else None
+    if scratch_root:
+        scratch_root.mkdir(parents=True, exist_ok=True)
+    ctx = telemetry.context_from(os.environ.get("TRACEPARENT"))
+    async with db.pool(db.dsn(cfg), min_size=1, max_size=3) as pool:
+        attempt = Attempt(cfg, pool, store, job_id, cfg.attempt)
+        scratch = Path(tempfile.mkdtemp(prefix=f"rendermill-{job_id}-", dir=scratch_root))
+        try:
+            with tracer.start_as_current_span("render_attempt", context=ctx):
+                work = asyncio.create_task(attempt.run(scratch))
+                stopper = asyncio.create_task(stop.wait())
+                await asyncio.wait([work, stopper], return_when=asyncio.FIRST_COMPLETED)
+                if not work.done():
+                    log.warning("render_stopping")
+                    attempt.stop_render.set()
+                    with contextlib.suppress(Stopped, asyncio.CancelledError):
+                        await asyncio.wait_for(work, timeout=10)
+                    return EXIT_TRANSIENT
+                stopper.cancel()
+                work.result()
+            return EXIT_OK
+        except errors.InvalidProject as exc:
+            log.warning("render_invalid_project", error=exc.message)
+            await asyncio.shield(_fail_job(pool, job_id, exc.code, exc.message, exc.detail))
+            return EXIT_INVALID_PROJECT
+        except errors.MediaError as exc:
+            log.warning("render_media_error", error=exc.message)
+            await asyncio.shield(_fail_job(pool, job_id, exc.code, exc.message, exc.detail))
+            return EXIT_BAD_MEDIA
+        except errors.Conflict as exc:
+            # The job moved on (canceled, or another attempt took over): nothing to record.
+            log.warning("render_superseded", error=exc.message)
+            return EXIT_OK
+        except MemoryError:
+            log.error("render_out_of_memory")
+            return EXIT_OOM
+        except (errors.RetryLater, OSError, asyncpg.PostgresError, TimeoutError) as exc:
+            log.warning("render_transient_failure", error=repr(exc))
+            return EXIT_TRANSIENT
+        except Exception:
+            log.exception("render_crashed")
+            return EXIT_INFRA
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)

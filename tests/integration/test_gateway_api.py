@@ -1,0 +1,275 @@
+"""The gateway's HTTP API against a real Postgres and a real fs store."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import asyncpg
+import pytest_asyncio
+from aiohttp.test_utils import TestClient, TestServer
+
+from rendermill.common import jobs, settings, tenants
+from rendermill.common.queue.postgres import PostgresQueue
+from rendermill.common.schemas import JobStatus, Stage
+from rendermill.common.store import fs
+from rendermill.gateway.app import create_app
+
+PROJECT: dict[str, Any] = {
+    "width": 320,
+    "height": 180,
+    "tracks": [
+        {
+            "id": "t0",
+            "name": "clip",
+            "controllerName": "video",
+            "url": "/media/a.mp4",
+            "actions": [{"id": "a0", "start": 0, "end": 2}],
+        }
+    ],
+}
+
+
+class Api:
+    def __init__(self, client: TestClient, key: str, pool: asyncpg.Pool, cfg: settings.Gateway):
+        self.client = client
+        self.key = key
+        self.pool = pool
+        self.cfg = cfg
+
+    def auth(self, key: str | None = None) -> dict[str, str]:
+        return {"Authorization": f"Bearer {key or self.key}"}
+
+    async def upload(self, data: bytes = b"\x00" * 100, name: str = "a.mp4") -> str:
+        resp = await self.client.post(
+            "/v1/uploads", params={"name": name}, data=data, headers=self.auth()
+        )
+        assert resp.status == 201, await resp.text()
+        return str((await resp.json())["id"])
+
+    async def submit(self, body: dict[str, Any], **headers: str) -> aiohttp.ClientResponse:
+        return await self.client.post("/v1/jobs", json=body, headers={**self.auth(), **headers})
+
+
+@pytest_asyncio.fixture
+async def api(db_url: str, pool: asyncpg.Pool, tmp_path: Path) -> AsyncIterator[Api]:
+    cfg = settings.load(
+        settings.Gateway,
+        env={},
+        overrides={
+            "database_url": db_url,
+            "store_path": str(tmp_path / "store"),
+            "url_signing_key": "test-key",
+            "allow_private_webhooks": True,
+        },
+    )
+    async with pool.acquire() as conn:
+        _, key = await tenants.create(conn, "tenant-a")
+    client = TestClient(TestServer(create_app(cfg)))
+    await client.start_server()
+    try:
+        yield Api(client, key, pool, cfg)
+    finally:
+        await client.close()
+
+
+async def test_requests_without_a_key_are_refused_with_a_json_error(api: Api) -> None:
+    resp = await api.client.get("/v1/jobs")
+    assert resp.status == 401
+    body = await resp.json()
+    assert body["error"]["code"] == "unauthorized" and body["error"]["request_id"]
+    resp = await api.client.get("/v1/jobs", headers=api.auth("rmk_wrong"))
+    assert resp.status == 401
+
+
+async def test_invalid_project_reports_every_problem_with_its_path(api: Api) -> None:
+    project = {
+        "tracks": [
+            {"controllerName": "hologram", "url": "/x.mp4", "actions": []},
+            {
+                "controllerName": "video",
+                "url": "blob:https://editor/abc",
+                "actions": [{"start": "soon", "end": 3}],
+            },
+        ]
+    }
+    resp = await api.submit({"project": project})
+    assert resp.status == 422
+    err = (await resp.json())["error"]
+    paths = {p["path"] for p in err["detail"]}
+    assert {"tracks[0].controllerName", "tracks[1].actions[0].start"} <= paths
+    # Nothing was accepted.
+    async with api.pool.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM jobs") == 0
+
+
+async def test_blob_url_without_media_is_rejected_by_name(api: Api) -> None:
+    project = {
+        "tracks": [
+            {
+                "controllerName": "video",
+                "url": "blob:https://editor/abc",
+                "actions": [{"start": 0, "end": 1}],
+            }
+        ]
+    }
+    resp = await api.submit({"project": project})
+    err = (await resp.json())["error"]
+    assert resp.status == 422
+    assert err["detail"][0]["path"] == "tracks[0].url"
+    assert "blob" in err["detail"][0]["message"]
+
+
+async def test_unknown_asset_and_bad_output_are_rejected(api: Api) -> None:
+    resp = await api.submit({"project": PROJECT, "media": {"/media/a.mp4": str(uuid.uuid4())}})
+    assert resp.status == 422
+    assert (await resp.json())["error"]["detail"][0]["path"] == "media['/media/a.mp4']"
+    asset = await api.upload()
+    resp = await api.submit(
+        {"project": PROJECT, "media": {"/media/a.mp4": asset}, "output": {"resolution": "999p"}}
+    )
+    assert resp.status == 400
+    assert "resolution" in (await resp.json())["error"]["message"]
+    resp = await api.submit({"project": PROJECT, "media": {}, "output": {"fps": 0}})
+    assert resp.status == 400
+
+
+async def test_submit_get_idempotency_and_tenant_isolation(api: Api) -> None:
+    asset = await api.upload()
+    body = {"project": PROJECT, "media": {"/media/a.mp4": asset}}
+    resp = await api.submit(body, **{"Idempotency-Key": "order-1"})
+    assert resp.status == 202
+    job = await resp.json()
+    assert job["status"] == "queued" and job["stage"] == "queued"
+    again = await api.submit(body, **{"Idempotency-Key": "order-1"})
+    assert again.status == 200 and (await again.json())["id"] == job["id"]
+
+    got = await api.client.get(f"/v1/jobs/{job['id']}", headers=api.auth())
+    assert got.status == 200 and (await got.json())["id"] == job["id"]
+    listed = await (await api.client.get("/v1/jobs", headers=api.auth())).json()
+    assert [j["id"] for j in listed["jobs"]] == [job["id"]]
+
+    async with api.pool.acquire() as conn:
+        _, other_key = await tenants.create(conn, "tenant-b")
+    other = await api.client.get(f"/v1/jobs/{job['id']}", headers=api.auth(other_key))
+    assert other.status == 404
+
+    received = await PostgresQueue(api.pool).receive(max_messages=10, visibility_timeout=30)
+    assert [(str(r.message.job_id), r.message.attempt) for r in received] == [(job["id"], 1)]
+
+
+async def test_upload_is_stored_with_its_digest(api: Api) -> None:
+    data = bytes(range(256)) * 1000
+    asset_id = await api.upload(data, name="../../evil name.mp4")
+    async with api.pool.acquire() as conn:
+        row = await conn.fetchrow("SELECT * FROM assets WHERE id = $1", uuid.UUID(asset_id))
+    assert row["size"] == len(data)
+    assert ".." not in row["object_key"]
+    stored = api.cfg.store_root / row["object_key"]
+    assert stored.read_bytes() == data
+
+
+async def test_download_url_is_signed_expiring_and_supports_range(api: Api) -> None:
+    store = fs.FsStore(api.cfg.store_root, signing_key="test-key", public_url="http://x")
+    payload = bytes(range(256)) * 10
+    path = store.path("outputs/t/j/output.mp4")
+    path.parent.mkdir(parents=True)
+    path.write_bytes(payload)
+    url = store.download_url("outputs/t/j/output.mp4", ttl=60).removeprefix("http://x")
+    resp = await api.client.get(url, headers={"Range": "bytes=100-199"})
+    assert resp.status == 206
+    assert await resp.read() == payload[100:200]
+    assert (await api.client.get(url)).status == 200
+    tampered = url.replace("outputs/t/j", "outputs/t/k")
+    assert (await api.client.get(tampered)).status == 401
+    expired = store.download_url("outputs/t/j/output.mp4", ttl=-1).removeprefix("http://x")
+    resp = await api.client.get(expired)
+    assert resp.status == 401 and "expired" in (await resp.json())["error"]["message"]
+
+
+async def test_seed_contract(api: Api) -> None:
+    asset = await api.upload()
+    resp = await api.client.post(
+        "/api/video/process",
+        json={
+            "editorState": PROJECT,
+            "outputFormat": "mp4",
+            "resolution": "720p",
+            "media": {"/media/a.mp4": asset},
+        },
+        headers=api.auth(),
+    )
+    assert resp.status == 200
+    body = await resp.json()
+    assert body["status"] == "processing"
+    job_id = uuid.UUID(body["jobId"])
+    status = await (await api.client.get(f"/api/video/status/{job_id}")).json()
+    assert status == {"stage": "processing", "progress": 0, "message": "queued"} or (
+        status["stage"] == "processing" and status["progress"] == 0
+    )
+    async with api.pool.acquire() as conn:
+        await jobs.start_attempt(conn, job_id, 1)
+        await jobs.report_progress(conn, job_id, 1, stage=Stage.UPLOADING, progress=0.97)
+    status = await (await api.client.get(f"/api/video/status/{job_id}")).json()
+    assert status["stage"] == "storing" and status["progress"] == 97
+    async with api.pool.acquire() as conn:
+        await jobs.finish(
+            conn,
+            job_id,
+            JobStatus.FAILED,
+            error=jobs.error_info("media_error", "clip.mp4 is corrupt"),
+            message="failed",
+        )
+    status = await (await api.client.get(f"/api/video/status/{job_id}")).json()
+    assert status["stage"] == "error" and status["error"] == "clip.mp4 is corrupt"
+
+
+async def test_websocket_pushes_every_change_until_terminal(api: Api) -> None:
+    asset = await api.upload()
+    job = await (await api.submit({"project": PROJECT, "media": {"/media/a.mp4": asset}})).json()
+    job_id = uuid.UUID(job["id"])
+    ws = await api.client.ws_connect(f"/v1/jobs/{job_id}/events", headers=api.auth())
+    first = await ws.receive_json(timeout=5)
+    assert (first["seq"], first["type"]) == (1, "job.queued")
+
+    async def drive() -> None:
+        async with api.pool.acquire() as conn:
+            await jobs.start_attempt(conn, job_id, 1)
+            for i in range(1, 4):
+                await jobs.report_progress(
+                    conn, job_id, 1, stage=Stage.RENDERING, progress=i / 4, frames_done=i
+                )
+                await asyncio.sleep(0.05)
+            await jobs.finish(conn, job_id, JobStatus.SUCCEEDED, result=None)
+
+    started = time.monotonic()
+    driver = asyncio.create_task(drive())
+    seen = []
+    async for msg in ws:
+        if msg.type != aiohttp.WSMsgType.BINARY and msg.type != aiohttp.WSMsgType.TEXT:
+            break
+        seen.append(msg.json()["type"])
+    await driver
+    assert seen == ["job.started", *["job.progress"] * 3, "job.succeeded"]
+    # Pushed by NOTIFY, not found by the 5 s fallback poll.
+    assert time.monotonic() - started < 4
+
+    sse = await api.client.get(
+        f"/v1/jobs/{job_id}/events", headers={**api.auth(), "Accept": "text/event-stream"}
+    )
+    text = await sse.text()
+    assert text.count("event: ") == 6 and "event: job.succeeded" in text
+
+
+async def test_openapi_and_health(api: Api) -> None:
+    doc = await (await api.client.get("/openapi.json")).json()
+    assert "/v1/jobs" in doc["paths"] and "JobRequest" in doc["components"]["schemas"]
+    assert (await api.client.get("/healthz")).status == 200
+    assert (await api.client.get("/readyz")).status == 200
+    metrics = await (await api.client.get("/metrics")).text()
+    assert "rendermill_http_requests_total" in metrics

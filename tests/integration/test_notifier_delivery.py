@@ -1,0 +1,124 @@
+"""The notifier against a real Postgres and a real local HTTP receiver."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import asyncpg
+import msgspec
+import pytest_asyncio
+from aiohttp import web
+
+from rendermill.cli.stack import free_port
+from rendermill.common import jobs, schemas, settings, tenants, webhooks
+from rendermill.common.schemas import JobStatus
+from rendermill.common.store import fs
+from rendermill.notifier.service import Notifier, RetryPolicy
+
+
+class FlakyReceiver:
+    """Fails the first ``failures`` deliveries with 503, then accepts."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.calls: list[tuple[dict[str, str], bytes]] = []
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/hook"
+
+    async def hook(self, request: web.Request) -> web.Response:
+        self.calls.append((dict(request.headers), await request.read()))
+        if len(self.calls) <= self.failures:
+            return web.Response(status=503, text="busy")
+        return web.Response(status=200, text="ok")
+
+
+@pytest_asyncio.fixture
+async def receiver() -> AsyncIterator[FlakyReceiver]:
+    rec = FlakyReceiver(failures=2)
+    app = web.Application()
+    app.router.add_post("/hook", rec.hook)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", rec.port).start()
+    yield rec
+    await runner.cleanup()
+
+
+def _notifier(pool: asyncpg.Pool, session: aiohttp.ClientSession, tmp: Path) -> Notifier:
+    cfg = settings.load(
+        settings.Notifier,
+        env={},
+        overrides={"allow_private_webhooks": True, "max_attempts": 4, "retry_base_delay": 0.0},
+    )
+    store = fs.FsStore(tmp, signing_key="k", public_url="http://127.0.0.1:1")
+    return Notifier(cfg, pool, session, store)
+
+
+async def _finished_job(pool: asyncpg.Pool, url: str) -> tuple[tenants.Tenant, jobs.Job]:
+    async with pool.acquire() as conn:
+        tenant, _ = await tenants.create(conn, "t")
+        job, _ = await jobs.create(
+            conn,
+            tenant_id=tenant.id,
+            project={},
+            output=schemas.OutputSpec(),
+            media={},
+            webhook_url=url,
+        )
+        await jobs.start_attempt(conn, job.id, 1)
+        result: dict[str, Any] = {"object_key": f"outputs/{tenant.id}/{job.id}/output.mp4"}
+        job = await jobs.finish(conn, job.id, JobStatus.SUCCEEDED, result=result)
+    return tenant, job
+
+
+async def test_signed_delivery_with_retries_recorded(
+    pool: asyncpg.Pool, receiver: FlakyReceiver, tmp_path: Path
+) -> None:
+    tenant, job = await _finished_job(pool, receiver.url)
+    async with aiohttp.ClientSession() as session:
+        notifier = _notifier(pool, session, tmp_path)
+        assert await notifier.dispatch() == 1
+        assert await notifier.dispatch() == 0  # each event is dispatched once
+        for _ in range(3):
+            # A zero base delay makes each retry due at once.
+            await pool.execute("UPDATE webhook_messages SET next_attempt_at = now()")
+            await notifier.deliver_due()
+    assert len(receiver.calls) == 3
+    headers, body = receiver.calls[-1]
+    webhooks.verify(tenant.webhook_secret, headers, body)
+    payload = msgspec.json.decode(body)
+    assert payload["type"] == "job.succeeded"
+    assert payload["data"]["job_id"] == str(job.id)
+    assert payload["data"]["download_url"].startswith("http://127.0.0.1:1/v1/files/outputs/")
+    # The same message id on every retry, so receivers can deduplicate.
+    assert len({h["webhook-id"] for h, _ in receiver.calls}) == 1
+    rows = await pool.fetch("SELECT attempt, status_code FROM webhook_attempts ORDER BY attempt")
+    assert [(r["attempt"], r["status_code"]) for r in rows] == [(1, 503), (2, 503), (3, 200)]
+    msg = await pool.fetchrow("SELECT status, attempts FROM webhook_messages")
+    assert (msg["status"], msg["attempts"]) == ("delivered", 3)
+
+
+async def test_receiver_down_gives_up_after_max_attempts(
+    pool: asyncpg.Pool, tmp_path: Path
+) -> None:
+    await _finished_job(pool, f"http://127.0.0.1:{free_port()}/nobody-home")
+    async with aiohttp.ClientSession() as session:
+        notifier = _notifier(pool, session, tmp_path)
+        await notifier.dispatch()
+        for _ in range(6):
+            await pool.execute("UPDATE webhook_messages SET next_attempt_at = now()")
+            await notifier.deliver_due()
+    rows = await pool.fetch("SELECT attempt, status_code, error FROM webhook_attempts")
+    assert len(rows) == 4 and all(r["status_code"] is None and r["error"] for r in rows)
+    assert await pool.fetchval("SELECT status FROM webhook_messages") == "failed"
+
+
+def test_retry_policy_backs_off_and_stops() -> None:
+    policy = RetryPolicy(max_attempts=4, base_delay=2.0, max_delay=10.0)
+    delays = [policy.delay(n) for n in range(1, 5)]
+    assert delays[3] is None
+    d1, d2, d3 = (d for d in delays[:3] if d is not None)
+    assert 1.6 <= d1 <= 2.4 and 3.2 <= d2 <= 4.8 and 6.4 <= d3 <= 9.6
