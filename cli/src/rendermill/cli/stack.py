@@ -148,7 +148,7 @@ class Stack:
             if proc.poll() is not None:
                 raise RuntimeError(f"{name} exited with code {proc.returncode}")
 
-    async def stop(self, grace: float = 20.0) -> None:
+    async def stop(self, grace: float = 60.0) -> None:
         for proc in self.procs.values():
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)

@@ -69,6 +69,8 @@ class Scheduler(Common, frozen=True, kw_only=True):
     retry_base_delay: float = 2.0
     # Kill a render whose heartbeat is older than this.
     heartbeat_timeout: float = 120.0
+    # On SIGTERM, running renders get this long to finish before they are stopped.
+    drain_seconds: float = 30.0
 
 
 class Renderer(Common, frozen=True, kw_only=True):

@@ -167,13 +167,15 @@ class Scheduler:
             keep = asyncio.create_task(self._keepalive(job.id, msg.attempt, received, task_id))
             waiter = asyncio.create_task(self.launcher.wait(task_id))
             try:
-                await asyncio.wait(
-                    [waiter, asyncio.ensure_future(stop.wait())],
-                    return_when=asyncio.FIRST_COMPLETED,
-                )
+                stopping = asyncio.ensure_future(stop.wait())
+                await asyncio.wait([waiter, stopping], return_when=asyncio.FIRST_COMPLETED)
+                stopping.cancel()
                 if not waiter.done():
-                    # Shutting down: stop the render; the message comes back for a retry.
-                    await self.launcher.stop(task_id, grace=10)
+                    # Shutting down: let the render finish within the drain period, then
+                    # stop it; its message comes back for a retry.
+                    done, _ = await asyncio.wait([waiter], timeout=self.cfg.drain_seconds)
+                    if not done:
+                        await self.launcher.stop(task_id, grace=10)
                 rc = await waiter
             finally:
                 keep.cancel()
@@ -314,7 +316,9 @@ async def main(cfg: settings.Scheduler) -> int:
         scheduler = Scheduler(cfg, pool, PostgresQueue(pool), LocalLauncher(), url)
         listener.add(scheduler.on_notify)
         # Drain before closing the pool: attempts record their end in Postgres.
-        sup = await stack.enter_async_context(lifecycle.supervised(stop, grace=30))
+        sup = await stack.enter_async_context(
+            lifecycle.supervised(stop, grace=cfg.drain_seconds + 20)
+        )
         log.info("scheduler_started", concurrency=cfg.concurrency)
         await scheduler.run(stop, sup)
         log.info("scheduler_stopping")
