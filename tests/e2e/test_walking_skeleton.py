@@ -107,3 +107,42 @@ async def test_two_clip_project_end_to_end(db_url: str, tmp_path: Path) -> None:
     assert abs(frames - 90) <= 1
     assert np.allclose(_mean_rgb(out, 0.5), RED, atol=25)
     assert np.allclose(_mean_rgb(out, 2.5), BLUE, atol=25)
+
+
+async def test_corrupt_media_fails_the_job_with_a_message_naming_the_track(
+    db_url: str, tmp_path: Path
+) -> None:
+    garbage = tmp_path / "broken.mp4"
+    garbage.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 40)
+    project = {
+        "width": 320,
+        "height": 180,
+        "tracks": [
+            {
+                "id": "t0",
+                "name": "interview",
+                "controllerName": "video",
+                "url": "/media/broken.mp4",
+                "actions": [{"id": "a0", "start": 0, "end": 1}],
+            }
+        ],
+    }
+    async with Stack(
+        tmp_path / "home", port=free_port(), database_url=db_url, log_path=tmp_path / "stack.log"
+    ) as stack:
+        creds = await stack.create_tenant("e2e")
+        async with Client(creds.api_url, creds.api_key) as client:
+            asset = await client.upload(garbage)
+            job = await client.submit(
+                {
+                    "project": project,
+                    "output": {"resolution": "320x180"},
+                    "media": {"/media/broken.mp4": asset},
+                }
+            )
+            events = [e async for e in client.events(job["id"])]
+            view = await client.job(job["id"])
+    assert events[-1]["type"] == "job.failed"
+    assert view["status"] == "failed" and view["attempt"] == 1  # permanent: not retried
+    assert view["error"]["code"] == "media_error"
+    assert "interview" in view["error"]["message"]

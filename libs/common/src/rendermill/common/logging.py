@@ -9,6 +9,16 @@ from typing import Any
 import structlog
 
 
+class _Stderr:
+    """Whatever ``sys.stderr`` is at write time (test runners swap it)."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
 def setup(level: str = "info", fmt: str = "json", service: str = "rendermill") -> None:
     """Configure structlog and the stdlib root logger (both write to stderr)."""
     lvl = logging.getLevelName(level.upper())
@@ -32,7 +42,7 @@ def setup(level: str = "info", fmt: str = "json", service: str = "rendermill") -
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(lvl),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(file=_Stderr()),  # type: ignore[arg-type]
         cache_logger_on_first_use=True,
     )
     structlog.contextvars.bind_contextvars(service=service)
