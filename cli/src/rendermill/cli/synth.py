@@ -1,0 +1,266 @@
+"""Synthetic test media written with PyAV: solid-colour clips, tones and still images.
+
+Used by the tests, the demo command and the benchmarks, so that none of them needs media
+files checked into the repository. Everything is small and quick to write (a 2 s
+320x180 clip takes a few tens of milliseconds).
+
+A clip made with ``counter=True`` carries its frame index in its pixels: the bottom
+quarter of the picture is a row of :data:`COUNTER_BITS` black/white cells, least
+significant bit on the left. :func:`read_counter` reads it back from a decoded RGB
+picture of the clip at any scale, which lets a test tell exactly which source frame a
+rendered frame shows.
+"""
+
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import av
+import av.container
+import numpy as np
+import numpy.typing as npt
+from av.audio.stream import AudioStream
+from av.video.stream import VideoStream
+
+RGB = tuple[int, int, int]
+
+COUNTER_BITS = 10
+
+_AUDIO_CHUNK = 1024
+
+
+def make_video(
+    path: str | Path,
+    *,
+    color: RGB = (255, 0, 0),
+    size: tuple[int, int] = (320, 180),
+    duration: float = 2.0,
+    fps: int = 30,
+    tone_hz: float | None = 440.0,
+    codec: str = "libx264",
+    alpha: bool = False,
+    counter: bool = False,
+    moving: bool = False,
+    rotation: int = 0,
+    amplitude: float = 0.5,
+    audio_rate: int = 48000,
+) -> Path:
+    """Write a solid ``color`` clip of ``size`` and ``duration`` to ``path`` and return it.
+
+    With ``tone_hz`` the clip also has a stereo sine tone at ``amplitude`` (AAC in
+    mp4/mov, Opus in webm); with ``None`` it has no audio stream at all. With ``alpha``
+    the clip is a VP9 webm in yuva420p whose left half is opaque and right half fully
+    transparent (``path`` should end in ``.webm``). With ``counter`` the bottom quarter
+    carries the frame index (see :func:`read_counter`). With ``moving`` the colour is
+    overlaid with moving stripes, so that encoders work about as hard as on camera
+    footage (for benchmarks). ``rotation`` (degrees counterclockwise) is written as a
+    display matrix, the way phones record portrait video. Raises ``av.error.FFmpegError``
+    when the codec or container is not available.
+    """
+    path = Path(path)
+    width, height = size
+    webm = alpha or path.suffix.lower() == ".webm"
+    video_codec = "libvpx-vp9" if webm else codec
+    frames = max(1, round(duration * fps))
+    with av.open(str(path), "w") as out:
+        vstream = out.add_stream(video_codec, rate=fps)
+        assert isinstance(vstream, VideoStream)
+        vstream.width = width
+        vstream.height = height
+        vstream.pix_fmt = "yuva420p" if alpha else "yuv420p"
+        # A one-second GOP keeps seeks in tests cheap and close to what cameras write.
+        options: dict[str, object] = {"g": str(fps)}
+        if video_codec == "libx264":
+            options |= {"preset": "ultrafast", "crf": "18"}
+        elif video_codec.startswith("libvpx"):
+            options |= {"deadline": "realtime", "cpu-used": "8", "crf": "20", "b": "0"}
+        vstream.options = options
+        vstream.codec_context.thread_type = "FRAME"
+        if rotation:
+            vstream.set_display_rotation(rotation)
+        astream = None
+        if tone_hz is not None:
+            astream = out.add_stream("libopus" if webm else "aac", rate=audio_rate)
+            assert isinstance(astream, AudioStream)
+            astream.layout = "stereo"
+        base = np.empty((height, width, 4 if alpha else 3), np.uint8)
+        base[..., :3] = color
+        if alpha:
+            base[..., 3] = 255
+            base[:, width // 2 :, 3] = 0
+        still = None
+        for i in range(frames):
+            if still is not None:
+                frame = still
+            else:
+                rgb = _draw_moving(base, i) if moving else base
+                rgb = _draw_counter(rgb, i) if counter else rgb
+                frame = av.VideoFrame.from_ndarray(rgb, format="rgba" if alpha else "rgb24")
+                frame = frame.reformat(format=vstream.pix_fmt)
+                if not (moving or counter):
+                    # A solid clip is one picture: convert it once.
+                    still = frame
+            frame.pts = i
+            frame.time_base = Fraction(1, fps)
+            out.mux(vstream.encode(frame))
+        out.mux(vstream.encode(None))
+        if astream is not None and tone_hz is not None:
+            _write_tone(out, astream, tone_hz, frames / fps, audio_rate, 2, amplitude)
+    return path
+
+
+def make_audio(
+    path: str | Path,
+    *,
+    tone_hz: float = 440.0,
+    duration: float = 2.0,
+    rate: int = 48000,
+    layout: str = "stereo",
+    amplitude: float = 0.5,
+) -> Path:
+    """Write a sine tone to ``path`` and return it; the format follows the suffix.
+
+    ``.m4a``/``.mp4``/``.aac`` give AAC, ``.mp3`` MP3, ``.wav`` 16-bit PCM, ``.ogg``/``.opus``
+    /``.webm`` Opus. ``layout`` is any FFmpeg layout name (``mono``, ``stereo``, ``5.1``);
+    every channel carries the same tone. Raises ``ValueError`` for an unknown suffix.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    codecs = {
+        ".m4a": ("aac", "mp4"),
+        ".mp4": ("aac", "mp4"),
+        ".aac": ("aac", "adts"),
+        ".mp3": ("libmp3lame", "mp3"),
+        ".wav": ("pcm_s16le", "wav"),
+        ".ogg": ("libopus", "ogg"),
+        ".opus": ("libopus", "ogg"),
+        ".webm": ("libopus", "webm"),
+    }
+    if suffix not in codecs:
+        raise ValueError(f"make_audio: unsupported suffix {suffix!r}; use one of {list(codecs)}")
+    codec, container_format = codecs[suffix]
+    channels = av.AudioLayout(layout).nb_channels
+    with av.open(str(path), "w", format=container_format) as out:
+        stream = out.add_stream(codec, rate=rate)
+        assert isinstance(stream, AudioStream)
+        stream.layout = layout
+        _write_tone(out, stream, tone_hz, duration, rate, channels, amplitude)
+    return path
+
+
+def make_image(
+    path: str | Path,
+    *,
+    color: RGB = (0, 255, 0),
+    size: tuple[int, int] = (320, 180),
+    alpha: int | None = None,
+) -> Path:
+    """Write a solid ``color`` still of ``size`` to ``path`` (``.png``, ``.jpg``, ``.webp``).
+
+    With ``alpha`` (0..255) the image has an alpha channel of that uniform value (PNG
+    and WebP only). Returns ``path``; raises ``ValueError`` for an unknown suffix or alpha
+    in a JPEG.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    width, height = size
+    if suffix in (".jpg", ".jpeg"):
+        if alpha is not None:
+            raise ValueError("make_image: JPEG has no alpha channel")
+        codec, pix_fmt = "mjpeg", "yuvj420p"
+    elif suffix == ".png":
+        codec, pix_fmt = "png", "rgb24" if alpha is None else "rgba"
+    elif suffix == ".webp":
+        codec, pix_fmt = "libwebp", "yuv420p" if alpha is None else "yuva420p"
+    else:
+        raise ValueError(f"make_image: unsupported suffix {suffix!r}; use .png, .jpg or .webp")
+    rgba = np.empty((height, width, 4), np.uint8)
+    rgba[..., :3] = color
+    rgba[..., 3] = 255 if alpha is None else alpha
+    frame = av.VideoFrame.from_ndarray(rgba, format="rgba")
+    muxer = "webp" if suffix == ".webp" else "image2"
+    with av.open(str(path), "w", format=muxer) as out:
+        stream = out.add_stream(codec, rate=1)
+        assert isinstance(stream, VideoStream)
+        stream.width = width
+        stream.height = height
+        stream.pix_fmt = pix_fmt
+        if codec == "libwebp":
+            stream.options = {"lossless": "1"}
+        picture = frame.reformat(format=pix_fmt)
+        picture.pts = 0
+        out.mux(stream.encode(picture))
+        out.mux(stream.encode(None))
+    return path
+
+
+def read_counter(rgb: npt.NDArray[Any]) -> int:
+    """The frame index burnt into a ``counter=True`` clip, read from its decoded picture.
+
+    ``rgb`` is an (H, W, 3) array showing exactly the clip's picture (crop the layer out
+    of a rendered frame first); any scale works as long as each cell stays a few pixels
+    wide.
+    """
+    height, width = rgb.shape[:2]
+    row = min(height - 1, height - max(1, height // 8))
+    luma = rgb[row, :, :].astype(np.float32).mean(axis=1)
+    value = 0
+    for bit in range(COUNTER_BITS):
+        lo, hi = _cell(bit, width)
+        centre = luma[lo + (hi - lo) // 4 : hi - (hi - lo) // 4]
+        if centre.mean() > 128:
+            value |= 1 << bit
+    return value
+
+
+def _cell(bit: int, width: int) -> tuple[int, int]:
+    return bit * width // COUNTER_BITS, (bit + 1) * width // COUNTER_BITS
+
+
+def _draw_moving(base: npt.NDArray[np.uint8], index: int) -> npt.NDArray[np.uint8]:
+    height, width = base.shape[:2]
+    x = np.arange(width, dtype=np.float32)[None, :]
+    y = np.arange(height, dtype=np.float32)[:, None]
+    phase = index * 0.15
+    stripes = 48.0 * np.sin(x / 9.0 + y / 23.0 + phase) + 32.0 * np.sin(y / 5.0 - phase * 2.0)
+    picture = base.copy()
+    for c in range(3):
+        picture[..., c] = np.clip(base[..., c].astype(np.float32) * 0.6 + 50.0 + stripes, 0, 255)
+    return picture
+
+
+def _draw_counter(base: npt.NDArray[np.uint8], index: int) -> npt.NDArray[np.uint8]:
+    picture = base.copy()
+    height, width = picture.shape[:2]
+    band = picture[height - height // 4 :]
+    for bit in range(COUNTER_BITS):
+        lo, hi = _cell(bit, width)
+        band[:, lo:hi, :3] = 255 if index >> bit & 1 else 0
+    return picture
+
+
+def _write_tone(
+    out: av.container.OutputContainer,
+    stream: AudioStream,
+    tone_hz: float,
+    duration: float,
+    rate: int,
+    channels: int,
+    amplitude: float,
+) -> None:
+    total = round(duration * rate)
+    layout = stream.layout.name
+    for start in range(0, total, _AUDIO_CHUNK):
+        n = min(_AUDIO_CHUNK, total - start)
+        t = (np.arange(start, start + n, dtype=np.float64)) / rate
+        wave = (amplitude * np.sin(2.0 * math.pi * tone_hz * t)).astype(np.float32)
+        samples = np.ascontiguousarray(np.broadcast_to(wave, (channels, n)))
+        frame = av.AudioFrame.from_ndarray(samples, format="fltp", layout=layout)
+        frame.sample_rate = rate
+        frame.pts = start
+        frame.time_base = Fraction(1, rate)
+        out.mux(stream.encode(frame))
+    out.mux(stream.encode(None))

@@ -1,0 +1,14 @@
+"""The render engine: a Stoked UI project and its local media in, a video file out.
+
+A pure, synchronous, CPU-bound library (no database, queue or network): the caller runs
+:func:`render` in a worker thread or process. See TIMELINE.md for the semantics.
+
+Modules: ``probe`` (what a source holds), ``video`` and ``audio`` (forward-only readers
+and the per-track mixer), ``compose`` (placement and YUV compositing), ``encode`` (the
+output file) and ``render`` (the frame loop).
+"""
+
+from rendermill.renderer.engine.audio import VolumeClock
+from rendermill.renderer.engine.render import ProgressCallback, RenderResult, render
+
+__all__ = ["ProgressCallback", "RenderResult", "VolumeClock", "render"]

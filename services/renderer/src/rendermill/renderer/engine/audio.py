@@ -1,0 +1,315 @@
+"""Sound: reading sources as 48 kHz stereo, and mixing each track's actions.
+
+Everything is counted in samples at :data:`RATE`. A track's mixer turns a block of
+output samples into source sample positions with the same source-time rules as the
+picture, reads them from a forward-only reader, applies the volume steps through a
+short ramp, and adds the result into the mix.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Iterator, Sequence
+from typing import Literal
+
+import av
+import av.container
+import numpy as np
+import numpy.typing as npt
+from av.audio.frame import AudioFrame
+from av.audio.resampler import AudioResampler
+from av.audio.stream import AudioStream
+
+from rendermill.common.project import model
+from rendermill.renderer.engine import probe
+
+RATE = 48000
+CHANNELS = 2
+# Volume changes ramp linearly over this many samples (5 ms) so that steps do not click.
+RAMP = RATE * 5 // 1000
+# Samples kept behind the read position, for interpolation across block edges.
+HISTORY = 64
+# Decoding forward this far is cheaper than a seek.
+SEEK_AHEAD = 5 * RATE
+
+Samples = npt.NDArray[np.float32]
+VolumeClock = Literal["editor", "timeline", "source"]
+
+
+class AudioReader:
+    """One action's source as 48 kHz stereo float samples, read at increasing positions."""
+
+    def __init__(self, media: probe.Media) -> None:
+        assert media.audio is not None
+        self._media = media
+        self._info = media.audio
+        self._container: av.container.InputContainer | None = None
+        self._stream: AudioStream | None = None
+        self._chunks: Iterator[Samples] = iter(())
+        self._buf: Samples = np.zeros((CHANNELS, 0), np.float32)
+        # Source sample index of the first sample in _buf.
+        self._start = 0
+        self._eof = False
+        self._fresh = False
+
+    @property
+    def _end(self) -> int:
+        return self._start + int(self._buf.shape[1])
+
+    def read(self, first: int, count: int) -> Samples:
+        """Samples ``first .. first + count`` (source sample indices); silence past the end.
+
+        Raises MediaError when the file cannot be decoded or turns out truncated.
+        """
+        if self._container is None:
+            self._open()
+            self._seek(first)
+        elif first < self._start or first > self._end + SEEK_AHEAD:
+            self._seek(first)
+        while self._end < first + count and not self._eof:
+            self._pull()
+        out = np.zeros((CHANNELS, count), np.float32)
+        lo, hi = max(first, self._start), min(first + count, self._end)
+        if lo < hi:
+            out[:, lo - first : hi - first] = self._buf[:, lo - self._start : hi - self._start]
+        keep_from = max(self._start, min(first + count, self._end) - HISTORY)
+        if keep_from > self._start:
+            self._buf = self._buf[:, keep_from - self._start :]
+            self._start = keep_from
+        return out
+
+    def close(self) -> None:
+        """Release the file; a later read reopens it."""
+        if self._container is not None:
+            self._container.close()
+        self._container = None
+        self._stream = None
+        self._chunks = iter(())
+
+    def _open(self) -> None:
+        container = self._media.source.open()
+        if not container.streams.audio:
+            container.close()
+            raise self._media.source.error("has no audio stream")
+        self._container = container
+        self._stream = container.streams.audio[0]
+        self._stream.codec_context.thread_type = "AUTO"
+        self._fresh = True
+
+    def _seek(self, first: int) -> None:
+        assert self._container is not None and self._stream is not None
+        if not (self._fresh and first <= 0):
+            tb = self._stream.time_base
+            assert tb is not None
+            target = int((first / RATE + self._media.origin) / tb)
+            try:
+                self._container.seek(max(0, target), stream=self._stream, backward=True)
+            except (av.FFmpegError, OSError) as exc:
+                raise self._media.source.error(
+                    f"cannot be read at {first / RATE:.3f} s ({probe.reason(exc)})"
+                ) from exc
+        self._fresh = False
+        self._eof = False
+        self._buf = np.zeros((CHANNELS, 0), np.float32)
+        self._start = first
+        self._chunks = self._decode()
+
+    def _decode(self) -> Iterator[Samples]:
+        assert self._container is not None and self._stream is not None
+        stream = self._stream
+        # Browsers play mono on both speakers at full level; FFmpeg's default upmix would
+        # put it 3 dB down, so mono is resampled as mono and duplicated.
+        mono = self._info.channels == 1
+        resampler = AudioResampler(format="fltp", layout="mono" if mono else "stereo", rate=RATE)
+        placed = False
+        for packet in self._container.demux(stream):
+            for frame in packet.decode():
+                if not isinstance(frame, AudioFrame):
+                    continue
+                if not placed and frame.pts is not None and stream.time_base is not None:
+                    # The resampler's output is contiguous from here on; only the first
+                    # frame after a seek says where in the source we are.
+                    t = float(frame.pts * stream.time_base) - self._media.origin
+                    self._start = round(t * RATE)
+                    placed = True
+                for out in resampler.resample(frame):
+                    yield _stereo(out)
+        for out in resampler.resample(None):
+            yield _stereo(out)
+
+    def _pull(self) -> None:
+        try:
+            chunk = next(self._chunks, None)
+        except (av.FFmpegError, OSError) as exc:
+            raise self._media.source.error(
+                f"is corrupt: decoding its sound failed after {self._end / RATE:.3f} s "
+                f"({probe.reason(exc)})"
+            ) from exc
+        if chunk is None:
+            self._eof = True
+            end = self._info.declared_end
+            if end is not None and self._end / RATE < end - probe.TRUNCATION_TOLERANCE:
+                raise self._media.source.error(
+                    f"is truncated: its sound stops at {self._end / RATE:.2f} s but the "
+                    f"file says it lasts {end:.2f} s"
+                )
+            return
+        self._buf = chunk if self._buf.shape[1] == 0 else np.concatenate((self._buf, chunk), 1)
+
+
+def _stereo(frame: AudioFrame) -> Samples:
+    data = frame.to_ndarray().astype(np.float32, copy=False)
+    if data.shape[0] == 1:
+        data = np.repeat(data, CHANNELS, axis=0)
+    return data
+
+
+class _Span:
+    """One action of a track, in output samples: sounding for ``first <= n < last``."""
+
+    def __init__(self, index: int, action: model.Action) -> None:
+        self.index = index
+        self.action = action
+        # Tiny tolerance so that start = k / fps lands on the sample it names.
+        self.first = math.ceil(action.start * RATE - 1e-6)
+        self.last = math.ceil(action.end * RATE - 1e-6)
+
+
+class TrackMixer:
+    """Adds one track's sound to the mix, block by block, in timeline order."""
+
+    def __init__(
+        self,
+        track: model.Track,
+        media: probe.Media,
+        *,
+        clock: Literal["timeline", "source"],
+    ) -> None:
+        self.track = track
+        self._media = media
+        self._clock = clock
+        self._spans = [
+            _Span(i, a) for i, a in enumerate(track.actions) if not a.disabled and a.end > a.start
+        ]
+        self._readers: dict[int, AudioReader] = {}
+        # The last RAMP - 1 target gains, continuing the ramp across blocks.
+        self._gain_history = np.zeros(RAMP - 1, np.float64)
+        duration = media.duration
+        self._length = round(duration * RATE) if duration is not None else None
+
+    def mix_into(self, mix: Samples, first: int) -> None:
+        """Add this track's samples for output samples ``first .. first + len(mix)``."""
+        count = mix.shape[1]
+        end = first + count
+        cuts = {first, end}
+        for span in self._spans:
+            for edge in (span.first, span.last):
+                if first < edge < end:
+                    cuts.add(edge)
+        edges = sorted(cuts)
+        target = np.zeros(count, np.float64)
+        sound = np.zeros((CHANNELS, count), np.float32)
+        for lo, hi in itertools.pairwise(edges):
+            active = self._active(lo)
+            if active is None:
+                continue
+            self._render(active, lo, hi, sound[:, lo - first : hi - first], target[lo - first :])
+        gain = self._ramp(target)
+        mix += sound * gain.astype(np.float32)
+        self._close_finished(end)
+
+    def close(self) -> None:
+        for reader in self._readers.values():
+            reader.close()
+        self._readers.clear()
+
+    def _active(self, n: int) -> _Span | None:
+        best = None
+        for span in self._spans:
+            if span.first <= n < span.last and (
+                best is None or span.action.start >= best.action.start
+            ):
+                best = span
+        return best
+
+    def _render(
+        self, span: _Span, lo: int, hi: int, out: Samples, target: npt.NDArray[np.float64]
+    ) -> None:
+        action = span.action
+        if action.freeze is not None:
+            return
+        n = np.arange(lo, hi, dtype=np.float64)
+        # Source position in samples: s = trimStart + (t - start) * rate.
+        pos = action.trim_start * RATE + (n - action.start * RATE) * action.rate
+        if action.rate == 1.0:
+            pos = np.round(pos)
+        pos = np.maximum(pos, 0.0)
+        if self._length:
+            if action.loop:
+                pos = np.mod(pos, self._length)
+            else:
+                inside = pos < self._length
+                if not inside.any():
+                    return
+                # Past the media end the action is silent; its tail is cut off here.
+                hi = lo + int(np.count_nonzero(inside))
+                pos = pos[inside]
+                n = n[: len(pos)]
+        clock = n / RATE if self._clock == "timeline" else pos / RATE
+        target[: hi - lo] = _gains(action.volume, clock)
+        reader = self._readers.get(span.index)
+        if reader is None:
+            reader = self._readers[span.index] = AudioReader(self._media)
+        # Loop wraps make the positions jump back; read each monotonic run on its own.
+        breaks = np.flatnonzero(np.diff(pos) < 0) + 1
+        for run in np.split(np.arange(len(pos)), breaks):
+            if len(run) == 0:
+                continue
+            p = pos[run]
+            out[:, run] = _read_at(reader, p)
+
+    def _ramp(self, target: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        # A causal moving average over RAMP samples turns every step of the target gain
+        # into a linear ramp of exactly RAMP samples, without any per-step bookkeeping.
+        extended = np.concatenate((self._gain_history, target))
+        self._gain_history = extended[len(extended) - (RAMP - 1) :]
+        sums = np.concatenate(([0.0], np.cumsum(extended)))
+        smoothed: npt.NDArray[np.float64] = (sums[RAMP:] - sums[:-RAMP]) / RAMP
+        return smoothed
+
+    def _close_finished(self, now: int) -> None:
+        for span in self._spans:
+            if span.last <= now and span.index in self._readers:
+                self._readers.pop(span.index).close()
+
+
+def _read_at(reader: AudioReader, positions: npt.NDArray[np.float64]) -> Samples:
+    """Samples at (possibly fractional) source ``positions``, which only increase."""
+    lo = math.floor(positions[0])
+    hi = math.floor(positions[-1]) + 2
+    block = reader.read(lo, hi - lo)
+    offsets = positions - lo
+    if np.all(offsets == np.arange(len(offsets))):
+        return block[:, : len(offsets)]
+    # Playback rates other than 1 resample by linear interpolation, so pitch follows
+    # the speed like a media element with preservesPitch off.
+    grid = np.arange(hi - lo, dtype=np.float64)
+    return np.stack([np.interp(offsets, grid, block[c]) for c in range(CHANNELS)]).astype(
+        np.float32
+    )
+
+
+def _gains(
+    steps: Sequence[model.VolumeStep], clock: npt.NDArray[np.float64]
+) -> npt.NDArray[np.float64]:
+    gains = np.ones_like(clock)
+    # The first covering step wins: apply them last to first so earlier ones overwrite.
+    for step in reversed(steps):
+        mask = np.ones(clock.shape, bool)
+        if step.start is not None:
+            mask &= clock >= step.start
+        if step.end is not None:
+            mask &= clock < step.end
+        gains[mask] = min(1.0, max(0.0, step.gain))
+    return gains

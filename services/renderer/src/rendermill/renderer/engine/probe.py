@@ -1,0 +1,241 @@
+"""Find out what a source file holds before rendering starts.
+
+Probing opens each file once, reads its stream headers and decodes the first picture
+and audio frame, so a corrupt or unsupported file fails before any encoding happens,
+and the render plan knows each source's real size, alpha and duration.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from pathlib import Path
+
+import av
+import av.container
+import av.stream
+from av.audio.frame import AudioFrame
+from av.audio.stream import AudioStream
+from av.video.codeccontext import VideoCodecContext
+from av.video.frame import VideoFrame
+from av.video.stream import VideoStream
+
+from rendermill.common import errors
+from rendermill.common.project import model
+
+# Demuxers that read a single picture from a file (PNG, JPEG, WebP, BMP...).
+_STILL_DEMUXERS = ("image2", "_pipe")
+# VP8/VP9 carry alpha in side data that only libvpx decodes; FFmpeg's native decoders
+# drop it silently.
+_ALPHA_DECODERS = {"vp8": "libvpx", "vp9": "libvpx-vp9"}
+_DURATION_TAG = re.compile(r"(\d+):(\d{2}):(\d{2}(?:\.\d+)?)")
+# A stream that ends this much earlier than its own index says is a truncated file.
+TRUNCATION_TOLERANCE = 1.0
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class Source:
+    """Which track and file a reader serves; used to word every error."""
+
+    track: model.Track
+    path: Path
+
+    def error(self, problem: str) -> errors.MediaError:
+        """A MediaError naming the track and the file, for the caller to raise."""
+        name = self.track.name or self.track.id
+        return errors.MediaError(
+            f"track {name!r}: the media file {self.track.url!r} {problem}",
+            track=self.track.id,
+            url=self.track.url,
+        )
+
+    def open(self) -> av.container.InputContainer:
+        """Open the file for reading; raises MediaError when it cannot be opened."""
+        try:
+            return av.open(str(self.path), "r", metadata_errors="ignore")
+        except (av.FFmpegError, OSError, UnicodeDecodeError) as exc:
+            raise self.error(f"cannot be read ({reason(exc)})") from exc
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class VideoInfo:
+    width: int
+    height: int
+    alpha: bool
+    # The decoder to use instead of the stream's default one (alpha in VP8/VP9), if any.
+    decoder: str | None
+    # Where the picture stream's index says it ends, in source seconds; None if unknown.
+    declared_end: float | None
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class AudioInfo:
+    rate: int
+    channels: int
+    declared_end: float | None
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class Media:
+    """What a source holds. Source time 0 is the file's first picture (or sample)."""
+
+    source: Source
+    # Container time of source time 0, in seconds.
+    origin: float
+    # Media duration in source seconds; None when unknown (no loop wrap possible).
+    duration: float | None
+    video: VideoInfo | None
+    audio: AudioInfo | None
+    # The decoded picture of a still image (PNG, JPEG, WebP): shown for the whole action.
+    still: VideoFrame | None
+
+
+def probe(source: Source, *, picture: bool, sound: bool) -> Media:
+    """Probe ``source`` for what its track needs: a picture, sound, or both.
+
+    Returns the source's streams, size, alpha and duration. Raises MediaError when the
+    file cannot be opened or decoded, or holds neither of the streams its track needs.
+    """
+    with source.open() as container:
+        try:
+            return _probe(source, container, picture=picture, sound=sound)
+        except (av.FFmpegError, OSError) as exc:
+            raise source.error(f"cannot be decoded ({reason(exc)})") from exc
+
+
+def _probe(
+    source: Source, container: av.container.InputContainer, *, picture: bool, sound: bool
+) -> Media:
+    vstream = _first_picture(container)
+    astream = container.streams.audio[0] if container.streams.audio else None
+    kind = source.track.controller
+    if kind == model.Controller.IMAGE and vstream is None:
+        raise source.error("has no picture (an image track needs a PNG, JPEG or WebP image)")
+    if kind == model.Controller.AUDIO and astream is None:
+        raise source.error("has no audio stream")
+    if kind == model.Controller.VIDEO and vstream is None and astream is None:
+        raise source.error("has neither a picture nor an audio stream")
+
+    origin_stream: av.stream.Stream | None = vstream if vstream is not None else astream
+    origin = _seconds(origin_stream, origin_stream.start_time) if origin_stream else None
+    origin = origin or 0.0
+
+    is_still = vstream is not None and any(p in container.format.name for p in _STILL_DEMUXERS)
+    want_video = vstream is not None and (picture or kind == model.Controller.IMAGE)
+    want_audio = astream is not None and sound and not is_still
+    decoder = None
+    if vstream is not None and vstream.metadata.get("alpha_mode") == "1":
+        decoder = _ALPHA_DECODERS.get(vstream.codec_context.name)
+    first, first_audio = _first_frames(
+        container,
+        vstream if want_video else None,
+        astream if want_audio else None,
+        decoder,
+    )
+
+    video = None
+    if want_video:
+        if first is None:
+            raise source.error("has a picture stream with no decodable picture")
+        video = VideoInfo(
+            width=first.width,
+            height=first.height,
+            alpha=any(c.is_alpha for c in first.format.components),
+            decoder=decoder,
+            declared_end=None if is_still or vstream is None else _stream_end(vstream, origin),
+        )
+    audio = None
+    if want_audio and astream is not None:
+        if first_audio is None:
+            raise source.error("has an audio stream with no decodable sound")
+        audio = AudioInfo(
+            rate=first_audio.sample_rate,
+            channels=first_audio.layout.nb_channels,
+            declared_end=_stream_end(astream, origin),
+        )
+    still = first if is_still and video is not None else None
+
+    duration = None if still is not None else _duration(container, origin)
+    return Media(
+        source=source, origin=origin, duration=duration, video=video, audio=audio, still=still
+    )
+
+
+def _first_picture(container: av.container.InputContainer) -> VideoStream | None:
+    for stream in container.streams.video:
+        # Cover art in an MP3/M4A is a "video" stream of one picture; it is not a picture
+        # track, so a video track playing such a file shows nothing (as in a browser).
+        if not stream.disposition & av.stream.Disposition.attached_pic:
+            return stream
+    return None
+
+
+def _first_frames(
+    container: av.container.InputContainer,
+    vstream: VideoStream | None,
+    astream: AudioStream | None,
+    decoder: str | None,
+) -> tuple[VideoFrame | None, AudioFrame | None]:
+    """Decode the first picture and the first audio frame, in one pass over the file."""
+    streams = [s for s in (vstream, astream) if s is not None]
+    if not streams:
+        return None, None
+    vctx = open_decoder(decoder) if decoder is not None else None
+    picture: VideoFrame | None = None
+    sound: AudioFrame | None = None
+    for packet in container.demux(streams):
+        if vstream is not None and packet.stream.index == vstream.index and picture is None:
+            frames = vctx.decode(packet) if vctx is not None else packet.decode()
+            picture = next((f for f in frames if isinstance(f, VideoFrame)), None)
+        elif astream is not None and packet.stream.index == astream.index and sound is None:
+            sound = next((f for f in packet.decode() if isinstance(f, AudioFrame)), None)
+        if (picture is not None or vstream is None) and (sound is not None or astream is None):
+            break
+    return picture, sound
+
+
+def open_decoder(name: str) -> VideoCodecContext:
+    """A threaded decoder by name, used instead of a stream's default decoder."""
+    ctx = av.CodecContext.create(name, "r")
+    assert isinstance(ctx, VideoCodecContext)
+    ctx.thread_type = "AUTO"
+    return ctx
+
+
+def _duration(container: av.container.InputContainer, origin: float) -> float | None:
+    ends = []
+    if container.duration is not None and container.duration > 0:
+        start = (container.start_time or 0) / av.time_base
+        ends.append(start + container.duration / av.time_base)
+    for stream in container.streams:
+        end = _stream_end(stream, 0.0)
+        if end is not None:
+            ends.append(end)
+    if not ends:
+        return None
+    duration = max(ends) - origin
+    return duration if duration > 0 else None
+
+
+def _stream_end(stream: av.stream.Stream, origin: float) -> float | None:
+    start = _seconds(stream, stream.start_time) or 0.0
+    if stream.duration is not None and stream.duration > 0 and stream.time_base is not None:
+        return start + float(stream.duration * stream.time_base) - origin
+    # Matroska/WebM keep each stream's length in a DURATION tag instead.
+    tag = _DURATION_TAG.fullmatch(stream.metadata.get("DURATION", ""))
+    if tag is None:
+        return None
+    hours, minutes, seconds = tag.groups()
+    return start + int(hours) * 3600 + int(minutes) * 60 + float(seconds) - origin
+
+
+def _seconds(stream: av.stream.Stream, ts: int | None) -> float | None:
+    if ts is None or stream.time_base is None:
+        return None
+    return float(ts * stream.time_base)
+
+
+def reason(exc: BaseException) -> str:
+    if isinstance(exc, av.FFmpegError) and exc.strerror:
+        return str(exc.strerror)
+    return str(exc) or type(exc).__name__

@@ -1,0 +1,274 @@
+"""The render loop: a project and its local source files in, one encoded file out."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import msgspec
+import numpy as np
+from av.video.frame import VideoFrame
+
+from rendermill.common import errors, schemas
+from rendermill.common.project import color, model
+from rendermill.renderer.engine import audio, compose, encode, probe, video
+
+ProgressCallback = Callable[[int, int], None]
+
+
+class RenderResult(msgspec.Struct, frozen=True):
+    """What was written: duration in seconds, frame count, frame size and file size."""
+
+    duration: float
+    frames: int
+    width: int
+    height: int
+    size_bytes: int
+
+
+def render(
+    project: model.Project,
+    sources: Mapping[str, Path],
+    output: schemas.OutputSpec,
+    dest: Path,
+    *,
+    on_progress: ProgressCallback | None = None,
+    volume_clock: audio.VolumeClock = "editor",
+) -> RenderResult:
+    """Render ``project`` into ``dest`` as ``output`` says, following TIMELINE.md.
+
+    ``sources`` maps each track ``url`` (exactly as in the project) to a local file;
+    only tracks that can be seen or heard need one. ``on_progress(done, total)`` is
+    called after every frame; an exception it raises aborts the render. ``volume_clock``
+    picks the clock volume steps follow: ``"editor"`` (timeline time for video tracks,
+    source time for audio tracks, as the editor does), ``"timeline"`` or ``"source"``.
+
+    Returns what was written. Raises MediaError when a needed source is missing,
+    unreadable, corrupt, truncated or of an unsupported kind (naming the track and the
+    file), InvalidProject when the project has nothing to render or an unusable
+    background colour, and InvalidInput for an unknown output resolution. On any error
+    ``dest`` is removed. Encoder and disk failures propagate as raised by PyAV/the OS.
+    """
+    size = output.size()
+    fps = output.fps
+    total = project.frame_count(fps)
+    if total <= 0:
+        raise errors.InvalidProject(
+            [errors.Problem("tracks", "nothing to render: no action ends after 0 s")]
+        )
+    background = _background(project.background_color)
+    viewport = compose.Viewport.fit((project.width, project.height), size)
+    pictures, mixers = _plan(project, sources, viewport, volume_clock)
+    canvas = compose.Canvas(viewport, background)
+
+    dest.unlink(missing_ok=True)
+    encoder = encode.Encoder(dest, output, size)
+    try:
+        feed = _AudioFeed(mixers, encoder, round(total * audio.RATE / fps))
+        for i in range(total):
+            t = i / fps
+            encoder.video(_frame_at(t, pictures, canvas), i)
+            for picture in pictures:
+                picture.release_before(t)
+            # Keep the sound level with the picture so the muxer interleaves as it goes.
+            feed.advance(round((i + 1) * audio.RATE / fps))
+            if on_progress is not None:
+                on_progress(i + 1, total)
+        encoder.finish()
+    except BaseException:
+        encoder.abort()
+        dest.unlink(missing_ok=True)
+        raise
+    finally:
+        for picture in pictures:
+            picture.close()
+        for mixer in mixers:
+            mixer.close()
+    return RenderResult(
+        duration=total / fps,
+        frames=total,
+        width=size[0],
+        height=size[1],
+        size_bytes=dest.stat().st_size,
+    )
+
+
+class _PictureTrack:
+    """One visible track: which action shows at t, and its picture converted for drawing."""
+
+    def __init__(self, track: model.Track, media: probe.Media, viewport: compose.Viewport):
+        assert media.video is not None
+        self.track = track
+        self._media = media
+        self._alpha = media.video.alpha
+        self._viewport = viewport
+        self._actions = _showable(track)
+        self._readers: dict[int, video.VideoReader] = {}
+        # Per action, the last picture drawn and its conversion: held, frozen and still
+        # pictures (and sources slower than the output) are converted once.
+        self._converted: dict[int, tuple[VideoFrame, compose.Rect, compose.Layer]] = {}
+
+    def layer_at(self, t: float) -> tuple[compose.Layer, compose.Rect] | None:
+        active = _active(self._actions, t)
+        if active is None:
+            return None
+        index, action = active
+        frame = self._picture(index, action, t)
+        if frame is None:
+            return None
+        turns = compose.quarter_turns(frame)
+        shown = (frame.height, frame.width) if turns % 2 else (frame.width, frame.height)
+        rect = self._viewport.place(action, shown)
+        cached = self._converted.get(index)
+        if cached is not None and cached[0] is frame and cached[1] == rect:
+            return cached[2], rect
+        layer = compose.convert(frame, rect.width, rect.height, alpha=self._alpha, turns=turns)
+        self._converted[index] = (frame, rect, layer)
+        return layer, rect
+
+    def _picture(self, index: int, action: model.Action, t: float) -> VideoFrame | None:
+        media = self._media
+        if media.still is not None:
+            return media.still
+        s = action.freeze if action.freeze is not None else action.source_time(t)
+        s = max(0.0, s)
+        end = media.duration
+        if end is not None and s >= end:
+            s = math.fmod(s, end) if action.loop and action.freeze is None else end
+        reader = self._readers.get(index)
+        if reader is None:
+            reader = self._readers[index] = video.VideoReader(media)
+        return reader.frame_at(s)
+
+    def release_before(self, t: float) -> None:
+        """Close what actions that ended by ``t`` held: they never show again."""
+        for index, action in self._actions:
+            if action.end <= t:
+                if index in self._readers:
+                    self._readers.pop(index).close()
+                self._converted.pop(index, None)
+
+    def close(self) -> None:
+        for reader in self._readers.values():
+            reader.close()
+        self._readers.clear()
+        self._converted.clear()
+
+
+def _frame_at(t: float, pictures: list[_PictureTrack], canvas: compose.Canvas) -> VideoFrame:
+    viewport = canvas.viewport
+    top_down: list[tuple[compose.Layer, compose.Rect]] = []
+    for picture in reversed(pictures):
+        item = picture.layer_at(t)
+        if item is None or item[0].empty:
+            continue
+        top_down.append(item)
+        layer, rect = item
+        if layer.opaque and rect.covers(viewport.canvas):
+            # Everything below is hidden; it is not even decoded until it shows again.
+            break
+    if len(top_down) == 1:
+        layer, rect = top_down[0]
+        if layer.opaque and layer.direct and rect == viewport.frame:
+            # One opaque picture filling the frame exactly is already the output frame.
+            return layer.frame
+    return canvas.compose(top_down[::-1])
+
+
+class _AudioFeed:
+    """Mixes sound ahead in large blocks and hands it to the encoder frame by frame.
+
+    Mixing costs mostly per call (small numpy arrays), so it runs on blocks of
+    MIX_BLOCK samples; the encoder gets frames of exactly its own frame size.
+    """
+
+    MIX_BLOCK = 8192
+
+    def __init__(self, mixers: list[audio.TrackMixer], encoder: encode.Encoder, total: int) -> None:
+        self._mixers = mixers
+        self._encoder = encoder
+        self._frame = encoder.audio_block
+        self._total = total
+        self._sent = 0
+        self._mixed: audio.Samples = np.zeros((audio.CHANNELS, 0), np.float32)
+
+    def advance(self, due: int) -> None:
+        """Encode the sound up to output sample ``due`` (all of it at the last frame)."""
+        if self._frame is None:
+            return
+        due = min(due, self._total)
+        while self._sent < due:
+            n = min(self._frame, self._total - self._sent)
+            if self._mixed.shape[1] < n:
+                self._mix_more()
+            self._encoder.audio(self._mixed[:, :n], self._sent)
+            self._mixed = self._mixed[:, n:]
+            self._sent += n
+
+    def _mix_more(self) -> None:
+        first = self._sent + int(self._mixed.shape[1])
+        count = min(self.MIX_BLOCK, self._total - first)
+        mix = np.zeros((audio.CHANNELS, count), np.float32)
+        for mixer in self._mixers:
+            mixer.mix_into(mix, first)
+        np.clip(mix, -1.0, 1.0, out=mix)
+        self._mixed = np.concatenate((self._mixed, mix), axis=1)
+
+
+def _plan(
+    project: model.Project,
+    sources: Mapping[str, Path],
+    viewport: compose.Viewport,
+    volume_clock: audio.VolumeClock,
+) -> tuple[list[_PictureTrack], list[audio.TrackMixer]]:
+    pictures: list[_PictureTrack] = []
+    mixers: list[audio.TrackMixer] = []
+    for track in project.tracks:
+        actions = [a for _, a in _showable(track)]
+        picture = track.has_picture and bool(actions)
+        sound = track.has_sound and any(a.freeze is None for a in actions)
+        if not picture and not sound:
+            continue
+        path = sources.get(track.url)
+        if path is None:
+            name = track.name or track.id
+            raise errors.MediaError(
+                f"track {name!r}: no local file was provided for its media {track.url!r}",
+                track=track.id,
+                url=track.url,
+            )
+        media = probe.probe(
+            probe.Source(track=track, path=Path(path)), picture=picture, sound=sound
+        )
+        if picture and media.video is not None:
+            pictures.append(_PictureTrack(track, media, viewport))
+        if sound and media.audio is not None:
+            clock = volume_clock
+            if clock == "editor":
+                clock = "source" if track.controller == model.Controller.AUDIO else "timeline"
+            mixers.append(audio.TrackMixer(track, media, clock=clock))
+    return pictures, mixers
+
+
+def _showable(track: model.Track) -> list[tuple[int, model.Action]]:
+    return [(i, a) for i, a in enumerate(track.actions) if not a.disabled and a.end > a.start]
+
+
+def _active(actions: list[tuple[int, model.Action]], t: float) -> tuple[int, model.Action] | None:
+    best: tuple[int, model.Action] | None = None
+    for item in actions:
+        action = item[1]
+        # Later start wins; on a tie the later one in the array (iteration order).
+        if action.start <= t < action.end and (best is None or action.start >= best[1].start):
+            best = item
+    return best
+
+
+def _background(css: str) -> tuple[int, int, int]:
+    try:
+        r, g, b, a = color.parse_color(css)
+    except ValueError as exc:
+        raise errors.InvalidProject([errors.Problem("backgroundColor", str(exc))]) from exc
+    # No output format here carries alpha: a translucent background is seen over black.
+    return (r * a // 255, g * a // 255, b * a // 255)
