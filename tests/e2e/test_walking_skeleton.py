@@ -7,6 +7,7 @@ from pathlib import Path
 
 import av
 import numpy as np
+import numpy.typing as npt
 import pytest
 
 from rendermill.cli import synth
@@ -20,12 +21,13 @@ RED = (220, 30, 30)
 BLUE = (30, 60, 220)
 
 
-def _mean_rgb(path: Path, t: float) -> np.ndarray:
+def _mean_rgb(path: Path, t: float) -> npt.NDArray[np.float64]:
     with av.open(str(path)) as c:
         stream = c.streams.video[0]
         for frame in c.decode(stream):
             if frame.time is not None and frame.time >= t - 1e-6:
-                return np.asarray(frame.to_ndarray(format="rgb24"), dtype=float).mean(axis=(0, 1))
+                rgb = np.asarray(frame.to_ndarray(format="rgb24"), dtype=np.float64)
+                return np.asarray(rgb.mean(axis=(0, 1)), dtype=np.float64)
     raise AssertionError(f"no frame at {t}")
 
 

@@ -12,6 +12,7 @@ from typing import Any
 import aiohttp
 import asyncpg
 import pytest_asyncio
+from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from rendermill.common import jobs, settings, tenants
@@ -36,7 +37,13 @@ PROJECT: dict[str, Any] = {
 
 
 class Api:
-    def __init__(self, client: TestClient, key: str, pool: asyncpg.Pool, cfg: settings.Gateway):
+    def __init__(
+        self,
+        client: TestClient[web.Request, web.Application],
+        key: str,
+        pool: asyncpg.Pool,
+        cfg: settings.Gateway,
+    ):
         self.client = client
         self.key = key
         self.pool = pool
@@ -168,6 +175,7 @@ async def test_upload_is_stored_with_its_digest(api: Api) -> None:
     asset_id = await api.upload(data, name="../../evil name.mp4")
     async with api.pool.acquire() as conn:
         row = await conn.fetchrow("SELECT * FROM assets WHERE id = $1", uuid.UUID(asset_id))
+    assert row is not None
     assert row["size"] == len(data)
     assert ".." not in row["object_key"]
     stored = api.cfg.store_root / row["object_key"]

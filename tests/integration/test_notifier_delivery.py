@@ -98,6 +98,7 @@ async def test_signed_delivery_with_retries_recorded(
     rows = await pool.fetch("SELECT attempt, status_code FROM webhook_attempts ORDER BY attempt")
     assert [(r["attempt"], r["status_code"]) for r in rows] == [(1, 503), (2, 503), (3, 200)]
     msg = await pool.fetchrow("SELECT status, attempts FROM webhook_messages")
+    assert msg is not None
     assert (msg["status"], msg["attempts"]) == ("delivered", 3)
 
 
