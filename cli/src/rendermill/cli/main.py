@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import signal
 import sys
 from pathlib import Path
@@ -127,8 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    cfg = settings.load(settings.Common)
-    rlog.setup(cfg.log_level, "console", "cli")
+    # The CLI talks to people: only warnings, unless a level is asked for.
+    level = os.environ.get("RENDERMILL_LOG_LEVEL", "warning")
+    rlog.setup(level, "console", "cli")
     try:
         sys.exit(args.func(args))
     except errors.RendermillError as exc:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,8 @@ def start(home: Path, *, cleanup: str | None = None) -> str:
     ``cleanup`` is pgserver's cleanup_mode: None leaves it running for other processes,
     "stop" stops it when this process (and other users) are done, "delete" removes it.
     """
+    # pgserver asks platformdirs for a runtime dir it never uses; its warning is noise.
+    warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
     import pgserver
 
     pgdata = (home / "pg").resolve()
