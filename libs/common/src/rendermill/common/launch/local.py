@@ -7,22 +7,22 @@ import contextlib
 import os
 import signal
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 
 class LocalLauncher:
     name = "local"
 
-    def __init__(self, *, python: str = sys.executable) -> None:
-        self._python = python
+    def __init__(
+        self, command: Sequence[str] = (sys.executable, "-m", "rendermill.renderer")
+    ) -> None:
+        self._command = tuple(command)
         self._procs: dict[str, asyncio.subprocess.Process] = {}
 
     async def launch(self, job_id: str, attempt: int, env: Mapping[str, str]) -> str:
         full_env = {**os.environ, **env}
         proc = await asyncio.create_subprocess_exec(
-            self._python,
-            "-m",
-            "rendermill.renderer",
+            *self._command,
             "--job",
             job_id,
             "--attempt",

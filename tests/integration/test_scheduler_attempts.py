@@ -1,0 +1,125 @@
+"""The scheduler's attempt handling with real subprocesses and a real Postgres queue."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+import uuid
+
+import asyncpg
+
+from rendermill.common import jobs, lifecycle, schemas, settings, tenants
+from rendermill.common.launch.local import LocalLauncher
+from rendermill.common.queue.postgres import PostgresQueue
+from rendermill.common.schemas import JobStatus
+from rendermill.scheduler.service import Scheduler
+
+
+def _exits(*codes: int) -> LocalLauncher:
+    """A launcher whose n-th process exits with codes[n-1] (by its --attempt argument)."""
+    script = (
+        f"import sys; sys.exit({list(codes)}[int(sys.argv[sys.argv.index('--attempt') + 1]) - 1])"
+    )
+    return LocalLauncher((sys.executable, "-c", script))
+
+
+async def _run_until_final(pool: asyncpg.Pool, launcher: LocalLauncher, db_url: str) -> jobs.Job:
+    cfg = settings.load(
+        settings.Scheduler,
+        env={},
+        overrides={"retry_base_delay": 0.05, "poll_interval": 0.1, "max_attempts": 3},
+    )
+    queue = PostgresQueue(pool)
+    async with pool.acquire() as conn:
+        tenant, _ = await tenants.create(conn, "t")
+        job, _ = await jobs.create(
+            conn,
+            tenant_id=tenant.id,
+            project={},
+            output=schemas.OutputSpec(),
+            media={},
+            max_attempts=cfg.max_attempts,
+        )
+    await queue.send(schemas.QueueMessage(job_id=job.id, attempt=1))
+    stop = asyncio.Event()
+    scheduler = Scheduler(cfg, pool, queue, launcher, db_url)
+    async with lifecycle.supervised(stop, grace=5) as sup:
+        runner = asyncio.create_task(scheduler.run(stop, sup))
+        try:
+            async with asyncio.timeout(30):
+                while True:
+                    async with pool.acquire() as conn:
+                        current = await jobs.get(conn, job.id)
+                    if current.status.terminal:
+                        break
+                    await asyncio.sleep(0.1)
+        finally:
+            stop.set()
+            with contextlib.suppress(asyncio.CancelledError):
+                await runner
+    return current
+
+
+async def _attempts(
+    pool: asyncpg.Pool, job_id: uuid.UUID
+) -> list[tuple[int, int | None, str | None]]:
+    async with pool.acquire() as conn:
+        return [(a.attempt, a.exit_code, a.reason) for a in await jobs.list_attempts(conn, job_id)]
+
+
+async def test_crash_is_retried_then_fails_with_the_reason(pool: asyncpg.Pool, db_url: str) -> None:
+    job = await _run_until_final(pool, _exits(1, 75, 137), db_url)
+    assert job.status == JobStatus.FAILED and job.attempt == 3
+    assert job.error is not None and job.error["code"] == "killed"
+    assert "gave up after 3 attempts" in job.message
+    assert await _attempts(pool, job.id) == [
+        (1, 1, "infrastructure"),
+        (2, 75, "transient"),
+        (3, 137, "killed"),
+    ]
+    async with pool.acquire() as conn:
+        types = [e.type for e in await jobs.events_after(conn, job.id, 0)]
+    assert types == [
+        "job.queued",
+        "job.started",
+        "job.retrying",
+        "job.started",
+        "job.retrying",
+        "job.started",
+        "job.failed",
+    ]
+
+
+async def test_permanent_exit_is_not_retried(pool: asyncpg.Pool, db_url: str) -> None:
+    job = await _run_until_final(pool, _exits(2, 0, 0), db_url)
+    assert job.status == JobStatus.FAILED and job.attempt == 1
+    assert job.error is not None and job.error["code"] == "invalid_project"
+    assert await _attempts(pool, job.id) == [(1, 2, "invalid_project")]
+
+
+async def test_exit_zero_without_a_result_is_not_a_success(pool: asyncpg.Pool, db_url: str) -> None:
+    job = await _run_until_final(pool, _exits(0), db_url)
+    assert job.status == JobStatus.FAILED
+    assert job.error is not None and job.error["code"] == "no_result"
+
+
+async def test_retry_then_success(pool: asyncpg.Pool, db_url: str) -> None:
+    # The second attempt marks the job succeeded itself, as a real renderer does.
+    script = (
+        "import asyncio, sys, asyncpg, uuid\n"
+        "from rendermill.common import db, jobs\n"
+        "from rendermill.common.schemas import JobStatus\n"
+        "a = int(sys.argv[sys.argv.index('--attempt') + 1])\n"
+        "j = uuid.UUID(sys.argv[sys.argv.index('--job') + 1])\n"
+        "async def main():\n"
+        "    conn = await db.connect(sys.argv[1])\n"
+        "    await jobs.finish(conn, j, JobStatus.SUCCEEDED, result={'ok': True})\n"
+        "if a == 1: sys.exit(75)\n"
+        "asyncio.run(main())\n"
+    )
+    job = await _run_until_final(
+        pool, LocalLauncher((sys.executable, "-c", script, db_url)), db_url
+    )
+    assert job.status == JobStatus.SUCCEEDED and job.attempt == 2
+    assert await _attempts(pool, job.id) == [(1, 75, "transient"), (2, 0, "ok")]
