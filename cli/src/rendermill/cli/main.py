@@ -97,6 +97,21 @@ def _demo(args: argparse.Namespace) -> int:
     )
 
 
+def _render(args: argparse.Namespace) -> int:
+    from rendermill.cli import render
+
+    try:
+        return render.run(args)
+    except errors.InvalidProject as exc:
+        print(f"{args.project}: {len(exc.problems)} problem(s)", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem.path or '(file)'}: {problem.message}", file=sys.stderr)
+        return 2
+    except errors.MediaError as exc:
+        print(f"rendermill: {exc.message}", file=sys.stderr)
+        return 3
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="rendermill", description="Render Stoked UI projects.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -104,6 +119,12 @@ def build_parser() -> argparse.ArgumentParser:
     v = sub.add_parser("validate", help="check a project file (plain JSON or .sue container)")
     v.add_argument("project")
     v.set_defaults(func=_validate)
+
+    from rendermill.cli import render
+
+    r = sub.add_parser("render", help="render a project file on this machine (no server)")
+    render.add_arguments(r)
+    r.set_defaults(func=_render)
 
     m = sub.add_parser("migrate", help="apply database migrations")
     m.set_defaults(func=_migrate)
@@ -133,6 +154,9 @@ def main(argv: list[str] | None = None) -> None:
     rlog.setup(level, "console", "cli")
     try:
         sys.exit(args.func(args))
+    except errors.InvalidInput as exc:
+        print(f"rendermill: {exc.message}", file=sys.stderr)
+        sys.exit(2)
     except errors.RendermillError as exc:
         print(f"rendermill: {exc.message}", file=sys.stderr)
         sys.exit(1)

@@ -36,6 +36,10 @@ class Stage(enum.StrEnum):
 
 
 OutputFormat = Literal["mp4", "webm", "mov", "gif"]
+Quality = Literal["draft", "standard", "high"]
+VolumeClock = Literal["editor", "timeline", "source"]
+FitMode = Literal["editor", "css"]
+CopyMode = Literal["auto", "never"]
 
 RESOLUTION_PRESETS: dict[str, tuple[int, int]] = {
     "2160p": (3840, 2160),
@@ -53,6 +57,20 @@ class OutputSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     format: OutputFormat = "mp4"
     resolution: str = "1080p"
     fps: Annotated[int, msgspec.Meta(ge=1, le=60)] = 30
+    # Encoder effort/size trade-off: draft (fast, larger), standard, high (slow, best).
+    quality: Quality = "standard"
+    # Also write a JPEG poster of the frame at this time (seconds), beside the video.
+    poster: Annotated[float, msgspec.Meta(ge=0)] | None = None
+    # Which clock volume steps follow: "editor" (timeline time on video tracks, source
+    # time on audio tracks, as the editor does today), "timeline" or "source".
+    volume_clock: VolumeClock = "editor"
+    # "editor": the editor's contain/cover formulas (TIMELINE.md); "css": CSS object-fit.
+    fit_mode: FitMode = "editor"
+    # Honour each action's blendMode and style.opacity (the editor preview ignores them).
+    effects: bool = False
+    # "auto": stream-copy cut-only timelines whose clips share codec parameters;
+    # "never": always decode and re-encode.
+    copy: CopyMode = "auto"
 
     def size(self) -> tuple[int, int]:
         """The output frame size in pixels; raises InvalidInput for an unknown resolution."""

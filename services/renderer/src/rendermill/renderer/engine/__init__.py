@@ -9,6 +9,7 @@ output file) and ``render`` (the frame loop).
 """
 
 from rendermill.renderer.engine.audio import VolumeClock
-from rendermill.renderer.engine.render import ProgressCallback, RenderResult, render
+from rendermill.renderer.engine.render import render
+from rendermill.renderer.engine.result import ProgressCallback, RenderResult
 
 __all__ = ["ProgressCallback", "RenderResult", "VolumeClock", "render"]

@@ -21,6 +21,7 @@ from av.audio.frame import AudioFrame
 from av.audio.resampler import AudioResampler
 from av.audio.stream import AudioStream
 
+from rendermill.common import schemas
 from rendermill.common.project import model
 from rendermill.renderer.engine import probe
 
@@ -34,7 +35,7 @@ HISTORY = 64
 SEEK_AHEAD = 5 * RATE
 
 Samples = npt.NDArray[np.float32]
-VolumeClock = Literal["editor", "timeline", "source"]
+VolumeClock = schemas.VolumeClock
 
 
 class AudioReader:

@@ -3,28 +3,16 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
-import msgspec
 import numpy as np
 from av.video.frame import VideoFrame
 
 from rendermill.common import errors, schemas
 from rendermill.common.project import color, model
 from rendermill.renderer.engine import audio, compose, encode, probe, video
-
-ProgressCallback = Callable[[int, int], None]
-
-
-class RenderResult(msgspec.Struct, frozen=True):
-    """What was written: duration in seconds, frame count, frame size and file size."""
-
-    duration: float
-    frames: int
-    width: int
-    height: int
-    size_bytes: int
+from rendermill.renderer.engine.result import ProgressCallback, RenderResult
 
 
 def render(
@@ -34,7 +22,7 @@ def render(
     dest: Path,
     *,
     on_progress: ProgressCallback | None = None,
-    volume_clock: audio.VolumeClock = "editor",
+    volume_clock: audio.VolumeClock | None = None,
 ) -> RenderResult:
     """Render ``project`` into ``dest`` as ``output`` says, following TIMELINE.md.
 
@@ -59,7 +47,7 @@ def render(
         )
     background = _background(project.background_color)
     viewport = compose.Viewport.fit((project.width, project.height), size)
-    pictures, mixers = _plan(project, sources, viewport, volume_clock)
+    pictures, mixers = _plan(project, sources, viewport, volume_clock or output.volume_clock)
     canvas = compose.Canvas(viewport, background)
 
     dest.unlink(missing_ok=True)

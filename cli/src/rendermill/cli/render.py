@@ -1,0 +1,171 @@
+"""``rendermill render``: render a project file on this machine, no server needed.
+
+It runs the same engine the renderer service runs. Media come from the container itself
+(``.sue`` with embedded files), from ``--media URL=PATH`` bindings, or from ``--base DIR``
+for root-relative and relative urls.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+import urllib.parse
+from pathlib import Path
+
+import msgspec
+from tqdm import tqdm
+
+from rendermill.common import errors, schemas
+from rendermill.common.project import model, parse
+from rendermill.renderer import engine
+
+FORMATS = ("mp4", "webm", "mov", "gif")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("project", help="project file: plain JSON or a .sue container")
+    p.add_argument(
+        "-o", "--output", required=True, help="output file (its suffix picks the format)"
+    )
+    p.add_argument(
+        "--media",
+        action="append",
+        default=[],
+        metavar="URL=PATH",
+        help="bind a track url, exactly as written in the project, to a local file (repeatable)",
+    )
+    p.add_argument("--base", help="directory that root-relative and relative urls resolve against")
+    p.add_argument("--format", choices=FORMATS, help="output format (default: from -o's suffix)")
+    p.add_argument("--resolution", default="1080p", help="2160p, 1080p, 720p, 480p or WxH")
+    p.add_argument("--fps", type=int, default=30)
+    p.add_argument("--quality", choices=("draft", "standard", "high"), default="standard")
+    p.add_argument("--poster", type=float, metavar="SECONDS", help="also write a JPEG poster")
+    p.add_argument(
+        "--copy", choices=("auto", "never"), default="auto", help="stream-copy fast path"
+    )
+    p.add_argument("--volume-clock", choices=("editor", "timeline", "source"), default="editor")
+    p.add_argument("--fit-mode", choices=("editor", "css"), default="editor")
+    p.add_argument("--effects", action="store_true", help="honour blendMode and style.opacity")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _output_spec(args: argparse.Namespace, out: Path) -> schemas.OutputSpec:
+    fmt = args.format or out.suffix.lstrip(".").lower()
+    if fmt not in FORMATS:
+        raise errors.InvalidInput(
+            f"cannot tell the format from {out.name!r}: use --format ({', '.join(FORMATS)})"
+        )
+    spec = {
+        "format": fmt,
+        "resolution": args.resolution,
+        "fps": args.fps,
+        "quality": args.quality,
+        "poster": args.poster,
+        "copy": args.copy,
+        "volume_clock": args.volume_clock,
+        "fit_mode": args.fit_mode,
+        "effects": args.effects,
+    }
+    try:
+        output = msgspec.convert(spec, schemas.OutputSpec)
+    except msgspec.ValidationError as exc:
+        raise errors.InvalidInput(f"bad output option: {exc}") from exc
+    output.size()  # raises for an unknown resolution
+    return output
+
+
+def _bindings(values: list[str]) -> dict[str, Path]:
+    out: dict[str, Path] = {}
+    for value in values:
+        url, sep, path = value.rpartition("=")
+        if not sep or not url:
+            raise errors.InvalidInput(f"--media {value!r}: use URL=PATH")
+        local = Path(path).expanduser()
+        if not local.is_file():
+            raise errors.InvalidInput(f"--media {url}: no file at {local}")
+        out[url] = local
+    return out
+
+
+def resolve_sources(
+    project: model.Project,
+    data: bytes,
+    bindings: dict[str, Path],
+    base: Path | None,
+    scratch: Path,
+) -> dict[str, Path]:
+    """A local file for every track url the render needs; raises InvalidProject listing
+    every url left without one."""
+    files = {f.name: f for f in project.files}
+    sources: dict[str, Path] = {}
+    problems: list[errors.Problem] = []
+    for i, track in enumerate(project.tracks):
+        if not track.renders or track.url in sources:
+            continue
+        if track.url in bindings:
+            sources[track.url] = bindings[track.url]
+        elif track.embedded is not None and track.embedded in files:
+            f = files[track.embedded]
+            path = scratch / f"{i:03d}-{Path(f.name).name}"
+            path.write_bytes(data[f.offset : f.offset + f.size])
+            sources[track.url] = path
+        elif base is not None and (local := _under(base, track.url)) is not None:
+            sources[track.url] = local
+        else:
+            problems.append(
+                errors.Problem(
+                    f"tracks[{i}].url",
+                    f"track {track.name or track.id!r} plays {track.url!r}: bind it with "
+                    f"--media '{track.url}=PATH'" + ("" if base else " or pass --base DIR"),
+                )
+            )
+    if problems:
+        raise errors.InvalidProject(problems)
+    return sources
+
+
+def _under(base: Path, url: str) -> Path | None:
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme or parts.netloc:
+        return None
+    rel = urllib.parse.unquote(parts.path).lstrip("/")
+    candidate = (base / rel).resolve()
+    if not candidate.is_relative_to(base.resolve()) or not candidate.is_file():
+        return None
+    return candidate
+
+
+def run(args: argparse.Namespace) -> int:
+    path = Path(args.project)
+    out = Path(args.output)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise errors.InvalidInput(f"{path}: cannot read: {exc.strerror}") from exc
+    project, _ = parse.load(data)
+    output = _output_spec(args, out)
+    base = Path(args.base) if args.base else None
+    total = project.frame_count(output.fps)
+    with tempfile.TemporaryDirectory(prefix="rendermill-render-") as tmp:
+        sources = resolve_sources(project, data, _bindings(args.media), base, Path(tmp))
+        bar = tqdm(total=total, unit="frame", disable=args.quiet, dynamic_ncols=True)
+
+        def progress(done: int, _total: int) -> None:
+            bar.update(done - bar.n)
+
+        started = time.perf_counter()
+        cpu_started = time.process_time()
+        try:
+            result = engine.render(project, sources, output, out, on_progress=progress)
+        finally:
+            bar.close()
+        wall = time.perf_counter() - started
+        cpu = time.process_time() - cpu_started
+    mode = "stream copy" if result.copied else "compose"
+    print(
+        f"wrote {out}: {result.width}x{result.height} {output.format}, {result.frames} frames, "
+        f"{result.duration:.3f} s, {result.size_bytes / 1e6:.2f} MB in {wall:.2f} s "
+        f"({result.duration / wall:.2f}x realtime, {cpu:.1f} CPU s, {mode})"
+    )
+    return 0
