@@ -53,7 +53,13 @@ async def connect(url: str) -> asyncpg.Connection:
 async def pool(url: str, *, min_size: int = 1, max_size: int = 10) -> AsyncIterator[asyncpg.Pool]:
     """A pool whose connections encode/decode json and jsonb as Python values."""
     p = await asyncpg.create_pool(
-        url, min_size=min_size, max_size=max_size, init=_init_connection, timeout=10
+        url,
+        min_size=min_size,
+        max_size=max_size,
+        init=_init_connection,
+        timeout=10,
+        # No query may hang a service: a stuck statement fails and is retried.
+        command_timeout=60,
     )
     try:
         yield p

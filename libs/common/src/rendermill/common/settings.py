@@ -83,6 +83,10 @@ class Renderer(Common, frozen=True, kw_only=True):
     allow_private_sources: bool = False
     max_source_bytes: int = 4 * 1024**3
     fetch_timeout: float = 300.0
+    # Sources fetched for one job may not exceed this (the scratch directory's bound).
+    max_scratch_bytes: int = 20 * 1024**3
+    # A render with no new frame for this long is stopped (exit 75) rather than hanging.
+    stall_timeout: float = 120.0
 
 
 class Notifier(Common, frozen=True, kw_only=True):

@@ -55,7 +55,11 @@ class ResultView(msgspec.Struct, kw_only=True):
     frames: int
     sha256: str
     content_type: str
+    # Whether the video was stream-copied from the sources (no re-encode).
+    copied: bool = False
+    poster_key: str | None = None
     download_url: str | None = None
+    poster_url: str | None = None
     download_expires_at: dt.datetime | None = None
 
 

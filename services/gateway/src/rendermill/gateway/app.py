@@ -130,6 +130,8 @@ def _result_view(app: web.Application, job: jobs.Job) -> api.ResultView | None:
     ttl = app[CFG].download_ttl_seconds
     filename = f"{job.id}.{job.output.get('format', 'mp4')}"
     view.download_url = app[STORE].download_url(view.object_key, ttl=ttl, filename=filename)
+    if view.poster_key:
+        view.poster_url = app[STORE].download_url(view.poster_key, ttl=ttl)
     view.download_expires_at = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=ttl)
     return view
 

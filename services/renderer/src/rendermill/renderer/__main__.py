@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 
 from rendermill.common import logging, settings, telemetry
@@ -32,4 +33,8 @@ def cli() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(cli())
+    rc = cli()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # A render thread stuck inside the decoder cannot be joined; exit without waiting.
+    os._exit(rc)

@@ -55,6 +55,10 @@ class Stopped(Exception):
     """The process was asked to stop (SIGTERM) while rendering."""
 
 
+class Stalled(Exception):
+    """The render made no progress for too long (a source that hangs the decoder)."""
+
+
 class Progress:
     """Latest progress, written by the render thread, read by the reporter task."""
 
@@ -107,35 +111,42 @@ class Attempt:
         self.attempt = attempt
         self.stop_render = threading.Event()
         self.progress = Progress(self.stop_render)
+        self.scratch_used = 0
 
     async def _report_loop(self) -> None:
+        """Write progress (at most once per interval, only when it changed) and heartbeats;
+        stop the render when the job moved on or the render stalls."""
         last: tuple[Any, ...] | None = None
         next_beat = 0.0
+        last_change = time.monotonic()
         while True:
-            state = (
-                self.progress.stage,
-                self.progress.done,
-                self.progress.total,
-                self.progress.message,
-            )
+            p = self.progress
+            state = (p.stage, p.done, p.total, p.message)
             now = time.monotonic()
-            if state != last:
-                last = state
-                async with self.pool.acquire() as conn:
-                    await jobs.report_progress(
-                        conn,
-                        self.job_id,
-                        self.attempt,
-                        stage=self.progress.stage,
-                        progress=self.progress.fraction(),
-                        frames_done=self.progress.done,
-                        frames_total=self.progress.total,
-                        message=self.progress.text(),
-                    )
-            if now >= next_beat:
-                next_beat = now + self.cfg.heartbeat_interval
-                async with self.pool.acquire() as conn:
-                    await jobs.heartbeat(conn, self.job_id, self.attempt)
+            try:
+                if state != last:
+                    last, last_change = state, now
+                    async with self.pool.acquire() as conn:
+                        await jobs.report_progress(
+                            conn,
+                            self.job_id,
+                            self.attempt,
+                            stage=p.stage,
+                            progress=p.fraction(),
+                            frames_done=p.done,
+                            frames_total=p.total,
+                            message=p.text(),
+                        )
+                if now >= next_beat:
+                    next_beat = now + self.cfg.heartbeat_interval
+                    async with self.pool.acquire() as conn:
+                        await jobs.heartbeat(conn, self.job_id, self.attempt)
+            except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+                # Postgres restarting: keep rendering; the heartbeat resumes when it's back.
+                log.warning("progress_write_failed", error=repr(exc))
+            if p.stage == Stage.RENDERING and now - last_change > self.cfg.stall_timeout:
+                self.stop_render.set()
+                raise Stalled(f"no render progress for {self.cfg.stall_timeout:.0f} s")
             await asyncio.sleep(self.cfg.progress_interval)
 
     async def run(self, scratch: Path) -> schemas.JobStatus:
@@ -155,17 +166,33 @@ class Attempt:
             out_path = scratch / f"output.{fmt}"
             frames = project.frame_count(output.fps)
             self.progress.set_stage(Stage.RENDERING, "rendering")
-            with tracer.start_as_current_span("render", attributes={"frames": frames}) as span:
+            with tracer.start_as_current_span(
+                "render",
+                attributes={
+                    "frames": frames,
+                    "format": output.format,
+                    "resolution": output.resolution,
+                    "fps": output.fps,
+                },
+            ) as span:
                 started = time.perf_counter()
-                result = await asyncio.to_thread(
-                    engine.render,
-                    project,
-                    sources,
-                    output,
-                    out_path,
-                    on_progress=self.progress.on_frames,
+                work = asyncio.ensure_future(
+                    asyncio.to_thread(
+                        engine.render,
+                        project,
+                        sources,
+                        output,
+                        out_path,
+                        on_progress=self.progress.on_frames,
+                    )
                 )
+                # The reporter ends only by failing (job moved on, or a stall): that wins.
+                await asyncio.wait([work, reporter], return_when=asyncio.FIRST_COMPLETED)
+                if reporter.done() and not work.done():
+                    reporter.result()
+                result = await work
                 took = time.perf_counter() - started
+                span.set_attribute("copied", result.copied)
                 span.set_attribute("realtime_factor", result.duration / took if took else 0.0)
             log.info(
                 "render_done",
@@ -179,6 +206,11 @@ class Attempt:
                 digest = await asyncio.to_thread(_sha256, out_path)
                 size = await self.store.put_file(key, out_path)
                 span.set_attribute("bytes", size)
+                poster_key = None
+                poster = out_path.with_suffix(".jpg")
+                if output.poster is not None and poster.is_file():
+                    poster_key = output_key(str(job.tenant_id), str(job.id), "poster.jpg")
+                    await self.store.put_file(poster_key, poster)
         finally:
             reporter.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -192,6 +224,8 @@ class Attempt:
             "frames": result.frames,
             "sha256": digest,
             "content_type": CONTENT_TYPES.get(fmt, "application/octet-stream"),
+            "copied": result.copied,
+            "poster_key": poster_key,
         }
         async with self.pool.acquire() as conn:
             await jobs.finish(
@@ -203,21 +237,27 @@ class Attempt:
         """Each url the render needs, fetched once into ``dest``."""
         dest.mkdir(parents=True, exist_ok=True)
         out: dict[str, Path] = {}
+        by_asset: dict[str, Path] = {}
         needed = [t for t in project.tracks if t.renders]
         for i, url in enumerate(dict.fromkeys(t.url for t in needed)):
             track = next(t for t in needed if t.url == url)
             local = dest / f"{i:03d}{_suffix(url)}"
             asset_id = job.media.get(url)
+            if asset_id is not None and asset_id in by_asset:
+                out[url] = by_asset[asset_id]  # several urls, one upload: one copy
+                continue
             try:
                 if asset_id is not None:
                     async with self.pool.acquire() as conn:
                         asset = await tenants_repo.get_asset(
                             conn, uuid.UUID(asset_id), job.tenant_id
                         )
+                    self._reserve(asset.size, track, url)
                     local = local.with_suffix(Path(asset.name).suffix or local.suffix)
                     await self.store.get_file(asset.object_key, local)
+                    by_asset[asset_id] = local
                 elif url.startswith(("http://", "https://")):
-                    await self._download(url, local)
+                    await self._download(url, local, track)
                 else:
                     raise errors.MediaError(
                         f"track {track.name or track.id!r}: {url!r} resolves to no media; "
@@ -234,7 +274,23 @@ class Attempt:
             out[url] = local
         return out
 
-    async def _download(self, url: str, local: Path) -> None:
+    def _reserve(self, size: int, track: model.Track, url: str) -> None:
+        """Count ``size`` bytes against the scratch limit; a job whose sources do not fit
+        fails as invalid (it would never fit)."""
+        self.scratch_used += size
+        if self.scratch_used > self.cfg.max_scratch_bytes:
+            raise errors.InvalidProject(
+                [
+                    errors.Problem(
+                        "media",
+                        f"the sources exceed the renderer's scratch limit of "
+                        f"{self.cfg.max_scratch_bytes / 1e9:.1f} GB (at track "
+                        f"{track.name or track.id!r}, {url!r})",
+                    )
+                ]
+            )
+
+    async def _download(self, url: str, local: Path, track: model.Track) -> None:
         await netguard.check_url(
             url, allow_private=self.cfg.allow_private_sources, what="source url"
         )
@@ -252,6 +308,7 @@ class Attempt:
                 with local.open("wb") as fh:
                     async for chunk in resp.content.iter_chunked(1 << 20):
                         size += len(chunk)
+                        self._reserve(len(chunk), track, url)
                         if size > self.cfg.max_source_bytes:
                             raise errors.MediaError(
                                 f"{url} is larger than the source limit", url=url
@@ -329,6 +386,9 @@ async def main(cfg: settings.Renderer) -> int:
             # The job moved on (canceled, or another attempt took over): nothing to record.
             log.warning("render_superseded", error=exc.message)
             return EXIT_OK
+        except Stalled as exc:
+            log.error("render_stalled", error=str(exc))
+            return EXIT_TRANSIENT
         except MemoryError:
             log.error("render_out_of_memory")
             return EXIT_OOM
