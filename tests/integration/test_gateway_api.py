@@ -11,6 +11,7 @@ from typing import Any
 
 import aiohttp
 import asyncpg
+import msgspec
 import pytest_asyncio
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
@@ -281,3 +282,58 @@ async def test_openapi_and_health(api: Api) -> None:
     assert (await api.client.get("/readyz")).status == 200
     metrics = await (await api.client.get("/metrics")).text()
     assert "rendermill_http_requests_total" in metrics
+
+
+async def test_sue_container_job_stores_embedded_media(api: Api) -> None:
+    from rendermill.common.project import container
+
+    project = {
+        "width": 320,
+        "height": 180,
+        "tracks": [
+            {
+                "controllerName": "video",
+                "url": "blob:https://editor/9f1c-intro",
+                "actions": [{"start": 0, "end": 1}],
+            },
+            {
+                "controllerName": "audio",
+                "url": "/static/editor/music.mp3",
+                "actions": [{"start": 0, "end": 1}],
+            },
+        ],
+    }
+    clip, music = b"\x01" * 3000, b"\x02" * 2000
+    data = container.build(
+        msgspec.json.encode(project),
+        [("intro.mp4", "video/mp4", clip), ("music.mp3", "audio/mpeg", music)],
+    )
+    resp = await api.client.post(
+        "/v1/jobs",
+        data=data,
+        params={"resolution": "320x180", "fps": "25"},
+        headers={**api.auth(), "Content-Type": "application/octet-stream"},
+    )
+    assert resp.status == 202, await resp.text()
+    view = await resp.json()
+    assert view["output"]["fps"] == 25
+    async with api.pool.acquire() as conn:
+        job = await jobs.get(conn, uuid.UUID(view["id"]))
+        assets = {
+            r["name"]: r
+            for r in await conn.fetch("SELECT * FROM assets WHERE tenant_id = $1", job.tenant_id)
+        }
+    assert set(assets) == {"intro.mp4", "music.mp3"}
+    assert job.media == {
+        "blob:https://editor/9f1c-intro": str(assets["intro.mp4"]["id"]),
+        "/static/editor/music.mp3": str(assets["music.mp3"]["id"]),
+    }
+    assert (api.cfg.store_root / assets["intro.mp4"]["object_key"]).read_bytes() == clip
+
+    truncated = await api.client.post(
+        "/v1/jobs",
+        data=data[:-500],
+        headers={**api.auth(), "Content-Type": "application/octet-stream"},
+    )
+    assert truncated.status == 422
+    assert "music.mp3" in (await truncated.json())["error"]["message"]

@@ -6,11 +6,13 @@ import asyncio
 import contextlib
 import datetime as dt
 import hashlib
+import mmap
 import re
+import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
 import asyncpg
 import msgspec
@@ -20,7 +22,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_
 
 from rendermill.common import db, errors, jobs, netguard, schemas, settings, telemetry, tenants
 from rendermill.common import logging as rlog
-from rendermill.common.project import parse
+from rendermill.common.project import model, parse
 from rendermill.common.queue import Queue
 from rendermill.common.queue.postgres import PostgresQueue
 from rendermill.common.store import fs, source_key
@@ -159,12 +161,21 @@ def job_view(app: web.Application, job: jobs.Job) -> api.JobView:
 
 
 async def submit(
-    request: web.Request, tenant: tenants.Tenant, req: api.JobRequest, idempotency_key: str | None
+    request: web.Request,
+    tenant: tenants.Tenant,
+    req: api.JobRequest,
+    idempotency_key: str | None,
+    project: model.Project | None = None,
 ) -> tuple[jobs.Job, bool]:
-    """Validate a job request fully, then insert it and enqueue it."""
+    """Validate a job request fully, then insert it and enqueue it.
+
+    ``project`` is the already-parsed project when it came in a container; otherwise
+    ``req.project`` is parsed here.
+    """
     app = request.app
     cfg = app[CFG]
-    project = parse.from_json(req.project)
+    if project is None:
+        project = parse.from_json(req.project)
     problems = list(parse.unresolved(project, req.media))
     width, height = req.output.size()
     frames = project.frame_count(req.output.fps)
@@ -228,11 +239,92 @@ async def submit(
     return job, created
 
 
+CONTAINER_TYPES = frozenset(
+    {"application/octet-stream", "application/x-stoked-sue", "application/vnd.stoked-ui.sue"}
+)
+
+
 async def create_job(request: web.Request) -> web.Response:
+    """A JSON job request, or a whole ``.sue`` container (its embedded media included)
+    with the output options as query parameters."""
     tenant = await authenticate(request)
-    req = await _decode(request, api.JobRequest)
-    job, created = await submit(request, tenant, req, request.headers.get("Idempotency-Key"))
+    key = request.headers.get("Idempotency-Key")
+    if request.content_type in CONTAINER_TYPES:
+        req, project = await _container_request(request, tenant)
+        job, created = await submit(request, tenant, req, key, project)
+    else:
+        req = await _decode(request, api.JobRequest)
+        job, created = await submit(request, tenant, req, key)
     return json_response(job_view(request.app, job), 202 if created else 200)
+
+
+async def _container_request(
+    request: web.Request, tenant: tenants.Tenant
+) -> tuple[api.JobRequest, model.Project]:
+    """Spool the container to disk, store each embedded file as an asset, and map every
+    track that plays one to it."""
+    cfg = request.app[CFG]
+    q = request.query
+    try:
+        output = msgspec.convert(
+            {k: q[k] for k in ("format", "resolution", "fps", "quality", "poster") if k in q},
+            schemas.OutputSpec,
+            strict=False,
+        )
+    except msgspec.ValidationError as exc:
+        raise errors.InvalidInput(f"invalid output option: {exc}") from exc
+    with tempfile.TemporaryFile() as spool:
+        size = 0
+        async for chunk in request.content.iter_chunked(1 << 20):
+            size += len(chunk)
+            if size > cfg.max_upload_bytes:
+                raise errors.PayloadTooLarge(
+                    f"container exceeds the limit of {cfg.max_upload_bytes} bytes"
+                )
+            spool.write(chunk)
+        if size == 0:
+            raise errors.InvalidInput("empty body: send the .sue container as the request body")
+        spool.flush()
+        with mmap.mmap(spool.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            project, files = parse.load(cast(bytes, data))
+            media: dict[str, str] = {}
+            stored: dict[str, str] = {}
+            for f in files:
+                asset_id = uuid.uuid4()
+                name = _safe_name(f.name)
+                object_key = source_key(str(tenant.id), str(asset_id), name)
+                view = memoryview(cast(bytes, data))[f.offset : f.offset + f.size]
+                digest = hashlib.sha256(view).hexdigest()
+
+                async def chunks(view: memoryview = view) -> AsyncIterator[bytes]:
+                    for start in range(0, len(view), 1 << 20):
+                        yield bytes(view[start : start + (1 << 20)])
+
+                await request.app[STORE].put_stream(object_key, chunks(), max_bytes=f.size)
+                view.release()
+                async with request.app[POOL].acquire() as conn:
+                    await tenants.insert_asset(
+                        conn,
+                        asset_id=asset_id,
+                        tenant_id=tenant.id,
+                        object_key=object_key,
+                        name=name,
+                        content_type=f.type or "application/octet-stream",
+                        size=f.size,
+                        sha256=digest,
+                    )
+                stored[f.name] = str(asset_id)
+            for track in project.tracks:
+                if track.embedded in stored:
+                    media[track.url] = stored[track.embedded]
+    req = api.JobRequest(
+        project=None,
+        output=output,
+        media=media,
+        webhook_url=q.get("webhook_url"),
+        idempotency_key=q.get("idempotency_key"),
+    )
+    return req, project
 
 
 async def get_job(request: web.Request) -> web.Response:

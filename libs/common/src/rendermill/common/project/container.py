@@ -18,6 +18,8 @@ from rendermill.common.project import model
 
 _HEADER = struct.Struct("<I")
 _BOM = b"\xef\xbb\xbf"
+# How far into the data to look for the opening brace of plain JSON.
+_SNIFF = 1 << 16
 
 
 def split(data: bytes) -> tuple[bytes, list[model.EmbeddedFile]]:
@@ -27,6 +29,7 @@ def split(data: bytes) -> tuple[bytes, list[model.EmbeddedFile]]:
     ``(data, [])``, minus a UTF-8 byte order mark if there was one. For a container it
     gets the JSON bytes and one ``EmbeddedFile`` per ``filesMeta`` entry, whose
     ``offset`` is absolute in ``data``. The JSON of a plain file is not decoded here.
+    ``data`` may be an ``mmap`` of a spooled upload (only slices of it are copied).
 
     Raises ``errors.InvalidProject`` when the data is too short, the header promises
     more JSON than there is, the container's JSON does not decode or has a malformed
@@ -34,7 +37,7 @@ def split(data: bytes) -> tuple[bytes, list[model.EmbeddedFile]]:
     embedded file.
     """
     if _is_plain_json(data):
-        return (data[len(_BOM) :] if data.startswith(_BOM) else data), []
+        return (data[len(_BOM) :] if data[: len(_BOM)] == _BOM else data), []
     if len(data) < _HEADER.size:
         raise _invalid(
             "",
@@ -83,7 +86,9 @@ def build(project_json: bytes, files: Sequence[tuple[str, str, bytes]]) -> bytes
 
 
 def _is_plain_json(data: bytes) -> bool:
-    body = data[len(_BOM) :] if data.startswith(_BOM) else data
+    # Only a prefix is looked at, so a large mmap'd container is never copied whole.
+    head = data[: len(_BOM) + _SNIFF]
+    body = head[len(_BOM) :] if head[: len(_BOM)] == _BOM else head
     if not body.lstrip().startswith(b"{"):
         return False
     # A container whose length has '{' or whitespace as its low byte (1403 bytes of JSON
