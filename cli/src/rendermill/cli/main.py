@@ -61,7 +61,10 @@ def _up(args: argparse.Namespace) -> int:
     from rendermill.cli.stack import Stack
 
     async def run() -> None:
-        async with Stack(Path(args.home), port=args.port, log_level=args.log_level) as stack:
+        fmt = "console" if sys.stderr.isatty() else "json"
+        async with Stack(
+            Path(args.home), port=args.port, log_level=args.log_level, log_format=fmt
+        ) as stack:
             creds = await stack.create_tenant(args.tenant)
             print(f"API:            {creds.api_url}")
             print(f"API key:        {creds.api_key}")

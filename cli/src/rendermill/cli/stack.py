@@ -61,6 +61,7 @@ class Stack:
         port: int = 8080,
         database_url: str | None = None,
         log_level: str = "info",
+        log_format: str = "json",
         log_path: Path | None = None,
         extra_env: dict[str, str] | None = None,
     ) -> None:
@@ -68,6 +69,7 @@ class Stack:
         self.port = port
         self.database_url = database_url
         self.log_level = log_level
+        self.log_format = log_format
         self.log_path = log_path
         self.extra_env = extra_env or {}
         self.api_url = f"http://127.0.0.1:{port}"
@@ -84,6 +86,7 @@ class Stack:
             "RENDERMILL_PUBLIC_URL": self.api_url,
             "RENDERMILL_PORT": str(self.port),
             "RENDERMILL_LOG_LEVEL": self.log_level,
+            "RENDERMILL_LOG_FORMAT": self.log_format,
             # A local stack delivers webhooks to local receivers; production refuses them.
             "RENDERMILL_ALLOW_PRIVATE_WEBHOOKS": "true",
             **self.extra_env,
