@@ -454,3 +454,494 @@ def test_source_missing_from_the_map_is_a_media_error(
 def test_empty_project_is_rejected(tmp_path: Path) -> None:
     with pytest.raises(errors.InvalidProject):
         engine.render(project(), {}, SMALL, tmp_path / "out.mp4")
+
+
+# Output options ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("quality", "crf", "subme"),
+    [
+        ("draft", b"crf=28.0", b"subme=1"),
+        ("standard", b"crf=23.0", b"subme=2"),
+        ("high", b"crf=18.0", b"subme=7"),
+    ],
+)
+def test_quality_presets_pick_x264_effort(
+    run: Callable[..., Output],
+    media: dict[str, Path],
+    quality: schemas.Quality,
+    crf: bytes,
+    subme: bytes,
+) -> None:
+    output = schemas.OutputSpec(resolution="320x180", fps=FPS, quality=quality)
+    out = run(project(track("red", clip(0.0, 0.2))), {"red": media["red"]}, output)
+    # x264 writes its settings into the stream; superfast, veryfast and medium differ in
+    # their subpixel refinement level.
+    data = out.path.read_bytes()
+    assert crf in data
+    assert subme + b" " in data
+
+
+def test_quality_presets_trade_size_for_quality_in_webm(tmp_path: Path) -> None:
+    busy = synth.make_video(tmp_path / "busy.mp4", size=(160, 90), duration=0.4, moving=True)
+    sizes = {}
+    for quality in ("draft", "standard", "high"):
+        output = schemas.OutputSpec(format="webm", resolution="160x90", fps=FPS, quality=quality)
+        dest = tmp_path / f"{quality}.webm"
+        engine.render(
+            model.Project(width=160, height=90, tracks=(track("busy", clip(0.0, 0.4)),)),
+            {"busy": busy},
+            output,
+            dest,
+        )
+        sizes[quality] = dest.stat().st_size
+        assert len(Output(dest).frames) == 12
+    assert sizes["draft"] < sizes["standard"] < sizes["high"]
+
+
+def test_high_quality_gif_keeps_colours_the_fixed_palette_cannot(
+    run: Callable[..., Output], tmp_path: Path
+) -> None:
+    # (200, 40, 90) is not in the 3-3-2 palette: standard dithers it, high finds it.
+    rose = synth.make_video(tmp_path / "rose.mp4", color=(200, 40, 90), duration=0.2, tone_hz=None)
+    spread = {}
+    for quality in ("standard", "high"):
+        output = schemas.OutputSpec(format="gif", resolution="320x180", fps=FPS, quality=quality)
+        out = run(project(track("rose", clip(0.0, 0.2))), {"rose": rose}, output)
+        region = out.at(0.1)[20:160, 20:300].reshape(-1, 3).astype(np.float64)
+        assert near(region.mean(axis=0), (200, 40, 90), 12)
+        spread[quality] = float(region.std(axis=0).max())
+    assert spread["standard"] > 10
+    assert spread["high"] < 3
+
+
+def _decode_jpeg(path: Path) -> Picture:
+    with av.open(str(path)) as container:
+        frame = next(container.decode(video=0))
+        return np.asarray(frame.to_ndarray(format="rgb24"), np.uint8)
+
+
+@pytest.mark.parametrize(("poster", "count"), [(0.5, 15), (0.0, 0), (0.99, 29), (60.0, 29)])
+def test_poster_is_the_frame_at_its_time_beside_the_output(
+    run: Callable[..., Output], media: dict[str, Path], poster: float, count: int
+) -> None:
+    output = schemas.OutputSpec(resolution="320x180", fps=FPS, poster=poster)
+    out = run(project(track("counter", clip(0.0, 1.0))), {"counter": media["counter"]}, output)
+    jpeg = out.path.with_suffix(".jpg")
+    assert jpeg.read_bytes()[:2] == b"\xff\xd8"
+    picture = _decode_jpeg(jpeg)
+    assert picture.shape == (180, 320, 3)
+    assert synth.read_counter(picture) == count
+    # Same colours as the video frame (both from the same BT.709 picture).
+    assert near(colour(picture, 0, 0, 320, 120), WHITE, 6)
+
+
+def test_no_poster_unless_asked_and_none_left_after_a_failure(
+    tmp_path: Path, media: dict[str, Path]
+) -> None:
+    dest = tmp_path / "out.mp4"
+    engine.render(project(track("red", clip(0.0, 0.2))), {"red": media["red"]}, SMALL, dest)
+    assert not dest.with_suffix(".jpg").exists()
+
+    def stop(done: int, total: int) -> None:
+        if done == 5:
+            raise RuntimeError("cancelled")
+
+    output = schemas.OutputSpec(resolution="320x180", fps=FPS, poster=0.0)
+    with pytest.raises(RuntimeError):
+        engine.render(
+            project(track("red", clip(0.0, 0.5))),
+            {"red": media["red"]},
+            output,
+            dest,
+            on_progress=stop,
+        )
+    assert not dest.exists()
+    assert not dest.with_suffix(".jpg").exists()
+
+
+@pytest.mark.parametrize(
+    ("clock", "video_step_at", "audio_step_at"),
+    [("editor", 1.0, 0.5), ("timeline", 1.0, 1.0), ("source", 0.5, 0.5)],
+)
+def test_volume_clock_option(
+    run: Callable[..., Output],
+    media: dict[str, Path],
+    clock: schemas.VolumeClock,
+    video_step_at: float,
+    audio_step_at: float,
+) -> None:
+    # Both actions start at 0 with trimStart 0.5: a step at clock 1.0 is at t = 1.0 on
+    # the timeline clock and at t = 0.5 on the source clock.
+    steps = (model.VolumeStep(1.0, None, 1.0), model.VolumeStep(0.0, 1.0, None))
+    output = schemas.OutputSpec(resolution="320x180", fps=FPS, volume_clock=clock)
+    full = 0.5 / np.sqrt(2)
+    for tr, step_at in (
+        (track("red", clip(0.0, 1.5, trim_start=0.5, volume=steps)), video_step_at),
+        (
+            track(
+                "tone",
+                clip(0.0, 1.5, trim_start=0.5, volume=steps),
+                controller=model.Controller.AUDIO,
+            ),
+            audio_step_at,
+        ),
+    ):
+        out = run(project(tr), {tr.url: media[tr.url]}, output)
+        assert out.rms(0.05, step_at - 0.05) == pytest.approx(full, rel=0.1)
+        assert out.rms(step_at + 0.05, 1.45) < 0.01
+    # The keyword argument overrides the output option.
+    tr = track("red", clip(0.0, 1.5, trim_start=0.5, volume=steps))
+    out = run(project(tr), {"red": media["red"]}, output, volume_clock="source")
+    assert out.rms(0.55, 1.45) < 0.01
+
+
+# Effects: CSS blend modes on 0..1 RGB, source over an opaque backdrop.
+_BASE = (200, 120, 40)
+_TOP = (60, 140, 220)
+
+
+def _css_blend(mode: str, cb: float, cs: float) -> float:
+    if mode == "multiply":
+        return cb * cs
+    if mode == "screen":
+        return cb + cs - cb * cs
+    if mode == "overlay":
+        return cs * 2 * cb if cb <= 0.5 else 1 - (1 - cs) * (1 - (2 * cb - 1))
+    if mode == "darken":
+        return min(cb, cs)
+    if mode == "lighten":
+        return max(cb, cs)
+    if mode == "difference":
+        return abs(cb - cs)
+    if mode in ("plus-lighter", "add"):
+        return min(1.0, cb + cs)
+    return cs
+
+
+def _expected(mode: str, opacity: float) -> tuple[int, int, int]:
+    out = []
+    for b, s in zip(_BASE, _TOP, strict=True):
+        cb, cs = b / 255, s / 255
+        out.append(round(255 * (cb + (_css_blend(mode, cb, cs) - cb) * opacity)))
+    return (out[0], out[1], out[2])
+
+
+_EFFECT_CASES = [
+    ("normal", 0.5),
+    ("multiply", 1.0),
+    ("screen", 1.0),
+    ("overlay", 1.0),
+    ("darken", 1.0),
+    ("lighten", 1.0),
+    ("difference", 1.0),
+    ("plus-lighter", 1.0),
+    ("add", 0.5),
+    ("multiply", 0.5),
+    ("hue", 1.0),
+    ("no-such-mode", 0.0),
+]
+
+
+def test_effects_apply_opacity_and_blend_modes(run: Callable[..., Output], tmp_path: Path) -> None:
+    base = synth.make_video(tmp_path / "base.mp4", color=_BASE, duration=0.2, tone_hz=None)
+    top = synth.make_image(tmp_path / "top.png", color=_TOP, size=(160, 90))
+    actions = [
+        clip(
+            k * 0.1,
+            (k + 1) * 0.1,
+            fit=model.Fit.NONE,
+            x=model.Coord(80),
+            y=model.Coord(40),
+            blend_mode=mode,
+            opacity=opacity,
+        )
+        for k, (mode, opacity) in enumerate(_EFFECT_CASES)
+    ]
+    end = len(_EFFECT_CASES) * 0.1
+    proj = project(
+        track("base", clip(0.0, end, loop=True)),
+        track("top", *actions, controller=model.Controller.IMAGE),
+    )
+    sources = {"base": base, "top": top}
+    on = run(proj, sources, schemas.OutputSpec(resolution="320x180", fps=FPS, effects=True))
+    off = run(proj, sources, SMALL)
+    for k, (mode, opacity) in enumerate(_EFFECT_CASES):
+        t = k * 0.1 + 0.05
+        inside = (90, 50, 230, 120)
+        # "hue" is not separable and unknown modes fall back to normal.
+        expected = _expected("normal" if mode in ("hue", "no-such-mode") else mode, opacity)
+        assert near(colour(on.at(t), *inside), expected, 6), (mode, opacity)
+        assert near(colour(on.at(t), 0, 0, 70, 180), _BASE, 6)
+        assert near(colour(off.at(t), *inside), _TOP, 6), (mode, opacity)
+
+
+def test_effects_combine_opacity_with_source_alpha(
+    run: Callable[..., Output], media: dict[str, Path]
+) -> None:
+    proj = project(
+        track("red", clip(0.0, 0.2)),
+        track(
+            "half_green_png",
+            clip(0.0, 0.1, opacity=0.5),
+            clip(0.1, 0.2, blend_mode="screen", opacity=0.5),
+            controller=model.Controller.IMAGE,
+        ),
+    )
+    sources = {k: media[k] for k in ("red", "half_green_png")}
+    out = run(proj, sources, schemas.OutputSpec(resolution="320x180", fps=FPS, effects=True))
+    # Alpha 128 x opacity 0.5: a quarter green over red.
+    assert near(colour(out.at(0.05)), (191, 64, 0), 8)
+    # Screen of green over red is yellow; a quarter of the way there.
+    assert near(colour(out.at(0.15)), (255, 64, 0), 8)
+
+
+# Sources ------------------------------------------------------------------------------
+
+
+def _encoder_available(name: str) -> bool:
+    try:
+        av.Codec(name, "w")
+    except av.FFmpegError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize(
+    ("name", "codec"),
+    [
+        ("h264.mov", "libx264"),
+        ("h264.mkv", "libx264"),
+        ("hevc.mp4", "libx265"),
+        ("vp8.webm", "libvpx"),
+        ("vp9.webm", "libvpx-vp9"),
+        ("av1.mp4", "libsvtav1"),
+    ],
+)
+def test_codecs_and_containers(
+    run: Callable[..., Output], tmp_path: Path, name: str, codec: str
+) -> None:
+    if not _encoder_available(codec):
+        pytest.skip(f"this PyAV build cannot encode {codec}, so there is no source to decode")
+    source = synth.make_video(
+        tmp_path / name, codec=codec, color=BLUE, duration=1.0, counter=True, tone_hz=1000.0
+    )
+    out = run(project(track("clip", clip(0.0, 0.6, trim_start=0.3))), {"clip": source})
+    assert [synth.read_counter(out.at(t)) for t in (0.0, 0.2, 0.5)] == [9, 15, 24]
+    assert near(colour(out.at(0.1), 0, 0, 320, 120), BLUE, 24)
+    assert out.rms(0.05, 0.55) == pytest.approx(0.5 / np.sqrt(2), rel=0.1)
+
+
+def test_variable_frame_rate_source_shows_each_frame_at_its_time(
+    run: Callable[..., Output], tmp_path: Path
+) -> None:
+    times = [0.0, 0.05, 0.3, 0.31, 0.5, 0.9, 1.0, 1.4]
+    vfr = synth.make_video(tmp_path / "vfr.mp4", frame_times=times, counter=True, tone_hz=None)
+    out = run(project(track("vfr", clip(0.0, 1.6))), {"vfr": vfr})
+    for i, picture in enumerate(out.frames):
+        t = i / FPS
+        shown = max(k for k, start in enumerate(times) if start <= t + 1e-6)
+        assert synth.read_counter(picture) == shown, t
+
+
+def test_odd_sized_source(run: Callable[..., Output], tmp_path: Path) -> None:
+    odd = synth.make_video(
+        tmp_path / "odd.webm", size=(321, 181), color=BLUE, counter=True, tone_hz=None
+    )
+    proj = project(track("odd", clip(0.0, 0.5, x=model.Coord(-1), y=model.Coord(-1))))
+    out = run(proj, {"odd": odd})
+    picture = out.at(0.3)
+    assert synth.read_counter(picture) == 9
+    assert near(colour(picture, 0, 0, 320, 120), BLUE, 16)
+
+
+@pytest.mark.parametrize("rotation", [180, 270])
+def test_other_display_rotations(run: Callable[..., Output], tmp_path: Path, rotation: int) -> None:
+    rotated = synth.make_video(
+        tmp_path / "rotated.mp4", color=BLUE, size=(160, 90), counter=True, rotation=rotation
+    )
+    proj = project(track("rotated", clip(0.0, 0.2)), background_color="white")
+    picture = run(proj, {"rotated": rotated}).at(0.0)
+    if rotation == 180:
+        # Upside down: the (black at frame 0) counter band is along the top.
+        assert near(colour(picture, 4, 2, 156, 20), (0, 0, 0))
+        assert near(colour(picture, 4, 28, 156, 88), BLUE)
+        assert near(colour(picture, 164, 0, 320, 180), WHITE)
+    else:
+        # A quarter turn clockwise: 90x160 with the band on the left.
+        assert near(colour(picture, 2, 4, 18, 156), (0, 0, 0))
+        assert near(colour(picture, 28, 4, 86, 156), BLUE)
+        assert near(colour(picture, 96, 0, 320, 180), WHITE)
+
+
+@pytest.mark.parametrize(
+    ("rate", "layout", "suffix"),
+    [(22050, "mono", ".m4a"), (44100, "stereo", ".m4a"), (22050, "stereo", ".mp3")],
+)
+def test_sample_rates_and_layouts(
+    run: Callable[..., Output], tmp_path: Path, rate: int, layout: str, suffix: str
+) -> None:
+    tone = synth.make_audio(
+        tmp_path / f"tone{suffix}",
+        tone_hz=1000.0,
+        duration=0.6,
+        rate=rate,
+        layout=layout,
+        amplitude=0.4,
+    )
+    proj = project(
+        track("blue", clip(0.0, 1.0)),
+        track("tone", clip(0.2, 1.0), controller=model.Controller.AUDIO),
+    )
+    out = run(proj, {"blue": synth_blue(tmp_path), "tone": tone})
+    assert out.rms(0.0, 0.18) < 0.01
+    # Sounds for its 0.6 s from t = 0.2 at full level on both sides, then stops.
+    for channel in (0, 1):
+        window = out.audio[channel, round(0.3 * 48000) : round(0.7 * 48000)].astype(np.float64)
+        assert float(np.sqrt(np.mean(window**2))) == pytest.approx(0.4 / np.sqrt(2), rel=0.1)
+        spectrum = np.abs(np.fft.rfft(window))
+        peak = np.fft.rfftfreq(len(window), 1 / 48000)[np.argmax(spectrum)]
+        assert peak == pytest.approx(1000, abs=5)
+    assert out.rms(0.85, 1.0) < 0.01
+
+
+def synth_blue(directory: Path) -> Path:
+    path = directory / "blue-silent.mp4"
+    if not path.exists():
+        synth.make_video(path, color=BLUE, duration=1.0, tone_hz=None)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("name", "lossless", "alpha"),
+    [("still.webp", False, None), ("alpha.webp", True, 128)],
+)
+def test_webp_images(
+    run: Callable[..., Output],
+    media: dict[str, Path],
+    tmp_path: Path,
+    name: str,
+    lossless: bool,
+    alpha: int | None,
+) -> None:
+    image = synth.make_image(
+        tmp_path / name, color=GREEN, size=(160, 90), alpha=alpha, lossless=lossless
+    )
+    proj = project(
+        track("red", clip(0.0, 0.2)),
+        track(
+            "image",
+            clip(0.0, 0.2, x=model.Coord(40), y=model.Coord(20)),
+            controller=model.Controller.IMAGE,
+        ),
+    )
+    picture = run(proj, {"red": media["red"], "image": image}).at(0.1)
+    expected = GREEN if alpha is None else (127, 128, 0)
+    assert near(colour(picture, 44, 24, 196, 106), expected, 16)
+    assert near(colour(picture, 210, 0, 320, 180), RED)
+
+
+# Where the marked top-left quarter of a stored 160x80 picture shows, for each EXIF
+# orientation, as (x0, y0, x1, y1) in the displayed picture (from the EXIF definitions
+# of where the stored 0th row and 0th column go).
+_EXIF_CORNER = {
+    1: (0, 0, 80, 40),
+    2: (80, 0, 160, 40),
+    3: (80, 40, 160, 80),
+    4: (0, 40, 80, 80),
+    5: (0, 0, 40, 80),
+    6: (40, 0, 80, 80),
+    7: (40, 80, 80, 160),
+    8: (0, 80, 40, 160),
+}
+
+
+@pytest.mark.parametrize("orientation", [1, 2, 3, 4, 5, 6, 7, 8])
+def test_jpeg_exif_orientation(
+    run: Callable[..., Output], tmp_path: Path, orientation: int
+) -> None:
+    image = synth.make_image(
+        tmp_path / "photo.jpg",
+        color=GREEN,
+        corner=RED,
+        size=(160, 80),
+        exif_orientation=orientation,
+    )
+    proj = project(track("photo", clip(0.0, 0.1), controller=model.Controller.IMAGE))
+    picture = run(proj, {"photo": image}).at(0.0)
+    shown_width, shown_height = (160, 80) if orientation <= 4 else (80, 160)
+    x0, y0, x1, y1 = _EXIF_CORNER[orientation]
+    assert near(colour(picture, x0 + 4, y0 + 4, x1 - 4, y1 - 4), RED, 24)
+    mark = np.zeros((shown_height, shown_width), bool)
+    mark[y0:y1, x0:x1] = True
+    rest = picture[:shown_height, :shown_width][~mark].reshape(-1, 3).mean(axis=0)
+    assert near(rest, GREEN, 40)
+    assert near(colour(picture, shown_width + 4, 0, 320, 180), (0, 0, 0), 8)
+
+
+# Colour -------------------------------------------------------------------------------
+
+ROSE = (200, 40, 90)
+
+
+def test_output_is_tagged_bt709_limited_range(
+    run: Callable[..., Output], media: dict[str, Path]
+) -> None:
+    for fmt in ("mp4", "webm"):
+        output = schemas.OutputSpec(format=fmt, resolution="320x180", fps=FPS)
+        out = run(project(track("red", clip(0.0, 0.1))), {"red": media["red"]}, output)
+        with av.open(str(out.path)) as container:
+            ctx = container.streams.video[0].codec_context
+            tags = (ctx.colorspace, ctx.color_primaries, ctx.color_trc, ctx.color_range)
+        # AVCOL_SPC_BT709, AVCOL_PRI_BT709, AVCOL_TRC_BT709, AVCOL_RANGE_MPEG.
+        assert tags == (1, 1, 1, 1), fmt
+
+
+def test_every_source_matrix_and_range_comes_out_the_same_colour(
+    run: Callable[..., Output], tmp_path: Path
+) -> None:
+    # The same RGB colour written in every way a source can carry it must render as that
+    # colour once the output is decoded with its own (BT.709) tags.
+    def video(
+        name: str, size: tuple[int, int], matrix: synth.Matrix | None = None, tagged: bool = True
+    ) -> Path:
+        return synth.make_video(
+            tmp_path / name,
+            color=ROSE,
+            size=size,
+            duration=0.1,
+            tone_hz=None,
+            matrix=matrix,
+            tagged=tagged,
+        )
+
+    sd, hd = (320, 180), (1280, 720)
+    sources = {
+        "sd-601-tagged": video("a.mp4", sd),
+        "sd-709-tagged": video("b.mp4", sd, matrix="bt709"),
+        "sd-untagged": video("c.mp4", sd, tagged=False),
+        "hd-709-tagged": video("d.mp4", hd),
+        "hd-601-tagged": video("e.mp4", hd, matrix="bt601"),
+        "hd-untagged": video("f.mp4", hd, tagged=False),
+        "vp9-untagged": video("g.webm", sd, tagged=False),
+        "png": synth.make_image(tmp_path / "h.png", color=ROSE, size=sd),
+        "jpeg": synth.make_image(tmp_path / "i.jpg", color=ROSE, size=sd),
+        "webp-lossy": synth.make_image(tmp_path / "j.webp", color=ROSE, size=sd, lossless=False),
+        "webp-lossless": synth.make_image(tmp_path / "k.webp", color=ROSE, size=sd),
+    }
+    still = (".png", ".jpg", ".webp")
+    tracks = [
+        track(
+            name,
+            clip(k * 0.1, (k + 1) * 0.1, fit=model.Fit.FILL),
+            controller=model.Controller.IMAGE if path.suffix in still else model.Controller.VIDEO,
+        )
+        for k, (name, path) in enumerate(sources.items())
+    ]
+    output = schemas.OutputSpec(resolution="320x180", fps=FPS, poster=0.05)
+    out = run(project(*tracks), sources, output)
+    for k, name in enumerate(sources):
+        assert near(colour(out.at(k * 0.1 + 0.05), 20, 20, 300, 160), ROSE, 5), name
+    # The poster (full-range BT.601, as JPEG is) shows the same colour.
+    assert near(colour(_decode_jpeg(out.path.with_suffix(".jpg"))), ROSE, 5)

@@ -14,22 +14,26 @@ rendered frame shows.
 from __future__ import annotations
 
 import math
+import struct
+from collections.abc import Sequence
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import av
 import av.container
 import numpy as np
 import numpy.typing as npt
 from av.audio.stream import AudioStream
+from av.video.reformatter import Colorspace
 from av.video.stream import VideoStream
 
 RGB = tuple[int, int, int]
+Matrix = Literal["bt709", "bt601"]
 
 COUNTER_BITS = 10
 
-_AUDIO_CHUNK = 1024
+_AUDIO_CHUNK = 8192
 
 
 def make_video(
@@ -40,43 +44,75 @@ def make_video(
     duration: float = 2.0,
     fps: int = 30,
     tone_hz: float | None = 440.0,
-    codec: str = "libx264",
+    codec: str | None = None,
     alpha: bool = False,
     counter: bool = False,
     moving: bool = False,
     rotation: int = 0,
     amplitude: float = 0.5,
     audio_rate: int = 48000,
+    audio_layout: str = "stereo",
+    frame_times: Sequence[float] | None = None,
+    matrix: Matrix | None = None,
+    tagged: bool = True,
 ) -> Path:
     """Write a solid ``color`` clip of ``size`` and ``duration`` to ``path`` and return it.
 
-    With ``tone_hz`` the clip also has a stereo sine tone at ``amplitude`` (AAC in
-    mp4/mov, Opus in webm); with ``None`` it has no audio stream at all. With ``alpha``
-    the clip is a VP9 webm in yuva420p whose left half is opaque and right half fully
-    transparent (``path`` should end in ``.webm``). With ``counter`` the bottom quarter
+    The container follows the suffix (mp4, mov, mkv, webm...). ``codec`` picks the video
+    encoder (libx264, libx265, libvpx, libvpx-vp9, libsvtav1...); by default VP9 for
+    ``.webm`` (and for ``alpha``) and H.264 otherwise. With ``tone_hz`` the clip also
+    has a sine tone at ``amplitude`` (AAC, or Opus in webm) at ``audio_rate`` in
+    ``audio_layout``; with ``None`` it has no audio stream at all. With ``alpha`` the
+    clip is in yuva420p (VP8 or VP9, ``path`` should end in ``.webm``) and its left half
+    is opaque and right half fully transparent. With ``counter`` the bottom quarter
     carries the frame index (see :func:`read_counter`). With ``moving`` the colour is
     overlaid with moving stripes, so that encoders work about as hard as on camera
     footage (for benchmarks). ``rotation`` (degrees counterclockwise) is written as a
-    display matrix, the way phones record portrait video. Raises ``av.error.FFmpegError``
-    when the codec or container is not available.
+    display matrix, the way phones record portrait video. ``frame_times`` (seconds,
+    increasing) writes one frame at each of those times instead of ``duration * fps``
+    evenly spaced ones: a variable-frame-rate clip.
+
+    The picture is converted from RGB with ``matrix`` (default: BT.709 when HD-sized,
+    BT.601 below, which is what players assume for untagged video) and, with
+    ``tagged``, the stream says so. Raises ``av.error.FFmpegError`` when the codec or
+    container is not available (H.264 needs even sizes; VP9 takes odd ones).
     """
     path = Path(path)
     width, height = size
-    webm = alpha or path.suffix.lower() == ".webm"
-    video_codec = "libvpx-vp9" if webm else codec
-    frames = max(1, round(duration * fps))
+    webm = path.suffix.lower() == ".webm"
+    video_codec = codec or ("libvpx-vp9" if webm or alpha else "libx264")
+    times = list(frame_times) if frame_times is not None else None
+    frames = len(times) if times is not None else max(1, round(duration * fps))
+    time_base = Fraction(1, 1000) if times is not None else Fraction(1, fps)
+    hd = width >= 1280 or height > 576
+    matrix = matrix or ("bt709" if hd else "bt601")
+    colorspace = Colorspace.ITU709 if matrix == "bt709" else Colorspace.ITU601
     with av.open(str(path), "w") as out:
         vstream = out.add_stream(video_codec, rate=fps)
         assert isinstance(vstream, VideoStream)
         vstream.width = width
         vstream.height = height
         vstream.pix_fmt = "yuva420p" if alpha else "yuv420p"
+        vstream.codec_context.time_base = time_base
+        if tagged:
+            # AVColorSpace / AVColorPrimaries / AVColorTransferCharacteristic values.
+            vstream.codec_context.colorspace = 1 if matrix == "bt709" else 6
+            vstream.codec_context.color_primaries = 1
+            vstream.codec_context.color_trc = 1
         # A one-second GOP keeps seeks in tests cheap and close to what cameras write.
         options: dict[str, object] = {"g": str(fps)}
         if video_codec == "libx264":
             options |= {"preset": "ultrafast", "crf": "18"}
+        elif video_codec == "libx265":
+            options |= {"preset": "ultrafast", "crf": "18", "x265-params": "log-level=error"}
         elif video_codec.startswith("libvpx"):
             options |= {"deadline": "realtime", "cpu-used": "8", "crf": "20", "b": "0"}
+            if alpha and video_codec == "libvpx":
+                # libvpx refuses VP8 transparency with alternate reference frames.
+                options["auto-alt-ref"] = "0"
+        elif video_codec == "libsvtav1":
+            # Presets above 9 write streams that dav1d rejects after a few frames.
+            options |= {"preset": "8", "crf": "30"}
         vstream.options = options
         vstream.codec_context.thread_type = "FRAME"
         if rotation:
@@ -85,7 +121,7 @@ def make_video(
         if tone_hz is not None:
             astream = out.add_stream("libopus" if webm else "aac", rate=audio_rate)
             assert isinstance(astream, AudioStream)
-            astream.layout = "stereo"
+            astream.layout = audio_layout
         base = np.empty((height, width, 4 if alpha else 3), np.uint8)
         base[..., :3] = color
         if alpha:
@@ -99,16 +135,18 @@ def make_video(
                 rgb = _draw_moving(base, i) if moving else base
                 rgb = _draw_counter(rgb, i) if counter else rgb
                 frame = av.VideoFrame.from_ndarray(rgb, format="rgba" if alpha else "rgb24")
-                frame = frame.reformat(format=vstream.pix_fmt)
+                frame = frame.reformat(format=vstream.pix_fmt, dst_colorspace=colorspace)
                 if not (moving or counter):
                     # A solid clip is one picture: convert it once.
                     still = frame
-            frame.pts = i
-            frame.time_base = Fraction(1, fps)
+            frame.pts = round(times[i] * 1000) if times is not None else i
+            frame.time_base = time_base
             out.mux(vstream.encode(frame))
         out.mux(vstream.encode(None))
         if astream is not None and tone_hz is not None:
-            _write_tone(out, astream, tone_hz, frames / fps, audio_rate, 2, amplitude)
+            channels = av.AudioLayout(audio_layout).nb_channels
+            length = times[-1] + 1 / fps if times is not None else frames / fps
+            _write_tone(out, astream, tone_hz, length, audio_rate, channels, amplitude)
     return path
 
 
@@ -157,28 +195,41 @@ def make_image(
     color: RGB = (0, 255, 0),
     size: tuple[int, int] = (320, 180),
     alpha: int | None = None,
+    corner: RGB | None = None,
+    exif_orientation: int | None = None,
+    lossless: bool = True,
 ) -> Path:
     """Write a solid ``color`` still of ``size`` to ``path`` (``.png``, ``.jpg``, ``.webp``).
 
     With ``alpha`` (0..255) the image has an alpha channel of that uniform value (PNG
-    and WebP only). Returns ``path``; raises ``ValueError`` for an unknown suffix or alpha
-    in a JPEG.
+    and WebP only). With ``corner`` the top-left quarter is that colour instead, so
+    that a test can see which way up the picture is drawn. ``exif_orientation`` (1..8,
+    JPEG only) adds an EXIF block with that orientation. WebP is lossless (RGB) unless
+    ``lossless`` is False (then it is BT.601 YUV, as lossy WebP always is). Returns
+    ``path``; raises ``ValueError`` for an unknown suffix, alpha in a JPEG or EXIF in
+    anything else.
     """
     path = Path(path)
     suffix = path.suffix.lower()
     width, height = size
-    if suffix in (".jpg", ".jpeg"):
+    jpeg = suffix in (".jpg", ".jpeg")
+    if exif_orientation is not None and not jpeg:
+        raise ValueError("make_image: only JPEG files get an EXIF orientation here")
+    if jpeg:
         if alpha is not None:
             raise ValueError("make_image: JPEG has no alpha channel")
         codec, pix_fmt = "mjpeg", "yuvj420p"
     elif suffix == ".png":
         codec, pix_fmt = "png", "rgb24" if alpha is None else "rgba"
     elif suffix == ".webp":
-        codec, pix_fmt = "libwebp", "yuv420p" if alpha is None else "yuva420p"
+        codec = "libwebp"
+        pix_fmt = "yuv420p" if alpha is None else "yuva420p"
     else:
         raise ValueError(f"make_image: unsupported suffix {suffix!r}; use .png, .jpg or .webp")
     rgba = np.empty((height, width, 4), np.uint8)
     rgba[..., :3] = color
+    if corner is not None:
+        rgba[: height // 2, : width // 2, :3] = corner
     rgba[..., 3] = 255 if alpha is None else alpha
     frame = av.VideoFrame.from_ndarray(rgba, format="rgba")
     muxer = "webp" if suffix == ".webp" else "image2"
@@ -189,12 +240,24 @@ def make_image(
         stream.height = height
         stream.pix_fmt = pix_fmt
         if codec == "libwebp":
-            stream.options = {"lossless": "1"}
-        picture = frame.reformat(format=pix_fmt)
+            stream.options = {"lossless": "1" if lossless else "0"}
+        # JPEG and WebP YUV are BT.601 by definition.
+        picture = frame.reformat(format=pix_fmt, dst_colorspace=Colorspace.ITU601)
         picture.pts = 0
         out.mux(stream.encode(picture))
         out.mux(stream.encode(None))
+    if exif_orientation is not None:
+        data = path.read_bytes()
+        path.write_bytes(data[:2] + _exif_segment(exif_orientation) + data[2:])
     return path
+
+
+def _exif_segment(orientation: int) -> bytes:
+    """A JPEG APP1 segment holding an EXIF block with only the orientation tag."""
+    ifd = struct.pack(">H", 1) + struct.pack(">HHIHH", 0x0112, 3, 1, orientation, 0)
+    tiff = b"MM\x00\x2a" + struct.pack(">I", 8) + ifd + struct.pack(">I", 0)
+    payload = b"Exif\x00\x00" + tiff
+    return b"\xff\xe1" + struct.pack(">H", len(payload) + 2) + payload
 
 
 def read_counter(rgb: npt.NDArray[Any]) -> int:

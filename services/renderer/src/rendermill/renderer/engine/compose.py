@@ -1,27 +1,56 @@
 """Placing layers on the output frame and compositing them in YUV 4:2:0.
 
 Every layer is converted once, straight from its decoded frame to the size it is drawn
-at (one swscale pass), and then copied or alpha-blended into the output planes with
-numpy. Sizes and positions are rounded to even pixels so each 2x2 block of luma maps onto
-exactly one chroma sample and no chroma resampling is ever needed.
+at (one swscale pass, which also brings it to the output's colour matrix), and then
+copied or alpha-blended into the output planes with numpy. Sizes and positions are
+rounded to even pixels so each 2x2 block of luma maps onto exactly one chroma sample and
+no chroma resampling is ever needed.
+
+Colour: the output is BT.709 YUV in limited range at every size, and ``encode`` tags
+it so. A YUV source is read with the matrix it is tagged with; untagged video with what
+players assume (BT.709 when HD-sized, BT.601 below) and untagged still images as BT.601
+(JPEG and WebP define it); full-range sources are brought to limited range; RGB sources
+(PNG, the background) are converted with BT.709. An HD video that is untagged or tagged
+BT.709 therefore needs no colour conversion at all, only scaling.
+
+Effects (an output option): opacity folds into the alpha blend, which stays in YUV and
+is exact there because YUV is an affine function of RGB. Blend modes other than normal
+are computed in RGB (the CSS compositing formulas), on the layer's region only.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import enum
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 from av.video.frame import VideoFrame
+from av.video.reformatter import ColorRange, Colorspace, Interpolation, VideoReformatter
 
 from rendermill.common.project import model
 
 Plane = npt.NDArray[np.uint8]
+Floats = npt.NDArray[np.float32]
 
 # A layer is never converted larger than this; beyond it only a sliver would be visible
 # anyway and the memory would be wasted.
 MAX_LAYER_SIDE = 16384
+
+# The matrix of every output frame (and of the tags ``encode`` writes).
+OUTPUT_COLORSPACE = Colorspace.ITU709
+# BT.709 luma weights, for the RGB maths of blend modes.
+_KR, _KB = 0.2126, 0.0722
+_KG = 1.0 - _KR - _KB
+# AVColorSpace / AVColorRange values as frames report them (libavutil/pixfmt.h).
+_SPC_BT709 = 1
+_SPC_UNSPECIFIED = 2
+_SPC_BT470BG = 5
+_SPC_SMPTE170M = 6
+_RANGE_JPEG = 2
+_ACCURATE = Interpolation.BILINEAR | Interpolation.ACCURATE_RND
 
 
 def _even(value: float) -> int:
@@ -65,16 +94,20 @@ class Viewport:
     scale: float
     # Where the canvas lands in the output frame; layers are clipped to it.
     canvas: Rect
+    # contain/cover follow CSS object-fit instead of the editor's formulas.
+    css_fit: bool = False
 
     @classmethod
-    def fit(cls, canvas: tuple[int, int], output: tuple[int, int]) -> Viewport:
+    def fit(
+        cls, canvas: tuple[int, int], output: tuple[int, int], *, css_fit: bool = False
+    ) -> Viewport:
         cw, ch = canvas
         ow, oh = output
         scale = min(ow / cw, oh / ch)
         w = min(ow, max(2, _even(cw * scale)))
         h = min(oh, max(2, _even(ch * scale)))
         rect = Rect(_even((ow - w) / 2), _even((oh - h) / 2), w, h)
-        return cls(ow, oh, cw, ch, scale, rect)
+        return cls(ow, oh, cw, ch, scale, rect, css_fit)
 
     @property
     def frame(self) -> Rect:
@@ -83,14 +116,19 @@ class Viewport:
     def place(self, action: model.Action, source: tuple[int, int]) -> Rect:
         """Where ``action`` draws a ``source``-sized picture, in output pixels.
 
-        Uses the editor's fit formulas (TIMELINE.md), with the position resolved on the
-        canvas and then scaled like the canvas.
+        Uses the editor's fit formulas (TIMELINE.md), or CSS object-fit for contain and
+        cover when the viewport says so, with the position resolved on the canvas and
+        then scaled like the canvas.
         """
         w, h = source
         cw, ch = self.canvas_width, self.canvas_height
         r = w / h
         if action.fit == model.Fit.FILL:
             lw, lh = float(cw), float(ch)
+        elif action.fit in (model.Fit.CONTAIN, model.Fit.COVER) and self.css_fit:
+            pick = min if action.fit == model.Fit.CONTAIN else max
+            k = pick(cw / w, ch / h)
+            lw, lh = w * k, h * k
         elif action.fit == model.Fit.CONTAIN:
             lw, lh = (ch * r, float(ch)) if r > 1 else (float(cw), cw / r)
         elif action.fit == model.Fit.COVER:
@@ -108,6 +146,55 @@ class Viewport:
         )
 
 
+class Blend(enum.Enum):
+    """CSS mix-blend-mode values the compositor knows (the separable ones)."""
+
+    NORMAL = "normal"
+    MULTIPLY = "multiply"
+    SCREEN = "screen"
+    OVERLAY = "overlay"
+    DARKEN = "darken"
+    LIGHTEN = "lighten"
+    COLOR_DODGE = "color-dodge"
+    COLOR_BURN = "color-burn"
+    HARD_LIGHT = "hard-light"
+    SOFT_LIGHT = "soft-light"
+    DIFFERENCE = "difference"
+    EXCLUSION = "exclusion"
+    PLUS_LIGHTER = "plus-lighter"
+
+
+_BLEND_NAMES: dict[str, Blend] = {b.value: b for b in Blend} | {
+    "add": Blend.PLUS_LIGHTER,
+    "lighter": Blend.PLUS_LIGHTER,
+}
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Effect:
+    """How one layer is drawn when it is not a plain source-over at full opacity."""
+
+    opacity: float
+    blend: Blend
+
+    @classmethod
+    def of(cls, action: model.Action) -> Effect | None:
+        """The action's opacity and blend mode; None when they change nothing.
+
+        Unknown blend modes (including the non-separable hue, saturation, color and
+        luminosity) draw as normal.
+        """
+        blend = _BLEND_NAMES.get(action.blend_mode.strip().lower(), Blend.NORMAL)
+        opacity = min(1.0, max(0.0, action.opacity))
+        if blend is Blend.NORMAL and opacity >= 1.0:
+            return None
+        return cls(opacity, blend)
+
+    @property
+    def invisible(self) -> bool:
+        return self.opacity <= 0.0
+
+
 @dataclasses.dataclass(frozen=True, slots=True, eq=False)
 class Layer:
     """A picture converted to its drawn size: YUV 4:2:0 planes and, if any, alpha."""
@@ -121,7 +208,7 @@ class Layer:
     alpha_chroma: Plane | None
     # Fully transparent: drawing it changes nothing.
     empty: bool
-    # ``frame`` is exactly the drawn picture (not rotated afterwards).
+    # ``frame`` is exactly the drawn picture (not rotated or mirrored afterwards).
     direct: bool
 
     @property
@@ -134,16 +221,80 @@ def quarter_turns(frame: VideoFrame) -> int:
     return round(frame.rotation / 90) % 4
 
 
-def convert(frame: VideoFrame, width: int, height: int, *, alpha: bool, turns: int = 0) -> Layer:
-    """``frame`` scaled to ``width`` x ``height`` in yuv420p (yuva420p with ``alpha``),
-    after ``turns`` counterclockwise quarter turns.
+# EXIF orientation (1..8) as (counterclockwise quarter turns, mirrored first).
+_ORIENTATIONS: dict[int, tuple[int, bool]] = {
+    1: (0, False),
+    2: (0, True),
+    3: (2, False),
+    4: (2, True),
+    5: (1, True),
+    6: (3, False),
+    7: (3, True),
+    8: (1, False),
+}
 
-    The result may share memory with ``frame`` when no conversion is needed; it is only
-    ever read.
+
+def orientation(exif: int) -> tuple[int, bool]:
+    """An EXIF orientation as (counterclockwise quarter turns, mirror left-right first);
+    values outside 1..8 mean no change."""
+    return _ORIENTATIONS.get(exif, (0, False))
+
+
+def source_colorspace(frame: VideoFrame, *, still: bool = False) -> Colorspace | None:
+    """The matrix ``frame`` was encoded with, for swscale; None for RGB frames and for
+    tags swscale reads from the frame itself (BT.2020...). ``still``: the frame is a
+    still image, whose untagged YUV is BT.601 (JPEG and WebP say so)."""
+    if frame.format.is_rgb:
+        return None
+    tag = frame.colorspace
+    if tag == _SPC_BT709:
+        return Colorspace.ITU709
+    if tag in (_SPC_BT470BG, _SPC_SMPTE170M):
+        return Colorspace.ITU601
+    if tag == _SPC_UNSPECIFIED:
+        # What players assume for untagged video (mpv's rule).
+        hd = not still and (frame.width >= 1280 or frame.height > 576)
+        return Colorspace.ITU709 if hd else Colorspace.ITU601
+    return None
+
+
+def convert(
+    frame: VideoFrame,
+    width: int,
+    height: int,
+    *,
+    alpha: bool,
+    turns: int = 0,
+    mirror: bool = False,
+    still: bool = False,
+    scaler: VideoReformatter | None = None,
+) -> Layer:
+    """``frame`` scaled to ``width`` x ``height`` in BT.709 yuv420p (yuva420p with
+    ``alpha``), after mirroring left-right if asked and ``turns`` counterclockwise
+    quarter turns.
+
+    ``still`` says ``frame`` is a still image (see :func:`source_colorspace`);
+    ``scaler`` keeps swscale's state between calls of one track. The result may share
+    memory with ``frame`` when no conversion is needed; it is only ever read.
     """
     scaled = (height, width) if turns % 2 else (width, height)
-    converted = frame.reformat(*scaled, "yuva420p" if alpha else "yuv420p")
+    full_range = frame.color_range == _RANGE_JPEG
+    matrix = source_colorspace(frame, still=still)
+    converted = (scaler or VideoReformatter()).reformat(
+        frame,
+        *scaled,
+        "yuva420p" if alpha else "yuv420p",
+        src_colorspace=matrix,
+        dst_colorspace=OUTPUT_COLORSPACE,
+        dst_color_range=ColorRange.MPEG if full_range else None,
+        # With swscale's fast rounding a matrix or range conversion is off by up to 6
+        # levels in RGB; exact rounding costs ~40% more, so a plain scale (the common
+        # case of HD video) keeps the fast path.
+        interpolation=_ACCURATE if full_range or matrix != OUTPUT_COLORSPACE else None,
+    )
     planes = [_plane(converted, i) for i in range(len(converted.planes))]
+    if mirror:
+        planes = [np.fliplr(p) for p in planes]
     if turns:
         # Views with reversed strides: the rotation happens in the copy into the output.
         planes = [np.rot90(p, turns) for p in planes]
@@ -161,7 +312,7 @@ def convert(frame: VideoFrame, width: int, height: int, *, alpha: bool, turns: i
                 a[0::2, 0::2].astype(np.uint16) + a[1::2, 0::2] + a[0::2, 1::2] + a[1::2, 1::2] + 2
             )
             a_chroma = (quad >> 2).astype(np.uint8)
-    return Layer(converted, y, u, v, a, a_chroma, empty, direct=not turns)
+    return Layer(converted, y, u, v, a, a_chroma, empty, direct=not (turns or mirror))
 
 
 def _plane(frame: VideoFrame, index: int) -> Plane:
@@ -169,6 +320,15 @@ def _plane(frame: VideoFrame, index: int) -> Plane:
     rows = np.frombuffer(memoryview(plane), np.uint8, count=plane.line_size * plane.height)
     view: Plane = rows.reshape(plane.height, plane.line_size)[:, : plane.width]
     return view
+
+
+Placed = tuple[Layer, Rect, Effect | None]
+
+
+def hides_below(placed: Placed, viewport: Viewport) -> bool:
+    """Whether drawing ``placed`` leaves nothing of the layers under it visible."""
+    layer, rect, effect = placed
+    return effect is None and layer.opaque and rect.covers(viewport.canvas)
 
 
 class Canvas:
@@ -193,14 +353,15 @@ class Canvas:
         v = flat[luma * 5 // 4 :].reshape(h // 2, w // 2)
         return y, u, v
 
-    def compose(self, layers: list[tuple[Layer, Rect]]) -> VideoFrame:
-        """A new output frame with ``layers`` (bottom first) drawn over the background."""
+    def compose(self, layers: Sequence[Placed]) -> VideoFrame:
+        """A new BT.709 output frame with ``layers`` (bottom first) drawn over the
+        background, each with its effect if it has one."""
         # A fresh buffer per frame: the encoder may still hold the previous one.
         buf = self._template.copy()
         y, u, v = self._planes(buf)
         clip = self.viewport.canvas
-        for layer, rect in layers:
-            if layer.empty:
+        for layer, rect, effect in layers:
+            if layer.empty or (effect is not None and effect.invisible):
                 continue
             x0, y0 = max(rect.x, clip.x), max(rect.y, clip.y)
             x1, y1 = min(rect.right, clip.right), min(rect.bottom, clip.bottom)
@@ -213,19 +374,38 @@ class Canvas:
             half = (slice(y0 // 2, y1 // 2), slice(x0 // 2, x1 // 2))
             src_full = (slice(sy0, sy1), slice(sx0, sx1))
             src_half = (slice(sy0 // 2, sy1 // 2), slice(sx0 // 2, sx1 // 2))
-            if layer.alpha is None or layer.alpha_chroma is None:
-                y[full] = layer.y[src_full]
-                u[half] = layer.u[src_half]
-                v[half] = layer.v[src_half]
+            alpha = layer.alpha[src_full] if layer.alpha is not None else None
+            if effect is not None and effect.blend is not Blend.NORMAL:
+                _blend_rgb(
+                    (y[full], u[half], v[half]),
+                    (layer.y[src_full], layer.u[src_half], layer.v[src_half]),
+                    alpha,
+                    effect,
+                )
+                continue
+            opacity = 255 if effect is None else round(effect.opacity * 255)
+            if alpha is None or layer.alpha_chroma is None:
+                if opacity == 255:
+                    y[full] = layer.y[src_full]
+                    u[half] = layer.u[src_half]
+                    v[half] = layer.v[src_half]
+                    continue
+                a: Plane | np.uint16 = np.uint16(opacity)
+                ac: Plane | np.uint16 = a
             else:
-                _blend(y[full], layer.y[src_full], layer.alpha[src_full])
+                a = alpha
                 ac = layer.alpha_chroma[src_half]
-                _blend(u[half], layer.u[src_half], ac)
-                _blend(v[half], layer.v[src_half], ac)
-        return VideoFrame.from_numpy_buffer(buf, format="yuv420p", width=self.viewport.width)
+                if opacity < 255:
+                    a, ac = _scaled(a, opacity), _scaled(ac, opacity)
+            _blend(y[full], layer.y[src_full], a)
+            _blend(u[half], layer.u[src_half], ac)
+            _blend(v[half], layer.v[src_half], ac)
+        frame = VideoFrame.from_numpy_buffer(buf, format="yuv420p", width=self.viewport.width)
+        frame.colorspace = _SPC_BT709
+        return frame
 
 
-def _blend(dst: Plane, src: Plane, alpha: Plane) -> None:
+def _blend(dst: Plane, src: Plane, alpha: Plane | np.uint16) -> None:
     a = alpha.astype(np.uint16)
     mixed: npt.NDArray[Any] = src * a + dst * (255 - a)
     # Exact rounded division by 255 in 16 bits: (x + 128 + ((x + 128) >> 8)) >> 8.
@@ -233,6 +413,142 @@ def _blend(dst: Plane, src: Plane, alpha: Plane) -> None:
     mixed += mixed >> 8
     mixed >>= 8
     dst[...] = mixed
+
+
+def _scaled(alpha: Plane, opacity: int) -> Plane:
+    mixed: npt.NDArray[Any] = alpha.astype(np.uint16) * np.uint16(opacity) + 128
+    mixed += mixed >> 8
+    mixed >>= 8
+    return mixed.astype(np.uint8)
+
+
+def _blend_rgb(
+    dst: tuple[Plane, Plane, Plane],
+    src: tuple[Plane, Plane, Plane],
+    alpha: Plane | None,
+    effect: Effect,
+) -> None:
+    """Draw ``src`` over ``dst`` (same-sized windows) with a CSS blend mode, in RGB."""
+    cb = _to_rgb(*dst)
+    cs = _to_rgb(*src)
+    if alpha is None:
+        a: Floats | np.float32 = np.float32(effect.opacity)
+    else:
+        a = alpha.astype(np.float32) * np.float32(effect.opacity / 255.0)
+    if effect.blend is Blend.PLUS_LIGHTER:
+        # A Porter-Duff operator rather than a blend function: source and backdrop add.
+        out = np.minimum(cb + cs * a, np.float32(1.0))
+    else:
+        mixed = _BLENDS[effect.blend](cb, cs)
+        out = cb + (mixed - cb) * a
+    _from_rgb(out, *dst)
+
+
+def _to_rgb(y: Plane, u: Plane, v: Plane) -> Floats:
+    """Limited-range BT.709 YUV 4:2:0 as (3, h, w) RGB in 0..1."""
+    luma = (y.astype(np.float32) - 16.0) * np.float32(1 / 219)
+    pb = (_upsample(u) - 128.0) * np.float32(1 / 224)
+    pr = (_upsample(v) - 128.0) * np.float32(1 / 224)
+    r = luma + np.float32(2 * (1 - _KR)) * pr
+    b = luma + np.float32(2 * (1 - _KB)) * pb
+    g = (luma - np.float32(_KR) * r - np.float32(_KB) * b) * np.float32(1 / _KG)
+    rgb = np.stack((r, g, b))
+    np.clip(rgb, 0.0, 1.0, out=rgb)
+    return rgb
+
+
+def _from_rgb(rgb: Floats, y: Plane, u: Plane, v: Plane) -> None:
+    r, g, b = rgb
+    luma = np.float32(_KR) * r + np.float32(_KG) * g + np.float32(_KB) * b
+    y[...] = np.clip(luma * 219.0 + 16.5, 0, 255).astype(np.uint8)
+    # Chroma from the mean colour of each 2x2 block (the maths is linear, so this is the
+    # mean of the four pixels' chroma).
+    rq, gq, bq = (_downsample(c) for c in (r, g, b))
+    lq = np.float32(_KR) * rq + np.float32(_KG) * gq + np.float32(_KB) * bq
+    u[...] = np.clip((bq - lq) * np.float32(224 / (2 * (1 - _KB))) + 128.5, 0, 255).astype(np.uint8)
+    v[...] = np.clip((rq - lq) * np.float32(224 / (2 * (1 - _KR))) + 128.5, 0, 255).astype(np.uint8)
+
+
+def _upsample(plane: Plane) -> Floats:
+    wide = np.repeat(np.repeat(plane, 2, axis=0), 2, axis=1)
+    return wide.astype(np.float32)
+
+
+def _downsample(plane: Floats) -> Floats:
+    quad = plane[0::2, 0::2] + plane[1::2, 0::2] + plane[0::2, 1::2] + plane[1::2, 1::2]
+    return quad * np.float32(0.25)
+
+
+# Separable blend functions B(backdrop, source) on 0..1 RGB, from the CSS Compositing
+# and Blending spec.
+
+
+def _multiply(cb: Floats, cs: Floats) -> Floats:
+    return cb * cs
+
+
+def _screen(cb: Floats, cs: Floats) -> Floats:
+    return cb + cs - cb * cs
+
+
+def _hard_light(cb: Floats, cs: Floats) -> Floats:
+    return np.where(cs <= 0.5, cb * (2 * cs), _screen(cb, 2 * cs - 1))
+
+
+def _overlay(cb: Floats, cs: Floats) -> Floats:
+    return _hard_light(cs, cb)
+
+
+def _darken(cb: Floats, cs: Floats) -> Floats:
+    return np.minimum(cb, cs)
+
+
+def _lighten(cb: Floats, cs: Floats) -> Floats:
+    return np.maximum(cb, cs)
+
+
+def _color_dodge(cb: Floats, cs: Floats) -> Floats:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = np.minimum(1.0, cb / (1.0 - cs))
+    return np.where(cb <= 0.0, 0.0, np.where(cs >= 1.0, 1.0, out)).astype(np.float32)
+
+
+def _color_burn(cb: Floats, cs: Floats) -> Floats:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = 1.0 - np.minimum(1.0, (1.0 - cb) / cs)
+    return np.where(cb >= 1.0, 1.0, np.where(cs <= 0.0, 0.0, out)).astype(np.float32)
+
+
+def _soft_light(cb: Floats, cs: Floats) -> Floats:
+    d = np.where(cb <= 0.25, ((16 * cb - 12) * cb + 4) * cb, np.sqrt(cb))
+    darker = cb - (1 - 2 * cs) * cb * (1 - cb)
+    lighter = cb + (2 * cs - 1) * (d - cb)
+    out: Floats = np.where(cs <= 0.5, darker, lighter)
+    return out
+
+
+def _difference(cb: Floats, cs: Floats) -> Floats:
+    out: Floats = np.abs(cb - cs)
+    return out
+
+
+def _exclusion(cb: Floats, cs: Floats) -> Floats:
+    return cb + cs - 2 * cb * cs
+
+
+_BLENDS: dict[Blend, Callable[[Floats, Floats], Floats]] = {
+    Blend.MULTIPLY: _multiply,
+    Blend.SCREEN: _screen,
+    Blend.OVERLAY: _overlay,
+    Blend.DARKEN: _darken,
+    Blend.LIGHTEN: _lighten,
+    Blend.COLOR_DODGE: _color_dodge,
+    Blend.COLOR_BURN: _color_burn,
+    Blend.HARD_LIGHT: _hard_light,
+    Blend.SOFT_LIGHT: _soft_light,
+    Blend.DIFFERENCE: _difference,
+    Blend.EXCLUSION: _exclusion,
+}
 
 
 def _solid(rgb: tuple[int, int, int]) -> VideoFrame:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from pathlib import Path
+from typing import Literal
 
 import av
 import av.container
@@ -29,6 +30,9 @@ _STILL_DEMUXERS = ("image2", "_pipe")
 # drop it silently.
 _ALPHA_DECODERS = {"vp8": "libvpx", "vp9": "libvpx-vp9"}
 _DURATION_TAG = re.compile(r"(\d+):(\d{2}):(\d{2}(?:\.\d+)?)")
+# EXIF sits in an APP1 segment (at most 64 KiB) right after SOI and maybe APP0.
+_JPEG_HEAD = 1 << 17
+_EXIF_ORIENTATION = 0x0112
 # A stream that ends this much earlier than its own index says is a truncated file.
 TRUNCATION_TOLERANCE = 1.0
 
@@ -88,6 +92,9 @@ class Media:
     audio: AudioInfo | None
     # The decoded picture of a still image (PNG, JPEG, WebP): shown for the whole action.
     still: VideoFrame | None
+    # A JPEG still's EXIF orientation (1..8), which also says whether it is mirrored;
+    # None when the file has none (then only the frame's display matrix applies).
+    orientation: int | None = None
 
 
 def probe(source: Source, *, picture: bool, sound: bool) -> Media:
@@ -154,11 +161,70 @@ def _probe(
             declared_end=_stream_end(astream, origin),
         )
     still = first if is_still and video is not None else None
+    orientation = None
+    if still is not None and vstream is not None and vstream.codec_context.name == "mjpeg":
+        orientation = exif_orientation(source.path)
 
     duration = None if still is not None else _duration(container, origin)
     return Media(
-        source=source, origin=origin, duration=duration, video=video, audio=audio, still=still
+        source=source,
+        origin=origin,
+        duration=duration,
+        video=video,
+        audio=audio,
+        still=still,
+        orientation=orientation,
     )
+
+
+def exif_orientation(path: Path) -> int | None:
+    """The EXIF orientation (1..8) of the JPEG file at ``path``; None when it has none or
+    the file cannot be read (the decoder then reports what is wrong with it)."""
+    try:
+        with path.open("rb") as f:
+            head = f.read(_JPEG_HEAD)
+    except OSError:
+        return None
+    if not head.startswith(b"\xff\xd8"):
+        return None
+    pos = 2
+    while pos + 4 <= len(head):
+        if head[pos] != 0xFF:
+            return None
+        marker = head[pos + 1]
+        if marker == 0xFF:
+            pos += 1
+            continue
+        if marker in (0xD9, 0xDA):
+            # End of image or start of scan: the metadata segments are all before it.
+            return None
+        length = int.from_bytes(head[pos + 2 : pos + 4], "big")
+        segment = head[pos + 4 : pos + 2 + length]
+        if marker == 0xE1 and segment.startswith(b"Exif\0\0"):
+            return _tiff_orientation(segment[6:])
+        pos += 2 + length
+    return None
+
+
+def _tiff_orientation(tiff: bytes) -> int | None:
+    order: Literal["little", "big"]
+    if tiff[:2] == b"II":
+        order = "little"
+    elif tiff[:2] == b"MM":
+        order = "big"
+    else:
+        return None
+    ifd = int.from_bytes(tiff[4:8], order)
+    count = int.from_bytes(tiff[ifd : ifd + 2], order)
+    for k in range(count):
+        entry = tiff[ifd + 2 + 12 * k : ifd + 14 + 12 * k]
+        if len(entry) < 12:
+            return None
+        if int.from_bytes(entry[:2], order) == _EXIF_ORIENTATION:
+            # A SHORT stored left-justified in the 4-byte value field.
+            value = int.from_bytes(entry[8:10], order)
+            return value if 1 <= value <= 8 else None
+    return None
 
 
 def _first_picture(container: av.container.InputContainer) -> VideoStream | None:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 from av.video.frame import VideoFrame
+from av.video.reformatter import VideoReformatter
 
 from rendermill.common import errors, schemas
 from rendermill.common.project import color, model
@@ -30,13 +31,22 @@ def render(
     only tracks that can be seen or heard need one. ``on_progress(done, total)`` is
     called after every frame; an exception it raises aborts the render. ``volume_clock``
     picks the clock volume steps follow: ``"editor"`` (timeline time for video tracks,
-    source time for audio tracks, as the editor does), ``"timeline"`` or ``"source"``.
+    source time for audio tracks, as the editor does), ``"timeline"`` or ``"source"``;
+    None means ``output.volume_clock``.
+
+    ``output`` also decides the encoder effort (``quality``), whether contain/cover
+    follow the editor's formulas or CSS object-fit (``fit_mode``) and whether actions'
+    opacity and blend modes apply (``effects``). With ``output.poster`` set, the frame
+    showing at that time (clamped to the last frame) is also written as a JPEG to
+    ``dest.with_suffix(".jpg")``, replacing any file there; it is written only once the
+    video is complete.
 
     Returns what was written. Raises MediaError when a needed source is missing,
     unreadable, corrupt, truncated or of an unsupported kind (naming the track and the
     file), InvalidProject when the project has nothing to render or an unusable
     background colour, and InvalidInput for an unknown output resolution. On any error
-    ``dest`` is removed. Encoder and disk failures propagate as raised by PyAV/the OS.
+    ``dest`` (and the poster) are removed. Encoder and disk failures propagate as raised
+    by PyAV/the OS.
     """
     size = output.size()
     fps = output.fps
@@ -46,9 +56,20 @@ def render(
             [errors.Problem("tracks", "nothing to render: no action ends after 0 s")]
         )
     background = _background(project.background_color)
-    viewport = compose.Viewport.fit((project.width, project.height), size)
-    pictures, mixers = _plan(project, sources, viewport, volume_clock or output.volume_clock)
+    viewport = compose.Viewport.fit(
+        (project.width, project.height), size, css_fit=output.fit_mode == "css"
+    )
+    pictures, mixers = _plan(
+        project, sources, viewport, volume_clock or output.volume_clock, effects=output.effects
+    )
     canvas = compose.Canvas(viewport, background)
+    poster_path = dest.with_suffix(".jpg")
+    poster_index = None
+    if output.poster is not None:
+        # The frame showing at that time: i / fps <= poster < (i + 1) / fps.
+        poster_index = min(total - 1, math.floor(round(output.poster * fps, 6)))
+        poster_path.unlink(missing_ok=True)
+    poster: bytes | None = None
 
     dest.unlink(missing_ok=True)
     encoder = encode.Encoder(dest, output, size)
@@ -56,7 +77,10 @@ def render(
         feed = _AudioFeed(mixers, encoder, round(total * audio.RATE / fps))
         for i in range(total):
             t = i / fps
-            encoder.video(_frame_at(t, pictures, canvas), i)
+            frame = _frame_at(t, pictures, canvas)
+            if i == poster_index:
+                poster = encode.jpeg(frame)
+            encoder.video(frame, i)
             for picture in pictures:
                 picture.release_before(t)
             # Keep the sound level with the picture so the muxer interleaves as it goes.
@@ -64,9 +88,13 @@ def render(
             if on_progress is not None:
                 on_progress(i + 1, total)
         encoder.finish()
+        if poster is not None:
+            poster_path.write_bytes(poster)
     except BaseException:
         encoder.abort()
         dest.unlink(missing_ok=True)
+        if poster_index is not None:
+            poster_path.unlink(missing_ok=True)
         raise
     finally:
         for picture in pictures:
@@ -85,19 +113,28 @@ def render(
 class _PictureTrack:
     """One visible track: which action shows at t, and its picture converted for drawing."""
 
-    def __init__(self, track: model.Track, media: probe.Media, viewport: compose.Viewport):
+    def __init__(
+        self,
+        track: model.Track,
+        media: probe.Media,
+        viewport: compose.Viewport,
+        *,
+        effects: bool,
+    ):
         assert media.video is not None
         self.track = track
         self._media = media
         self._alpha = media.video.alpha
         self._viewport = viewport
         self._actions = _showable(track)
+        self._effects = {i: compose.Effect.of(a) for i, a in self._actions} if effects else {}
         self._readers: dict[int, video.VideoReader] = {}
+        self._scaler = VideoReformatter()
         # Per action, the last picture drawn and its conversion: held, frozen and still
         # pictures (and sources slower than the output) are converted once.
         self._converted: dict[int, tuple[VideoFrame, compose.Rect, compose.Layer]] = {}
 
-    def layer_at(self, t: float) -> tuple[compose.Layer, compose.Rect] | None:
+    def layer_at(self, t: float) -> compose.Placed | None:
         active = _active(self._actions, t)
         if active is None:
             return None
@@ -105,15 +142,30 @@ class _PictureTrack:
         frame = self._picture(index, action, t)
         if frame is None:
             return None
-        turns = compose.quarter_turns(frame)
+        effect = self._effects.get(index)
+        exif = self._media.orientation
+        if exif is not None:
+            # EXIF also says "mirrored", which the display matrix angle cannot.
+            turns, mirror = compose.orientation(exif)
+        else:
+            turns, mirror = compose.quarter_turns(frame), False
         shown = (frame.height, frame.width) if turns % 2 else (frame.width, frame.height)
         rect = self._viewport.place(action, shown)
         cached = self._converted.get(index)
         if cached is not None and cached[0] is frame and cached[1] == rect:
-            return cached[2], rect
-        layer = compose.convert(frame, rect.width, rect.height, alpha=self._alpha, turns=turns)
+            return cached[2], rect, effect
+        layer = compose.convert(
+            frame,
+            rect.width,
+            rect.height,
+            alpha=self._alpha,
+            turns=turns,
+            mirror=mirror,
+            still=self._media.still is not None,
+            scaler=self._scaler,
+        )
         self._converted[index] = (frame, rect, layer)
-        return layer, rect
+        return layer, rect, effect
 
     def _picture(self, index: int, action: model.Action, t: float) -> VideoFrame | None:
         media = self._media
@@ -146,19 +198,18 @@ class _PictureTrack:
 
 def _frame_at(t: float, pictures: list[_PictureTrack], canvas: compose.Canvas) -> VideoFrame:
     viewport = canvas.viewport
-    top_down: list[tuple[compose.Layer, compose.Rect]] = []
+    top_down: list[compose.Placed] = []
     for picture in reversed(pictures):
         item = picture.layer_at(t)
-        if item is None or item[0].empty:
+        if item is None or item[0].empty or (item[2] is not None and item[2].invisible):
             continue
         top_down.append(item)
-        layer, rect = item
-        if layer.opaque and rect.covers(viewport.canvas):
+        if compose.hides_below(item, viewport):
             # Everything below is hidden; it is not even decoded until it shows again.
             break
     if len(top_down) == 1:
-        layer, rect = top_down[0]
-        if layer.opaque and layer.direct and rect == viewport.frame:
+        layer, rect, effect = top_down[0]
+        if effect is None and layer.opaque and layer.direct and rect == viewport.frame:
             # One opaque picture filling the frame exactly is already the output frame.
             return layer.frame
     return canvas.compose(top_down[::-1])
@@ -209,6 +260,8 @@ def _plan(
     sources: Mapping[str, Path],
     viewport: compose.Viewport,
     volume_clock: audio.VolumeClock,
+    *,
+    effects: bool,
 ) -> tuple[list[_PictureTrack], list[audio.TrackMixer]]:
     pictures: list[_PictureTrack] = []
     mixers: list[audio.TrackMixer] = []
@@ -230,7 +283,7 @@ def _plan(
             probe.Source(track=track, path=Path(path)), picture=picture, sound=sound
         )
         if picture and media.video is not None:
-            pictures.append(_PictureTrack(track, media, viewport))
+            pictures.append(_PictureTrack(track, media, viewport, effects=effects))
         if sound and media.audio is not None:
             clock = volume_clock
             if clock == "editor":

@@ -1,0 +1,175 @@
+"""One render attempt (the renderer service) against real Postgres, store and media."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import msgspec
+import pytest
+
+from rendermill.cli import synth
+from rendermill.common import errors, jobs, schemas, settings, tenants
+from rendermill.common.project import parse
+from rendermill.common.schemas import JobStatus
+from rendermill.common.store import fs, source_key
+from rendermill.renderer import service
+
+
+def _project(url: str, end: float = 2.0) -> dict[str, Any]:
+    raw = {
+        "width": 320,
+        "height": 180,
+        "tracks": [
+            {
+                "name": "clip",
+                "controllerName": "video",
+                "url": url,
+                "actions": [{"start": 0, "end": end, "fit": "fill", "loop": True}],
+            }
+        ],
+    }
+    return dict(msgspec.to_builtins(parse.from_json(raw)))
+
+
+async def _job(
+    pool: asyncpg.Pool, store: fs.FsStore, media_file: Path | None, url: str, end: float = 2.0
+) -> tuple[jobs.Job, tenants.Tenant]:
+    async with pool.acquire() as conn:
+        tenant, _ = await tenants.create(conn, "t")
+        media: dict[str, str] = {}
+        if media_file is not None:
+            asset_id = uuid.uuid4()
+            key = source_key(str(tenant.id), str(asset_id), media_file.name)
+            size = await store.put_file(key, media_file)
+            await tenants.insert_asset(
+                conn,
+                asset_id=asset_id,
+                tenant_id=tenant.id,
+                object_key=key,
+                name=media_file.name,
+                content_type="video/mp4",
+                size=size,
+                sha256="-",
+            )
+            media[url] = str(asset_id)
+        job, _ = await jobs.create(
+            conn,
+            tenant_id=tenant.id,
+            project=_project(url, end),
+            output=schemas.OutputSpec(resolution="320x180", fps=30, poster=0.5),
+            media=media,
+        )
+        await jobs.start_attempt(conn, job.id, 1)
+        await jobs.insert_attempt(conn, job.id, 1, "local")
+    return job, tenant
+
+
+def _cfg(db_url: str, tmp: Path, **extra: object) -> settings.Renderer:
+    return settings.load(
+        settings.Renderer,
+        env={},
+        overrides={
+            "database_url": db_url,
+            "store_path": str(tmp / "store"),
+            "scratch_dir": str(tmp / "scratch"),
+            "url_signing_key": "k",
+            "progress_interval": 0.2,
+            **extra,
+        },
+    )
+
+
+async def test_attempt_renders_uploads_and_records_the_result(
+    pool: asyncpg.Pool, db_url: str, tmp_path: Path
+) -> None:
+    cfg = _cfg(db_url, tmp_path)
+    store = fs.FsStore(cfg.store_root, signing_key="k", public_url="http://x")
+    clip = synth.make_video(tmp_path / "clip.mp4", color=(0, 200, 0), duration=1.0)
+    job, tenant = await _job(pool, store, clip, "blob:editor/1", end=3.0)
+    attempt = service.Attempt(cfg, pool, store, job.id, 1)
+    scratch = tmp_path / "scratch" / "one"
+    scratch.mkdir(parents=True)
+    assert await attempt.run(scratch) == JobStatus.SUCCEEDED
+    async with pool.acquire() as conn:
+        done = await jobs.get(conn, job.id)
+        events = await jobs.events_after(conn, job.id, 0)
+    assert done.status == JobStatus.SUCCEEDED and done.result is not None
+    result = done.result
+    assert result["frames"] == 90 and (result["width"], result["height"]) == (320, 180)
+    assert result["object_key"] == f"outputs/{tenant.id}/{job.id}/output.mp4"
+    assert (cfg.store_root / result["object_key"]).stat().st_size == result["size_bytes"]
+    assert result["poster_key"] and (cfg.store_root / result["poster_key"]).is_file()
+    progress = [e.data for e in events if e.type == "job.progress"]
+    # Written at most once per interval, so short stages may not show; order always holds.
+    assert progress and {p["stage"] for p in progress} <= {"fetching", "rendering", "uploading"}
+    fractions = [p["progress"] for p in progress]
+    assert fractions == sorted(fractions)
+    assert [e.type for e in events][-1] == "job.succeeded"
+
+
+async def test_unresolvable_url_fails_as_media_error(
+    pool: asyncpg.Pool, db_url: str, tmp_path: Path
+) -> None:
+    cfg = _cfg(db_url, tmp_path)
+    store = fs.FsStore(cfg.store_root, signing_key="k", public_url="http://x")
+    job, _ = await _job(pool, store, None, "/not/uploaded.mp4")
+    attempt = service.Attempt(cfg, pool, store, job.id, 1)
+    with pytest.raises(errors.MediaError, match="resolves to no media"):
+        await attempt.run(tmp_path)
+
+
+async def test_sources_over_the_scratch_limit_fail_as_invalid(
+    pool: asyncpg.Pool, db_url: str, tmp_path: Path
+) -> None:
+    cfg = _cfg(db_url, tmp_path, max_scratch_bytes=1000)
+    store = fs.FsStore(cfg.store_root, signing_key="k", public_url="http://x")
+    clip = synth.make_video(tmp_path / "clip.mp4", duration=1.0)
+    job, _ = await _job(pool, store, clip, "/a.mp4")
+    attempt = service.Attempt(cfg, pool, store, job.id, 1)
+    with pytest.raises(errors.InvalidProject, match="scratch limit"):
+        await attempt.run(tmp_path)
+
+
+async def test_sigterm_mid_render_exits_transient_and_cleans_scratch(
+    pool: asyncpg.Pool, db_url: str, tmp_path: Path
+) -> None:
+    cfg = _cfg(db_url, tmp_path)
+    store = fs.FsStore(cfg.store_root, signing_key="k", public_url="http://x")
+    clip = synth.make_video(tmp_path / "clip.mp4", duration=1.0, size=(640, 360))
+    job, _ = await _job(pool, store, clip, "/a.mp4", end=600.0)
+    env = {
+        **os.environ,
+        **settings.to_env(cfg),
+        "RENDERMILL_SCRATCH_DIR": str(tmp_path / "scratch"),
+        "RENDERMILL_PROGRESS_INTERVAL": "0.2",
+    }
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "rendermill.renderer",
+        "--job",
+        str(job.id),
+        "--attempt",
+        "1",
+        env=env,
+    )
+    async with asyncio.timeout(60):
+        while True:  # wait until frames are being rendered
+            async with pool.acquire() as conn:
+                current = await jobs.get(conn, job.id)
+            if current.frames_done > 0:
+                break
+            await asyncio.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    rc = await asyncio.wait_for(proc.wait(), timeout=30)
+    assert rc == service.EXIT_TRANSIENT
+    async with pool.acquire() as conn:
+        assert (await jobs.get(conn, job.id)).status == JobStatus.RUNNING  # for the scheduler
+    assert list((tmp_path / "scratch").iterdir()) == []
