@@ -474,7 +474,8 @@ def test_quality_presets_pick_x264_effort(
     crf: bytes,
     subme: bytes,
 ) -> None:
-    output = schemas.OutputSpec(resolution="320x180", fps=FPS, quality=quality)
+    # copy="never": a lone full-frame clip would otherwise be stream-copied, not encoded.
+    output = schemas.OutputSpec(resolution="320x180", fps=FPS, quality=quality, copy="never")
     out = run(project(track("red", clip(0.0, 0.2))), {"red": media["red"]}, output)
     # x264 writes its settings into the stream; superfast, veryfast and medium differ in
     # their subpixel refinement level.
@@ -889,7 +890,8 @@ def test_output_is_tagged_bt709_limited_range(
     run: Callable[..., Output], media: dict[str, Path]
 ) -> None:
     for fmt in ("mp4", "webm"):
-        output = schemas.OutputSpec(format=fmt, resolution="320x180", fps=FPS)
+        # Encoded output (a stream copy keeps the source's own tags).
+        output = schemas.OutputSpec(format=fmt, resolution="320x180", fps=FPS, copy="never")
         out = run(project(track("red", clip(0.0, 0.1))), {"red": media["red"]}, output)
         with av.open(str(out.path)) as container:
             ctx = container.streams.video[0].codec_context

@@ -185,11 +185,14 @@ class TrackMixer:
         track: model.Track,
         media: probe.Media,
         *,
-        clock: Literal["timeline", "source"],
+        clock: VolumeClock,
     ) -> None:
         self.track = track
         self._media = media
-        self._clock = clock
+        # The editor's clock: timeline time on video tracks, source time on audio tracks.
+        if clock == "editor":
+            clock = "source" if track.controller == model.Controller.AUDIO else "timeline"
+        self._clock: Literal["timeline", "source"] = clock
         self._spans = [
             _Span(i, a) for i, a in enumerate(track.actions) if not a.disabled and a.end > a.start
         ]
@@ -314,3 +317,42 @@ def _gains(
             mask &= clock < step.end
         gains[mask] = min(1.0, max(0.0, step.gain))
     return gains
+
+
+def sounds(track: model.Track) -> bool:
+    """Whether any of the track's actions can be heard (hidden, muted, image and frozen
+    actions are silent)."""
+    return track.has_sound and any(
+        not a.disabled and a.end > a.start and a.freeze is None for a in track.actions
+    )
+
+
+class Mixdown:
+    """The mix of every sounding track, made ahead in blocks and taken frame by frame.
+
+    Mixing costs mostly per call (small numpy arrays), so it runs on blocks of BLOCK
+    samples; callers take exactly their encoder's frame size.
+    """
+
+    BLOCK = 8192
+
+    def __init__(self, mixers: list[TrackMixer], total: int) -> None:
+        self._mixers = mixers
+        self.total = total
+        self.sent = 0
+        self._mixed: Samples = np.zeros((CHANNELS, 0), np.float32)
+
+    def take(self, n: int) -> Samples:
+        """The next ``n`` samples (fewer at the end), clipped to [-1, 1]."""
+        n = min(n, self.total - self.sent)
+        while self._mixed.shape[1] < n:
+            first = self.sent + int(self._mixed.shape[1])
+            count = min(self.BLOCK, self.total - first)
+            mix = np.zeros((CHANNELS, count), np.float32)
+            for mixer in self._mixers:
+                mixer.mix_into(mix, first)
+            np.clip(mix, -1.0, 1.0, out=mix)
+            self._mixed = np.concatenate((self._mixed, mix), axis=1)
+        out, self._mixed = self._mixed[:, :n], self._mixed[:, n:]
+        self.sent += n
+        return out

@@ -25,7 +25,7 @@ from rendermill.renderer.engine.compose import OUTPUT_COLORSPACE
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
-class _Recipe:
+class Recipe:
     muxer: str
     video_codec: str
     pix_fmt: str
@@ -57,19 +57,19 @@ _AAC_RATE: dict[schemas.Quality, int] = {"draft": 96_000, "standard": 128_000, "
 _OPUS_RATE: dict[schemas.Quality, int] = {"draft": 64_000, "standard": 128_000, "high": 160_000}
 
 
-def _recipe(output: schemas.OutputSpec) -> _Recipe:
+def recipe_for(output: schemas.OutputSpec) -> Recipe:
     q = output.quality
     if output.format in ("mp4", "mov"):
-        return _Recipe(output.format, "libx264", "yuv420p", _H264[q], "aac", _AAC_RATE[q], _MP4_MUX)
+        return Recipe(output.format, "libx264", "yuv420p", _H264[q], "aac", _AAC_RATE[q], _MP4_MUX)
     if output.format == "webm":
         options = _VP9 | _VP9_QUALITY[q]
-        return _Recipe("webm", "libvpx-vp9", "yuv420p", options, "libopus", _OPUS_RATE[q], {})
+        return Recipe("webm", "libvpx-vp9", "yuv420p", options, "libopus", _OPUS_RATE[q], {})
     # GIF has no sound. rgb8 is a fixed palette that swscale dithers to directly (draft
     # and standard); high computes a palette per frame, which is slower but keeps
     # gradients and skin tones.
     if q == "high":
-        return _Recipe("gif", "gif", "pal8", {}, None, 0, {}, adaptive_palette=True)
-    return _Recipe("gif", "gif", "rgb8", {}, None, 0, {})
+        return Recipe("gif", "gif", "pal8", {}, None, 0, {}, adaptive_palette=True)
+    return Recipe("gif", "gif", "rgb8", {}, None, 0, {})
 
 
 # Samples per encoded audio frame; feeding exactly these keeps PyAV from re-chunking.
@@ -84,7 +84,7 @@ class Encoder:
     """An open output file taking video frames and audio blocks in timeline order."""
 
     def __init__(self, dest: Path, output: schemas.OutputSpec, size: tuple[int, int]) -> None:
-        recipe = _recipe(output)
+        recipe = recipe_for(output)
         self._recipe = recipe
         self._fps = output.fps
         self._palette: _AdaptivePalette | None = None

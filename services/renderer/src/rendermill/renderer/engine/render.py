@@ -6,13 +6,12 @@ import math
 from collections.abc import Mapping
 from pathlib import Path
 
-import numpy as np
 from av.video.frame import VideoFrame
 from av.video.reformatter import VideoReformatter
 
 from rendermill.common import errors, schemas
 from rendermill.common.project import color, model
-from rendermill.renderer.engine import audio, compose, encode, probe, video
+from rendermill.renderer.engine import audio, compose, encode, probe, remux, video
 from rendermill.renderer.engine.result import ProgressCallback, RenderResult
 
 
@@ -33,6 +32,9 @@ def render(
     picks the clock volume steps follow: ``"editor"`` (timeline time for video tracks,
     source time for audio tracks, as the editor does), ``"timeline"`` or ``"source"``;
     None means ``output.volume_clock``.
+
+    Cut-only timelines whose clips share codec parameters are stream-copied (see
+    ``remux``; ``output.copy == "never"`` turns that off), with frame-exact cuts.
 
     ``output`` also decides the encoder effort (``quality``), whether contain/cover
     follow the editor's formulas or CSS object-fit (``fit_mode``) and whether actions'
@@ -56,6 +58,12 @@ def render(
             [errors.Problem("tracks", "nothing to render: no action ends after 0 s")]
         )
     background = _background(project.background_color)
+    # A cut-only timeline whose clips can be copied never decodes a frame it need not.
+    copied = remux.try_remux(
+        project, sources, output, dest, on_progress=on_progress, volume_clock=volume_clock
+    )
+    if copied is not None:
+        return copied
     viewport = compose.Viewport.fit(
         (project.width, project.height), size, css_fit=output.fit_mode == "css"
     )
@@ -216,43 +224,21 @@ def _frame_at(t: float, pictures: list[_PictureTrack], canvas: compose.Canvas) -
 
 
 class _AudioFeed:
-    """Mixes sound ahead in large blocks and hands it to the encoder frame by frame.
-
-    Mixing costs mostly per call (small numpy arrays), so it runs on blocks of
-    MIX_BLOCK samples; the encoder gets frames of exactly its own frame size.
-    """
-
-    MIX_BLOCK = 8192
+    """Hands the mix to the encoder in frames of exactly the encoder's size."""
 
     def __init__(self, mixers: list[audio.TrackMixer], encoder: encode.Encoder, total: int) -> None:
-        self._mixers = mixers
+        self._mix = audio.Mixdown(mixers, total)
         self._encoder = encoder
         self._frame = encoder.audio_block
-        self._total = total
-        self._sent = 0
-        self._mixed: audio.Samples = np.zeros((audio.CHANNELS, 0), np.float32)
 
     def advance(self, due: int) -> None:
         """Encode the sound up to output sample ``due`` (all of it at the last frame)."""
         if self._frame is None:
             return
-        due = min(due, self._total)
-        while self._sent < due:
-            n = min(self._frame, self._total - self._sent)
-            if self._mixed.shape[1] < n:
-                self._mix_more()
-            self._encoder.audio(self._mixed[:, :n], self._sent)
-            self._mixed = self._mixed[:, n:]
-            self._sent += n
-
-    def _mix_more(self) -> None:
-        first = self._sent + int(self._mixed.shape[1])
-        count = min(self.MIX_BLOCK, self._total - first)
-        mix = np.zeros((audio.CHANNELS, count), np.float32)
-        for mixer in self._mixers:
-            mixer.mix_into(mix, first)
-        np.clip(mix, -1.0, 1.0, out=mix)
-        self._mixed = np.concatenate((self._mixed, mix), axis=1)
+        due = min(due, self._mix.total)
+        while self._mix.sent < due:
+            first = self._mix.sent
+            self._encoder.audio(self._mix.take(self._frame), first)
 
 
 def _plan(
@@ -268,7 +254,7 @@ def _plan(
     for track in project.tracks:
         actions = [a for _, a in _showable(track)]
         picture = track.has_picture and bool(actions)
-        sound = track.has_sound and any(a.freeze is None for a in actions)
+        sound = audio.sounds(track)
         if not picture and not sound:
             continue
         path = sources.get(track.url)
@@ -285,10 +271,7 @@ def _plan(
         if picture and media.video is not None:
             pictures.append(_PictureTrack(track, media, viewport, effects=effects))
         if sound and media.audio is not None:
-            clock = volume_clock
-            if clock == "editor":
-                clock = "source" if track.controller == model.Controller.AUDIO else "timeline"
-            mixers.append(audio.TrackMixer(track, media, clock=clock))
+            mixers.append(audio.TrackMixer(track, media, clock=volume_clock))
     return pictures, mixers
 
 

@@ -1,0 +1,145 @@
+"""The stream-copy fast path: cut-only timelines are cut, not rendered ("smart cut").
+
+:func:`try_remux` writes the frames the compose path would, at the same times, but copies
+the sources' H.264 packets instead of decoding and re-encoding them. Only the pictures
+between a cut and the source's next IDR frame (and a frame or two where a cut ends
+inside a group of B-frames) are decoded and re-encoded with libx264. The sound is always
+mixed by the compose path's mixers (``audio.TrackMixer``) and encoded to AAC the way the
+compose path encodes it, so volume steps, mutes, audio tracks and music beds stay right
+and in sync at every join. The poster (``output.poster``) is written as the compose path
+writes it.
+
+Which timelines take the fast path (anything else returns None and is composed):
+
+- ``output.copy == "auto"``, ``output.format`` is ``mp4`` or ``mov``, and the project
+  canvas has exactly the output's aspect ratio.
+- At every output frame i (t = i / fps) the top-most active picture is a video action
+  that shows its source 1:1 over the whole output: its layer is the whole canvas at
+  (0, 0) (``fill``; ``contain`` or ``cover``, editor or CSS formulas, since the source
+  has the canvas's aspect ratio; ``none`` only when the canvas is the output size;
+  ``x``/``y`` resolving to 0) and the source's frame size is the output size. No gaps
+  (the background never shows). Whatever lies under that picture does not matter; an
+  image, an alpha video, or any action on top that is not itself such a picture, is
+  not a cut.
+- That action plays at rate 1 (``playbackRate`` 1, or <= 0 which means 1), has no
+  ``freeze``, and its source time stays inside the media: no hold of the last frame,
+  no loop wrap. With ``output.effects`` it has no effect (opacity 1, normal blend).
+- Each source shown is an MP4/MOV file at a constant frame rate equal to the output fps
+  (every timestamp on the ``k / fps`` grid), H.264 Baseline, Main or High, progressive,
+  8-bit yuv420p, square pixels, no display matrix (rotation), closed GOPs that start
+  with IDR frames, no edit list that discards packets, no in-band parameter sets that
+  differ from its sample description. Its colour signalling must mean the same to every
+  player: limited range, SDR, and a tagged matrix (BT.709 or BT.601), or an untagged
+  HD one (BT.709 everywhere). Untagged SD is BT.601 to some players and BT.709 to
+  others, where the compose path decides BT.601 and converts.
+- All sources shown carry the same SPS and PPS, byte for byte: clips from one camera or
+  one export preset. Sources with different parameter sets (but the same ids) are
+  composed: copying them would need ``avc3`` with in-band parameter sets, which Media
+  Source Extensions only recommend ("should") where ``avc1`` is required ("must"), or
+  several sample descriptions, which FFmpeg's MP4 muxer cannot write.
+
+How the video is put together, per run of output frames that show consecutive frames
+``a .. b - 1`` of one source (runs on one source that continue each other are merged):
+
+- Copied: the packets from the first IDR frame K >= a, in decode order, up to the last
+  "clean" point c <= b, i.e. the longest decode-order prefix from K holding exactly the
+  frames K .. c - 1. Nothing in such a prefix refers to a later packet, so every copied
+  frame decodes and no frame after the cut ever shows. Without B-frames c == b; with
+  B-frames c may stop a frame or two short of b.
+- Re-encoded: frames a .. K - 1 (the partial GOP before the first IDR frame) and
+  c .. b - 1, decoded from the source's IDR frame before them (skipping the
+  non-reference pictures before a) and encoded with libx264: the source's profile and
+  level, yuv420p, the source's colour tags, no B-frames, preset/CRF from
+  ``output.quality`` (draft ultrafast/21, standard superfast/18, high medium/16). A run
+  with no IDR frame inside is re-encoded whole. Every re-encoded piece starts with an
+  IDR frame of its own.
+- Parameter sets: the output is one plain ``avc1`` track whose avcC holds the sources'
+  SPS/PPS and libx264's, numbered apart (x264's ``sps-id``: the lowest id no source SPS
+  or PPS uses), so the two sets live side by side and each slice names its own. The
+  active SPS/PPS are also repeated in band at the first access unit of every piece, for
+  decoders that use whatever parameter sets came last (hardware decoders, Annex B
+  converters): they switch exactly at the piece boundaries, always at an IDR frame.
+- Timestamps are rewritten: frame i has pts i / fps and lasts one frame; decode
+  timestamps count packets, trailing by the largest B-frame reordering of any piece.
+
+Checks that need the packets (IDR positions, timestamps) demux only the windows of each
+source the timeline uses. If something turns out wrong while writing (a source that no
+longer reads as it was indexed, a decode error, libx264 changing its parameter sets),
+the file is removed and None is returned: the compose path then renders, or reports
+the problem in its own words.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+from rendermill.common import logging as rlog
+from rendermill.common import schemas
+from rendermill.common.project import model
+from rendermill.renderer.engine import audio, remux_plan, remux_source, remux_write
+from rendermill.renderer.engine.result import ProgressCallback, RenderResult
+
+log = rlog.get(__name__)
+
+
+def try_remux(
+    project: model.Project,
+    sources: Mapping[str, Path],
+    output: schemas.OutputSpec,
+    dest: Path,
+    *,
+    on_progress: ProgressCallback | None = None,
+    volume_clock: audio.VolumeClock | None = None,
+) -> RenderResult | None:
+    """Write ``project`` to ``dest`` by stream copy if it is a cut-only timeline.
+
+    Returns None, leaving ``dest`` alone, when the timeline does not qualify (see the
+    module docstring); that is decided from container headers and a demux of the packet
+    windows the timeline uses, without decoding, and the caller then composes. Otherwise
+    returns what was written, with ``copied=True``. ``sources``, ``on_progress`` and
+    ``volume_clock`` mean what they mean for ``render.render``.
+
+    Raises MediaError when a sound source cannot be decoded or a source turns out corrupt
+    while re-encoding (as the compose path would), and whatever PyAV or the OS raise for
+    encoder or disk failures, or ``on_progress`` raises; ``dest`` is removed on error.
+    """
+    with remux_source.Readers() as readers:
+        try:
+            plan = remux_plan.plan(project, sources, output, readers)
+        except remux_source.Ineligible as exc:
+            log.debug("stream_copy_declined", reason=str(exc))
+            return None
+        dest.unlink(missing_ok=True)
+        poster_path = dest.with_suffix(".jpg")
+        if output.poster is not None:
+            poster_path.unlink(missing_ok=True)
+        try:
+            mixers = remux_write.mixers(project, sources, volume_clock or output.volume_clock)
+            try:
+                remux_write.write(plan, mixers, output, dest, on_progress)
+            finally:
+                for mixer in mixers:
+                    mixer.close()
+            if output.poster is not None:
+                poster_path.write_bytes(remux_write.poster(dest, plan, output.poster))
+        except remux_source.Ineligible as exc:
+            # Found only while writing: a source that no longer reads as indexed, or
+            # libx264 not keeping its parameter sets. The compose path takes over.
+            dest.unlink(missing_ok=True)
+            log.info("stream_copy_abandoned", reason=str(exc))
+            return None
+        except BaseException:
+            dest.unlink(missing_ok=True)
+            if output.poster is not None:
+                poster_path.unlink(missing_ok=True)
+            raise
+    log.debug("stream_copied", pieces=len(plan.pieces), frames=plan.total)
+    return RenderResult(
+        duration=plan.total / plan.fps,
+        frames=plan.total,
+        width=plan.size[0],
+        height=plan.size[1],
+        size_bytes=dest.stat().st_size,
+        copied=True,
+    )

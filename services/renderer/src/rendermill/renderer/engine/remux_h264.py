@@ -1,0 +1,250 @@
+"""Just enough H.264 bitstream handling for stream copy: NAL units, parameter sets, avcC.
+
+Copied packets are MP4-style (each NAL unit behind a big-endian length); libx264 hands
+out Annex B (start codes). Both are turned into lists of NAL units and written back
+with 4-byte lengths. Parameter sets are read only as far as the fields the copy path
+must check: their ids (so re-encoded parts can use ids no source uses), and the SPS
+fields that decide whether a stream is plain progressive 8-bit 4:2:0.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+
+NAL_SLICE = 1
+NAL_IDR = 5
+NAL_SPS = 7
+NAL_PPS = 8
+NAL_AUD = 9
+
+# Profiles whose avcC carries chroma format and bit depths after the parameter sets.
+_HIGH_PROFILES = frozenset({100, 110, 122, 144})
+# Profiles whose SPS has chroma_format_idc, bit depths and scaling lists.
+_EXTENDED_SPS_PROFILES = frozenset({100, 110, 122, 244, 44, 83, 86, 118, 128, 138, 139, 134, 135})
+_START_CODE = re.compile(b"\x00\x00\x01")
+
+
+class BitstreamError(ValueError):
+    """The bytes are not the H.264 structure they were expected to be."""
+
+
+def nal_type(nal: bytes) -> int:
+    return nal[0] & 0x1F if nal else -1
+
+
+def split_length_prefixed(data: bytes, length_size: int = 4) -> list[bytes]:
+    """The NAL units of an MP4-style sample; raises BitstreamError when lengths overrun."""
+    nals: list[bytes] = []
+    pos = 0
+    while pos < len(data):
+        if pos + length_size > len(data):
+            raise BitstreamError("truncated NAL length")
+        size = int.from_bytes(data[pos : pos + length_size], "big")
+        pos += length_size
+        if size == 0 or pos + size > len(data):
+            raise BitstreamError("NAL length past the end of the sample")
+        nals.append(data[pos : pos + size])
+        pos += size
+    return nals
+
+
+def split_annexb(data: bytes) -> list[bytes]:
+    """The NAL units of an Annex B byte stream (start codes removed)."""
+    starts = [m.end() for m in _START_CODE.finditer(data)]
+    nals = []
+    for i, start in enumerate(starts):
+        end = starts[i + 1] - 3 if i + 1 < len(starts) else len(data)
+        # A 4-byte start code leaves one zero byte at the end of the previous unit; so
+        # may trailing_zero_8bits. Neither belongs to the NAL unit.
+        nal = data[start:end].rstrip(b"\x00")
+        if nal:
+            nals.append(nal)
+    return nals
+
+
+def join_length_prefixed(nals: list[bytes]) -> bytes:
+    return b"".join(len(n).to_bytes(4, "big") + n for n in nals)
+
+
+def with_parameter_sets(nals: list[bytes], sps: list[bytes], pps: list[bytes]) -> list[bytes]:
+    """``nals`` (one access unit) with ``sps`` and ``pps`` in front of its first slice.
+
+    An access unit delimiter stays first, as the standard orders it. Units that already
+    carry a parameter set are returned unchanged.
+    """
+    if any(nal_type(n) in (NAL_SPS, NAL_PPS) for n in nals):
+        return nals
+    at = 1 if nals and nal_type(nals[0]) == NAL_AUD else 0
+    return [*nals[:at], *sps, *pps, *nals[at:]]
+
+
+class _Bits:
+    """A reader of RBSP bits (emulation prevention bytes removed)."""
+
+    def __init__(self, nal: bytes, skip: int = 1) -> None:
+        # The first ``skip`` bytes (the NAL header, and for an SPS three fixed bytes)
+        # are read by the caller directly.
+        self._data = nal[skip:].replace(b"\x00\x00\x03", b"\x00\x00")
+        self._pos = 0
+
+    def bit(self) -> int:
+        byte = self._pos >> 3
+        if byte >= len(self._data):
+            raise BitstreamError("parameter set ends early")
+        value = (self._data[byte] >> (7 - (self._pos & 7))) & 1
+        self._pos += 1
+        return value
+
+    def bits(self, n: int) -> int:
+        value = 0
+        for _ in range(n):
+            value = value << 1 | self.bit()
+        return value
+
+    def ue(self) -> int:
+        zeros = 0
+        while self.bit() == 0:
+            zeros += 1
+            if zeros > 31:
+                raise BitstreamError("bad exp-Golomb code")
+        return (1 << zeros) - 1 + self.bits(zeros)
+
+    def se(self) -> int:
+        k = self.ue()
+        return (k + 1) // 2 if k & 1 else -(k // 2)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Sps:
+    """The fields of a sequence parameter set the copy path checks."""
+
+    id: int
+    profile: int
+    constraints: int
+    level: int
+    chroma_format: int
+    bit_depth_luma: int
+    bit_depth_chroma: int
+    frame_mbs_only: bool
+
+
+def parse_sps(nal: bytes) -> Sps:
+    """Read ``nal`` (an SPS unit) up to frame_mbs_only_flag; raises BitstreamError."""
+    if nal_type(nal) != NAL_SPS or len(nal) < 4:
+        raise BitstreamError("not a sequence parameter set")
+    profile, constraints, level = nal[1], nal[2], nal[3]
+    r = _Bits(nal, skip=4)
+    sps_id = r.ue()
+    chroma, depth_luma, depth_chroma = 1, 8, 8
+    if profile in _EXTENDED_SPS_PROFILES:
+        chroma = r.ue()
+        if chroma == 3:
+            r.bit()  # separate_colour_plane_flag
+        depth_luma = r.ue() + 8
+        depth_chroma = r.ue() + 8
+        r.bit()  # qpprime_y_zero_transform_bypass_flag
+        if r.bit():  # seq_scaling_matrix_present_flag
+            for i in range(8 if chroma != 3 else 12):
+                if r.bit():
+                    _skip_scaling_list(r, 16 if i < 6 else 64)
+    r.ue()  # log2_max_frame_num_minus4
+    poc_type = r.ue()
+    if poc_type == 0:
+        r.ue()  # log2_max_pic_order_cnt_lsb_minus4
+    elif poc_type == 1:
+        r.bit()  # delta_pic_order_always_zero_flag
+        r.se()  # offset_for_non_ref_pic
+        r.se()  # offset_for_top_to_bottom_field
+        for _ in range(r.ue()):
+            r.se()
+    r.ue()  # max_num_ref_frames
+    r.bit()  # gaps_in_frame_num_value_allowed_flag
+    r.ue()  # pic_width_in_mbs_minus1
+    r.ue()  # pic_height_in_map_units_minus1
+    frame_mbs_only = bool(r.bit())
+    return Sps(
+        id=sps_id,
+        profile=profile,
+        constraints=constraints,
+        level=level,
+        chroma_format=chroma,
+        bit_depth_luma=depth_luma,
+        bit_depth_chroma=depth_chroma,
+        frame_mbs_only=frame_mbs_only,
+    )
+
+
+def _skip_scaling_list(r: _Bits, size: int) -> None:
+    last = next_ = 8
+    for _ in range(size):
+        if next_ != 0:
+            next_ = (last + r.se() + 256) % 256
+        last = next_ if next_ != 0 else last
+
+
+def pps_id(nal: bytes) -> int:
+    """The id of ``nal`` (a PPS unit); raises BitstreamError."""
+    if nal_type(nal) != NAL_PPS:
+        raise BitstreamError("not a picture parameter set")
+    return _Bits(nal).ue()
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class AvcConfig:
+    """An AVCDecoderConfigurationRecord ('avcC'): NAL length size and parameter sets."""
+
+    length_size: int
+    sps: tuple[bytes, ...]
+    pps: tuple[bytes, ...]
+
+
+def parse_avcc(data: bytes) -> AvcConfig:
+    """Parse an avcC record (MP4 extradata); raises BitstreamError for anything else."""
+    if len(data) < 7 or data[0] != 1:
+        raise BitstreamError("not an avcC record")
+    length_size = (data[4] & 3) + 1
+    pos = 5
+    sets: list[list[bytes]] = [[], []]
+    for kind in (0, 1):
+        if pos >= len(data):
+            raise BitstreamError("avcC ends early")
+        count = data[pos] & (0x1F if kind == 0 else 0xFF)
+        pos += 1
+        for _ in range(count):
+            size = int.from_bytes(data[pos : pos + 2], "big")
+            pos += 2
+            if size == 0 or pos + size > len(data):
+                raise BitstreamError("avcC parameter set overruns")
+            sets[kind].append(data[pos : pos + size])
+            pos += size
+    if length_size == 3:
+        raise BitstreamError("avcC with 3-byte NAL lengths")
+    return AvcConfig(length_size, tuple(sets[0]), tuple(sets[1]))
+
+
+def build_avcc(sps: list[bytes], pps: list[bytes]) -> bytes:
+    """An avcC record with 4-byte NAL lengths holding every one of ``sps`` and ``pps``.
+
+    The profile is the first SPS's (the sources'; the caller keeps the others within
+    it), the level the highest of all, the compatibility byte the constraint flags that
+    every SPS sets.
+    """
+    parsed = [parse_sps(s) for s in sps]
+    first = parsed[0]
+    compat = 0xFF
+    for p in parsed:
+        compat &= p.constraints
+    level = max(p.level for p in parsed)
+    out = bytearray([1, first.profile, compat, level, 0xFC | 3, 0xE0 | len(sps)])
+    for unit in sps:
+        out += len(unit).to_bytes(2, "big") + unit
+    out.append(len(pps))
+    for unit in pps:
+        out += len(unit).to_bytes(2, "big") + unit
+    if first.profile in _HIGH_PROFILES:
+        out.append(0xFC | first.chroma_format)
+        out.append(0xF8 | (first.bit_depth_luma - 8))
+        out.append(0xF8 | (first.bit_depth_chroma - 8))
+        out.append(0)  # no SPS extensions
+    return bytes(out)

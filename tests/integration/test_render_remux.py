@@ -1,0 +1,416 @@
+"""The stream-copy fast path: which timelines take it, and that what it writes is exactly
+what the compose path writes, frame for frame, with the sound in place."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import av.logging
+import numpy as np
+import numpy.typing as npt
+import pytest
+from av.audio.stream import AudioStream
+from av.video.frame import PictureType
+from av.video.stream import VideoStream
+
+from rendermill.cli import synth
+from rendermill.common import schemas
+from rendermill.common.project import model
+from rendermill.renderer import engine
+from rendermill.renderer.engine import remux, remux_h264, remux_plan, remux_source
+from rendermill.renderer.engine.result import RenderResult
+
+FPS = 30
+SIZE = (320, 180)
+OUT = schemas.OutputSpec(resolution="320x180", fps=FPS)
+WHITE = (255, 255, 255)
+# The compose path's rule for which source frame shows at source time s.
+EPSILON = 1e-4
+
+
+def spec(**fields: object) -> schemas.OutputSpec:
+    return schemas.OutputSpec(**({"resolution": "320x180", "fps": FPS} | fields))  # type: ignore[arg-type]
+
+
+def bframe_clip(dest: Path, *, tone_hz: float, crf: int = 18, duration: float = 4.0) -> Path:
+    """A counter clip with a 1 s GOP and two B-frames between P-frames (x264 veryfast,
+    closed GOPs of IDR frames), and a stereo AAC tone."""
+    raw = synth.make_video(
+        dest.with_suffix(".raw.mp4"),
+        color=WHITE,
+        size=SIZE,
+        duration=duration,
+        counter=True,
+        tone_hz=tone_hz,
+    )
+    with av.open(str(raw)) as src, av.open(str(dest), "w") as out:
+        vstream = out.add_stream("libx264", rate=FPS)
+        assert isinstance(vstream, VideoStream)
+        vstream.width, vstream.height = SIZE
+        vstream.pix_fmt = "yuv420p"
+        vstream.options = {"preset": "veryfast", "crf": str(crf), "g": str(FPS), "bf": "2"}
+        # Tagged like the source (BT.601, as synth makes SD clips): untagged SD video is
+        # read differently by different players, so it is never copied.
+        tags = src.streams.video[0].codec_context
+        ctx = vstream.codec_context
+        ctx.colorspace, ctx.color_primaries, ctx.color_trc = (
+            tags.colorspace,
+            tags.color_primaries,
+            tags.color_trc,
+        )
+        astream = out.add_stream("aac", rate=48000)
+        assert isinstance(astream, AudioStream)
+        astream.layout = "stereo"
+        for i, frame in enumerate(src.decode(video=0)):
+            frame.pts = i
+            frame.time_base = Fraction(1, FPS)
+            frame.pict_type = PictureType.NONE
+            out.mux(vstream.encode(frame))
+        out.mux(vstream.encode(None))
+        with av.open(str(raw)) as sound:
+            for audio_frame in sound.decode(audio=0):
+                out.mux(astream.encode(audio_frame))
+        out.mux(astream.encode(None))
+    return dest
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("remux-media")
+    return {
+        # B-frame sources: the same encoder settings give the same SPS/PPS.
+        "a": bframe_clip(d / "a.mp4", tone_hz=440.0),
+        "b": bframe_clip(d / "b.mp4", tone_hz=1000.0),
+        "other_crf": bframe_clip(d / "c.mp4", tone_hz=440.0, crf=30, duration=2.0),
+        # synth's own clips: no B-frames, an IDR frame every second.
+        "plain_a": synth.make_video(d / "pa.mp4", color=WHITE, counter=True, duration=3.0),
+        "plain_b": synth.make_video(d / "pb.mp4", color=WHITE, counter=True, duration=3.0),
+        "small": synth.make_video(d / "small.mp4", size=(160, 90), tone_hz=None),
+        "untagged": synth.make_video(d / "untagged.mp4", tagged=False, duration=1.0),
+        "mpeg4": synth.make_video(d / "mpeg4.mp4", codec="mpeg4", tone_hz=None),
+        "vp9": synth.make_video(d / "vp9.webm", tone_hz=None),
+        "png": synth.make_image(d / "logo.png", size=(64, 36)),
+        "music": synth.make_audio(d / "music.m4a", tone_hz=3000.0, duration=4.0, amplitude=0.2),
+    }
+
+
+def clip(start: float, end: float, **fields: object) -> model.Action:
+    return model.Action(id=f"a{start}-{end}", start=start, end=end, **fields)  # type: ignore[arg-type]
+
+
+def track(
+    url: str,
+    *actions: model.Action,
+    controller: model.Controller = model.Controller.VIDEO,
+    **fields: object,
+) -> model.Track:
+    return model.Track(
+        id=f"t-{url}-{len(actions)}",
+        controller=controller,
+        url=url,
+        actions=actions,
+        **fields,  # type: ignore[arg-type]
+    )
+
+
+def project(*tracks: model.Track) -> model.Project:
+    return model.Project(width=SIZE[0], height=SIZE[1], tracks=tracks)
+
+
+class Decoded:
+    """A written file decoded: counter per frame, 48 kHz stereo sound, decoder messages."""
+
+    def __init__(self, path: Path) -> None:
+        level = av.logging.get_level()
+        av.logging.set_level(av.logging.WARNING)
+        try:
+            with av.logging.Capture() as logs, av.open(str(path)) as container:
+                self.avcc = remux_h264.parse_avcc(
+                    container.streams.video[0].codec_context.extradata or b""
+                )
+                self.pictures = [
+                    np.asarray(f.to_ndarray(format="rgb24"), np.uint8)
+                    for f in container.decode(video=0)
+                ]
+            with av.logging.Capture() as more, av.open(str(path)) as container:
+                chunks = [f.to_ndarray() for f in container.decode(audio=0)]
+        finally:
+            av.logging.set_level(level)
+        self.messages = [*logs, *more]
+        self.counters = [synth.read_counter(p) for p in self.pictures]
+        self.audio: npt.NDArray[np.float32] = np.concatenate(chunks, axis=1).astype(np.float32)
+
+    def peak_hz(self, start: float, end: float) -> float:
+        window = self.audio[0, round(start * 48000) : round(end * 48000)].astype(np.float64)
+        spectrum = np.abs(np.fft.rfft(window * np.hanning(len(window))))
+        return float(np.fft.rfftfreq(len(window), 1 / 48000)[np.argmax(spectrum)])
+
+
+def expected_counters(proj: model.Project) -> list[int]:
+    """The source frame every output frame shows, by TIMELINE.md (one track visible at a
+    time, later tracks on top)."""
+    counters = []
+    for i in range(proj.frame_count(FPS)):
+        t = i / FPS
+        action = next(a for tr in reversed(proj.tracks) for a in tr.actions if a.start <= t < a.end)
+        s = action.source_time(t)
+        counters.append(int(np.floor((s + EPSILON) * FPS)))
+    return counters
+
+
+Remux = Callable[..., tuple[RenderResult | None, Path]]
+
+
+@pytest.fixture
+def run(tmp_path: Path) -> Remux:
+    def _run(
+        proj: model.Project, sources: dict[str, Path], output: schemas.OutputSpec = OUT
+    ) -> tuple[RenderResult | None, Path]:
+        dest = tmp_path / f"remux.{output.format}"
+        return remux.try_remux(proj, sources, output, dest), dest
+
+    return _run
+
+
+def compose(proj: model.Project, sources: dict[str, Path], tmp_path: Path) -> Decoded:
+    dest = tmp_path / "composed.mp4"
+    engine.render(proj, sources, spec(copy="never"), dest)
+    return Decoded(dest)
+
+
+def test_keyframe_aligned_cuts_copy_every_packet(run: Remux, media: dict[str, Path]) -> None:
+    proj = project(
+        track("plain_a", clip(0.0, 1.0), clip(2.0, 3.0, trim_start=2.0)),
+        track("plain_b", clip(1.0, 2.0, trim_start=1.0)),
+    )
+    sources = {"plain_a": media["plain_a"], "plain_b": media["plain_b"]}
+    result, dest = run(proj, sources)
+    assert result is not None and result.copied
+    assert (result.frames, result.width, result.height) == (90, 320, 180)
+    assert result.size_bytes == dest.stat().st_size
+    out = Decoded(dest)
+    assert out.counters == list(range(90))
+    assert out.messages == []
+    # Nothing was re-encoded: the only parameter sets are the sources' own...
+    with av.open(str(media["plain_a"])) as src:
+        source_avcc = remux_h264.parse_avcc(src.streams.video[0].codec_context.extradata or b"")
+        # ...and the pictures are the sources' decoded pictures, bit for bit.
+        originals = [f.to_ndarray(format="rgb24") for f in src.decode(video=0)]
+    assert (out.avcc.sps, out.avcc.pps) == (source_avcc.sps, source_avcc.pps)
+    for i in (0, 29, 60, 89):
+        assert np.array_equal(out.pictures[i], originals[i])
+
+
+def test_mid_gop_cuts_land_on_the_exact_frames(
+    run: Remux, media: dict[str, Path], tmp_path: Path
+) -> None:
+    # Every join falls inside a GOP of B-frames: a head before the next IDR frame and,
+    # where a cut ends inside a group of B-frames, a tail are re-encoded.
+    proj = project(
+        track("a", clip(0.0, 1.3, trim_start=0.41), clip(2.5, 3.2, trim_start=2.11)),
+        track("b", clip(1.3, 2.5, trim_start=0.77)),
+    )
+    sources = {"a": media["a"], "b": media["b"]}
+    result, dest = run(proj, sources)
+    assert result is not None and result.copied
+    assert result.frames == proj.frame_count(FPS) == 96
+    out = Decoded(dest)
+    assert out.messages == []
+    assert len(out.counters) == 96
+    assert out.counters == expected_counters(proj)
+    # Both kinds of pieces are there: the re-encoder's parameter sets sit beside the
+    # sources' ones, under their own id.
+    ids = [remux_h264.parse_sps(s).id for s in out.avcc.sps]
+    assert len(ids) == 2 and len(set(ids)) == 2
+    # Exactly what the compose path shows.
+    assert out.counters == compose(proj, sources, tmp_path).counters
+
+
+def test_cut_inside_a_group_of_b_frames_reencodes_only_the_tail(
+    run: Remux, media: dict[str, Path]
+) -> None:
+    # Frames 0..31 of "a", whose second GOP is decoded 30, 33, 31, 32...: frame 31 is a
+    # B-frame that refers to P-frame 33, which must not show. 30 is copied, 31 re-encoded.
+    proj = project(track("a", clip(0.0, 32 / FPS)), track("b", clip(32 / FPS, 2.0)))
+    result, dest = run(proj, {"a": media["a"], "b": media["b"]})
+    assert result is not None
+    out = Decoded(dest)
+    assert out.messages == []
+    assert out.counters == expected_counters(proj)
+    assert out.counters[31:33] == [31, 0]
+
+
+def test_sound_is_mixed_like_the_compose_path_and_in_sync(
+    run: Remux, media: dict[str, Path], tmp_path: Path
+) -> None:
+    proj = project(
+        track("a", clip(0.0, 1.3, trim_start=0.41), clip(2.5, 3.2, trim_start=2.11)),
+        track("b", clip(1.3, 2.5, trim_start=0.77)),
+        track(
+            "music",
+            clip(0.0, 3.2, volume=(model.VolumeStep(0.0, 2.0, 2.2),)),
+            controller=model.Controller.AUDIO,
+        ),
+    )
+    sources = {"a": media["a"], "b": media["b"], "music": media["music"]}
+    result, dest = run(proj, sources)
+    assert result is not None
+    out = Decoded(dest)
+    # Each clip's tone right up to its join and right after it, over the music bed.
+    for join, before, after in ((1.3, 440.0, 1000.0), (2.5, 1000.0, 440.0)):
+        assert out.peak_hz(join - 0.09, join - 0.01) == pytest.approx(before, abs=15)
+        assert out.peak_hz(join + 0.01, join + 0.09) == pytest.approx(after, abs=15)
+    music = out.audio[:, round(2.05 * 48000) : round(2.15 * 48000)]
+    spectrum = np.abs(np.fft.rfft(music[0].astype(np.float64)))
+    assert spectrum[300] < spectrum[100] / 100  # the music step mutes 3 kHz (bin 300)
+    composed = compose(proj, sources, tmp_path)
+    assert out.audio.shape == composed.audio.shape
+    assert np.max(np.abs(out.audio - composed.audio)) < 1e-3
+
+
+def test_layers_under_the_visible_clip_do_not_matter(run: Remux, media: dict[str, Path]) -> None:
+    proj = project(
+        track("png", clip(0.0, 2.0), controller=model.Controller.IMAGE),
+        track("small", clip(0.5, 1.5)),
+        track("plain_a", clip(0.0, 2.0, fit=model.Fit.COVER, x=model.Coord(50, "%"))),
+    )
+    sources = {k: media[k] for k in ("png", "small", "plain_a")}
+    result, dest = run(proj, sources, spec(format="mov"))
+    assert result is not None and result.copied
+    assert Decoded(dest).counters == list(range(60))
+
+
+def test_untagged_hd_is_copied(tmp_path: Path) -> None:
+    # Untagged HD video is BT.709 to every player (and to the compose path).
+    hd = synth.make_video(
+        tmp_path / "hd.mp4", size=(1280, 720), tagged=False, counter=True, duration=0.5
+    )
+    proj = model.Project(width=1280, height=720, tracks=(track("hd", clip(0.0, 0.5)),))
+    dest = tmp_path / "out.mp4"
+    result = remux.try_remux(proj, {"hd": hd}, spec(resolution="720p"), dest)
+    assert result is not None and result.copied
+    assert Decoded(dest).counters == list(range(15))
+
+
+def test_progress_is_reported_frame_by_frame(tmp_path: Path, media: dict[str, Path]) -> None:
+    seen: list[tuple[int, int]] = []
+    proj = project(track("plain_a", clip(0.0, 1.5)))
+    result = remux.try_remux(
+        proj,
+        {"plain_a": media["plain_a"]},
+        OUT,
+        tmp_path / "out.mp4",
+        on_progress=lambda done, total: seen.append((done, total)),
+    )
+    assert result is not None
+    assert seen[-1] == (45, 45)
+    assert [d for d, _ in seen] == list(range(1, 46))
+
+
+def test_failing_progress_callback_removes_the_file(tmp_path: Path, media: dict[str, Path]) -> None:
+    def stop(done: int, total: int) -> None:
+        if done == 10:
+            raise RuntimeError("cancelled")
+
+    dest = tmp_path / "out.mp4"
+    with pytest.raises(RuntimeError, match="cancelled"):
+        remux.try_remux(
+            project(track("a", clip(0.0, 2.0, trim_start=0.5))),
+            {"a": media["a"]},
+            OUT,
+            dest,
+            on_progress=stop,
+        )
+    assert not dest.exists()
+
+
+def test_poster_is_written_like_the_compose_path(
+    run: Remux, media: dict[str, Path], tmp_path: Path
+) -> None:
+    proj = project(track("a", clip(0.0, 1.0, trim_start=0.5)))
+    result, dest = run(proj, {"a": media["a"]}, spec(poster=0.51))
+    assert result is not None
+    with av.open(str(dest.with_suffix(".jpg"))) as jpeg:
+        picture = next(jpeg.decode(video=0)).to_ndarray(format="rgb24")
+    # 0.51 s is frame 15, which shows source frame 30.
+    assert synth.read_counter(picture) == 30
+
+
+ABOVE = model.Controller.IMAGE
+
+
+@pytest.mark.parametrize(
+    ("tracks", "output", "reason"),
+    [
+        ([track("a", clip(0, 1))], spec(copy="never"), "copy is 'never'"),
+        ([track("a", clip(0, 1))], spec(format="webm"), "format webm"),
+        ([track("a", clip(0, 1, fit=model.Fit.FILL))], spec(resolution="640x360"), "frame size"),
+        (
+            [track("a", clip(0, 1)), track("png", clip(0.5, 0.8), controller=ABOVE)],
+            OUT,
+            "png_pipe is not MP4",
+        ),
+        ([track("a", clip(0, 1), clip(1.2, 2))], OUT, "nothing covers the canvas at 1.000 s"),
+        (
+            [track("a", clip(0, 1)), track("small", clip(1, 2, fit=model.Fit.FILL))],
+            OUT,
+            "frame size 160x90",
+        ),
+        ([track("a", clip(0, 1)), track("mpeg4", clip(1, 2))], OUT, "codec mpeg4"),
+        ([track("a", clip(0, 1)), track("vp9", clip(1, 2))], OUT, "matroska,webm"),
+        ([track("untagged", clip(0, 1))], OUT, "untagged SD"),
+        (
+            [track("a", clip(0, 1)), track("other_crf", clip(1, 2))],
+            OUT,
+            "different H.264 parameter sets",
+        ),
+        ([track("a", clip(0, 1, playback_rate=2.0))], OUT, "playback rate"),
+        ([track("a", clip(0, 1, freeze=0.5))], OUT, "freeze"),
+        ([track("a", clip(0, 5))], OUT, "past its media's end"),
+        ([track("a", clip(0, 2, trim_start=3.0, loop=True))], OUT, "past its media's end"),
+        ([track("a", clip(0, 1, x=model.Coord(2)))], OUT, "position"),
+        ([track("a", clip(0, 1, opacity=0.5))], spec(effects=True), "opacity"),
+    ],
+)
+def test_not_a_cut_returns_none_and_writes_nothing(
+    tracks: list[model.Track],
+    output: schemas.OutputSpec,
+    reason: str,
+    media: dict[str, Path],
+    tmp_path: Path,
+) -> None:
+    proj = project(*tracks)
+    dest = tmp_path / "out.mp4"
+    sources = {t.url: media[t.url] for t in proj.tracks}
+    assert remux.try_remux(proj, sources, output, dest) is None
+    assert not dest.exists()
+    with remux_source.Readers() as readers, pytest.raises(remux_source.Ineligible, match=reason):
+        remux_plan.plan(proj, sources, output, readers)
+
+
+def test_fit_none_needs_the_canvas_at_the_output_size(media: dict[str, Path]) -> None:
+    # The 320x180 picture is a quarter of a 640x360 canvas, whatever the output size.
+    proj = model.Project(width=640, height=360, tracks=(track("a", clip(0, 1)),))
+    with (
+        remux_source.Readers() as readers,
+        pytest.raises(remux_source.Ineligible, match="fit none"),
+    ):
+        remux_plan.plan(proj, {"a": media["a"]}, OUT, readers)
+
+
+def test_render_takes_the_fast_path_unless_told_not_to(
+    media: dict[str, Path], tmp_path: Path
+) -> None:
+    proj = project(
+        track("a", clip(0.0, 1.3, trim_start=0.41)),
+        track("b", clip(1.3, 2.5, trim_start=0.77)),
+    )
+    sources = {"a": media["a"], "b": media["b"]}
+    fast = engine.render(proj, sources, spec(), tmp_path / "fast.mp4")
+    slow = engine.render(proj, sources, spec(copy="never"), tmp_path / "slow.mp4")
+    assert fast.copied and not slow.copied
+    assert fast.frames == slow.frames == proj.frame_count(FPS)
+    assert Decoded(tmp_path / "fast.mp4").counters == Decoded(tmp_path / "slow.mp4").counters
