@@ -8,11 +8,14 @@ from pathlib import Path
 
 from av.video.frame import VideoFrame
 from av.video.reformatter import VideoReformatter
+from opentelemetry import trace
 
 from rendermill.common import errors, schemas
 from rendermill.common.project import color, model
 from rendermill.renderer.engine import audio, compose, encode, probe, remux, video
 from rendermill.renderer.engine.result import ProgressCallback, RenderResult
+
+_tracer = trace.get_tracer(__name__)
 
 
 def render(
@@ -59,17 +62,22 @@ def render(
         )
     background = _background(project.background_color)
     # A cut-only timeline whose clips can be copied never decodes a frame it need not.
-    copied = remux.try_remux(
-        project, sources, output, dest, on_progress=on_progress, volume_clock=volume_clock
-    )
+    with _tracer.start_as_current_span("remux", attributes={"frames": total}) as span:
+        copied = remux.try_remux(
+            project, sources, output, dest, on_progress=on_progress, volume_clock=volume_clock
+        )
+        span.set_attribute("fast_path", copied is not None)
     if copied is not None:
         return copied
     viewport = compose.Viewport.fit(
         (project.width, project.height), size, css_fit=output.fit_mode == "css"
     )
-    pictures, mixers = _plan(
-        project, sources, viewport, volume_clock or output.volume_clock, effects=output.effects
-    )
+    with _tracer.start_as_current_span("plan") as span:
+        pictures, mixers = _plan(
+            project, sources, viewport, volume_clock or output.volume_clock, effects=output.effects
+        )
+        span.set_attribute("picture_tracks", len(pictures))
+        span.set_attribute("sound_tracks", len(mixers))
     canvas = compose.Canvas(viewport, background)
     poster_path = dest.with_suffix(".jpg")
     poster_index = None
@@ -81,6 +89,10 @@ def render(
 
     dest.unlink(missing_ok=True)
     encoder = encode.Encoder(dest, output, size)
+    span = _tracer.start_span(
+        "compose",
+        attributes={"frames": total, "width": size[0], "height": size[1], "format": output.format},
+    )
     try:
         feed = _AudioFeed(mixers, encoder, round(total * audio.RATE / fps))
         for i in range(total):
@@ -95,10 +107,14 @@ def render(
             feed.advance(round((i + 1) * audio.RATE / fps))
             if on_progress is not None:
                 on_progress(i + 1, total)
-        encoder.finish()
+        span.end()
+        with _tracer.start_as_current_span("mux"):
+            encoder.finish()
         if poster is not None:
             poster_path.write_bytes(poster)
     except BaseException:
+        if span.is_recording():
+            span.end()
         encoder.abort()
         dest.unlink(missing_ok=True)
         if poster_index is not None:

@@ -1,0 +1,46 @@
+"""Each render stage is an OpenTelemetry span with useful attributes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from rendermill.cli import synth
+from rendermill.common import schemas
+from rendermill.common.project import model
+from rendermill.renderer import engine
+
+_exporter = InMemorySpanExporter()
+
+
+def _provider() -> InMemorySpanExporter:
+    # The global provider can be set once per process; later calls are ignored.
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(_exporter))
+    trace.set_tracer_provider(provider)
+    _exporter.clear()
+    return _exporter
+
+
+def test_compose_and_fast_path_spans(tmp_path: Path) -> None:
+    spans = _provider()
+    clip = synth.make_video(tmp_path / "a.mp4", duration=1.0)
+    action = model.Action(id="a", start=0, end=1, fit=model.Fit.FILL)
+    track = model.Track(id="t", controller=model.Controller.VIDEO, url="a", actions=(action,))
+    project = model.Project(width=320, height=180, tracks=(track,))
+    out = schemas.OutputSpec(resolution="320x180", fps=30)
+    engine.render(project, {"a": clip}, out, tmp_path / "fast.mp4")
+    engine.render(
+        project, {"a": clip}, schemas.OutputSpec(resolution="640x360"), tmp_path / "c.mp4"
+    )
+    finished = spans.get_finished_spans()
+    names = [s.name for s in finished]
+    assert names == ["remux", "remux", "plan", "compose", "mux"]
+    attrs = [dict(s.attributes or {}) for s in finished]
+    assert attrs[0]["fast_path"] is True and attrs[1]["fast_path"] is False
+    assert attrs[2]["picture_tracks"] == 1
+    assert attrs[3]["frames"] == 30 and attrs[3]["width"] == 640
