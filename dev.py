@@ -3,6 +3,7 @@
 
     python3 dev.py demo        render the bundled demo project through the whole stack
     python3 dev.py test        ruff, mypy, import contracts, then the test suite
+    python3 dev.py bench NAME  a benchmark from bench/ (compose, cut, memory) with its options
     python3 dev.py run ARGS    any command inside the project environment (e.g. rendermill up)
 
 uv is installed into .tools/ with pip the first time; uv then builds .venv from uv.lock.
@@ -40,11 +41,15 @@ def _run(*argv: str) -> int:
 
 
 def main(args: list[str]) -> int:
-    if not args or args[0] not in {"demo", "test", "run", "sync"}:
+    if not args or args[0] not in {"demo", "test", "bench", "run", "sync"}:
         print(__doc__, file=sys.stderr)
         return 2
     uv = str(_uv())
-    if rc := _run(uv, "sync", "--frozen", "--all-packages", "--quiet"):
+    # --inexact: keep extras installed by other tasks (the bench group's ffmpeg).
+    sync = [uv, "sync", "--frozen", "--all-packages", "--inexact", "--quiet"]
+    if args[0] == "bench":
+        sync += ["--group", "bench"]
+    if rc := _run(*sync):
         return rc
     urun = [uv, "run", "--frozen", "--no-sync"]
     task, rest = args[0], args[1:]
@@ -54,6 +59,11 @@ def main(args: list[str]) -> int:
         return _run(*urun, "rendermill", "demo", *rest)
     if task == "run":
         return _run(*urun, *rest)
+    if task == "bench":
+        if not rest:
+            print("dev: bench needs a name: compose, cut or memory", file=sys.stderr)
+            return 2
+        return _run(*urun, "python", f"bench/{rest[0]}.py", *rest[1:])
     steps = [
         ["ruff", "format", "--check", "."],
         ["ruff", "check", "."],

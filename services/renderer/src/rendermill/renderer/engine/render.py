@@ -97,12 +97,13 @@ def render(
         feed = _AudioFeed(mixers, encoder, round(total * audio.RATE / fps))
         for i in range(total):
             t = i / fps
+            # Close what ended first, so an ended clip's decoder never overlaps the next.
+            for picture in pictures:
+                picture.release_before(t)
             frame = _frame_at(t, pictures, canvas)
             if i == poster_index:
                 poster = encode.jpeg(frame)
             encoder.video(frame, i)
-            for picture in pictures:
-                picture.release_before(t)
             # Keep the sound level with the picture so the muxer interleaves as it goes.
             feed.advance(round((i + 1) * audio.RATE / fps))
             if on_progress is not None:

@@ -1,0 +1,339 @@
+"""rendermill against the ffmpeg command line on the reference composed timeline.
+
+The timeline (20 s by default, 1920x1080 canvas):
+
+- clip A (1080p H.264, moving picture, 440 Hz tone) from 0 to 10 s, trimStart 0;
+- clip B (same, 660 Hz) from 10 to 20 s, trimStart 2: a hard cut at 10 s;
+- a 480x270 PNG with alpha (uniform 70 % opacity, so every covered pixel blends) at
+  x=1380, y=60 from 4 to 12 s: an image track, fit "none", i.e. drawn at its own size;
+- a music bed (220 Hz) on an audio track for the whole timeline at volume 0.5, mixed
+  under the clips' own sound.
+
+Equal work: the PNG is made at 480x270 so that neither side scales it per frame
+(rendermill converts a still once; ffmpeg reads it as one frame that ``overlay`` repeats,
+and its ``scale`` to 480x270 runs once). Both blend in YUV 4:2:0 on every frame from 4
+to 12 s; both seek into clip B rather than decode its first 2 s; both encode libx264
+veryfast crf 23 yuv420p with AAC 128 kb/s 48 kHz stereo into mp4 with +faststart.
+
+    .tools/bin/uv run --frozen --all-packages --group bench python bench/compose.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+# Run as a script (python bench/compose.py), the repository root is not on sys.path.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench import harness
+
+# Name, colour and tone of the two clips.
+CLIP_A = ("compose-a", (200, 40, 40), 440.0)
+CLIP_B = ("compose-b", (40, 80, 200), 660.0)
+OVERLAY = (480, 270)
+OVERLAY_AT = (1380, 60)
+OVERLAY_ALPHA = 178  # about 70 % opaque
+BED_VOLUME = 0.5
+TRIM_B = 2.0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    harness.add_common_arguments(p)
+    p.add_argument("--duration", type=float, default=20.0, help="timeline seconds (default 20)")
+    p.add_argument("--resolution", default="1080p", help="output size (default 1080p)")
+    args = p.parse_args(argv)
+    try:
+        return run(args)
+    except harness.BenchError as exc:
+        print(f"bench failed: {exc}", file=sys.stderr)
+        return 1
+
+
+def run(args: argparse.Namespace) -> int:
+    duration: float = args.duration
+    fps: int = args.fps
+    out_size = harness.output_size(args.resolution)
+    cut = duration / 2
+    ffmpeg = harness.ffmpeg_exe(args.media_dir)
+    machine = harness.machine_info(ffmpeg)
+
+    # Each clip a little longer than it shows, as a real edit would be.
+    clip_len = cut + TRIM_B
+    specs = [harness.ClipSpec(name, rgb, clip_len, hz) for name, rgb, hz in (CLIP_A, CLIP_B)]
+    clips = harness.ensure_clips(args.media_dir, specs)
+    clip_a, clip_b = clips[CLIP_A[0]], clips[CLIP_B[0]]
+    png = harness.ensure_png(args.media_dir, "overlay", size=OVERLAY, alpha=OVERLAY_ALPHA)
+    music = harness.ensure_audio(args.media_dir, "music", tone_hz=220.0, duration=duration)
+    ov_start, ov_end = 0.2 * duration, 0.6 * duration
+
+    work = harness.WorkDir(args.keep)
+    try:
+        project = harness.write_project(
+            work.path / "compose.json",
+            _project(duration, cut, ov_start, ov_end),
+        )
+        rendermill = harness.Contender(
+            "rendermill",
+            [
+                *harness.rendermill_argv(),
+                "render",
+                str(project),
+                "-o",
+                str(work.path / "rendermill.mp4"),
+                "--media",
+                f"/bench/clip-a.mp4={clip_a}",
+                "--media",
+                f"/bench/clip-b.mp4={clip_b}",
+                "--media",
+                f"/bench/overlay.png={png}",
+                "--media",
+                f"/bench/music.m4a={music}",
+                "--resolution",
+                args.resolution,
+                "--fps",
+                str(fps),
+                "--quality",
+                "standard",
+                "--quiet",
+            ],
+            work.path / "rendermill.mp4",
+            duration,
+        )
+        graph = _filter_graph(duration, cut, ov_start, ov_end, out_size, fps)
+        ff = harness.Contender(
+            "ffmpeg",
+            [
+                ffmpeg,
+                "-nostdin",
+                "-hide_banner",
+                "-loglevel",
+                "error",
+                "-i",
+                str(clip_a),
+                # Input seeking, like rendermill's reader: decoding starts at the
+                # keyframe before trimStart, and ffmpeg drops what precedes it. (No -t:
+                # it cuts sound on whole AAC frames; trim/atrim below cut exactly.)
+                "-ss",
+                f"{TRIM_B:g}",
+                "-i",
+                str(clip_b),
+                "-i",
+                str(png),
+                "-i",
+                str(music),
+                "-filter_complex",
+                graph,
+                "-map",
+                "[vout]",
+                "-map",
+                "[aout]",
+                *encode_args(work.path / "ffmpeg.mp4"),
+            ],
+            work.path / "ffmpeg.mp4",
+            duration,
+        )
+        contenders = [rendermill, ff]
+        print(
+            f"compose: {duration:g} s timeline, {out_size[0]}x{out_size[1]} @ {fps} fps, "
+            f"{args.runs} runs each after {args.warmup} warm-up, interleaved"
+        )
+        harness.run_interleaved(contenders, runs=args.runs, warmup=args.warmup)
+        checks = _check(contenders, duration, fps, out_size)
+        print()
+        harness.print_table(contenders)
+        pairs = [harness.ratios(rendermill, ff)]
+        harness.print_ratios(pairs)
+        _print_checks(checks)
+        harness.write_json(
+            args,
+            "compose",
+            {
+                "script": "compose",
+                "machine": machine,
+                "config": {
+                    "duration_s": duration,
+                    "resolution": list(out_size),
+                    "fps": fps,
+                    "runs": args.runs,
+                    "warmup": args.warmup,
+                    "sources": {k: str(v) for k, v in clips.items()}
+                    | {"overlay": str(png), "music": str(music)},
+                    "ffmpeg_filter_complex": graph,
+                },
+                "contenders": {c.name: c.to_json() for c in contenders},
+                "ratios": pairs,
+                "checks": checks,
+            },
+        )
+        return 1 if checks["problems"] else 0
+    finally:
+        work.close()
+
+
+def encode_args(dest: Path) -> list[str]:
+    """rendermill's mp4 recipe, spelled for the ffmpeg command line."""
+    return [
+        "-c:v",
+        "libx264",
+        "-preset",
+        "veryfast",
+        "-crf",
+        "23",
+        "-pix_fmt",
+        "yuv420p",
+        "-c:a",
+        "aac",
+        "-b:a",
+        "128k",
+        "-ar",
+        "48000",
+        "-ac",
+        "2",
+        "-movflags",
+        "+faststart",
+        "-y",
+        str(dest),
+    ]
+
+
+def _project(duration: float, cut: float, ov_start: float, ov_end: float) -> harness.Json:
+    x, y = OVERLAY_AT
+    return {
+        "id": "bench-compose",
+        "name": "bench: two clips cut back to back, a PNG overlay and a music bed",
+        "width": harness.CANVAS[0],
+        "height": harness.CANVAS[1],
+        "backgroundColor": "#000000",
+        "tracks": [
+            _track("clip-a", "video", [_action("a", 0, cut, trimStart=0, fit="fill")]),
+            _track("clip-b", "video", [_action("b", cut, duration, trimStart=TRIM_B, fit="fill")]),
+            _track("overlay", "image", [_action("logo", ov_start, ov_end, fit="none", x=x, y=y)]),
+            _track(
+                "music", "audio", [_action("bed", 0, duration, volume=[[BED_VOLUME]])], ext="m4a"
+            ),
+        ],
+    }
+
+
+def _track(name: str, controller: str, actions: list[harness.Json], ext: str = "") -> harness.Json:
+    ext = ext or {"video": "mp4", "image": "png"}[controller]
+    return {
+        "id": f"track-{name}",
+        "name": name,
+        "controllerName": controller,
+        "url": f"/bench/{name}.{ext}",
+        "actions": actions,
+    }
+
+
+def _action(name: str, start: float, end: float, **extra: object) -> harness.Json:
+    return {"id": f"action-{name}", "name": name, "start": start, "end": end, **extra}
+
+
+def _filter_graph(
+    duration: float,
+    cut: float,
+    ov_start: float,
+    ov_end: float,
+    out_size: tuple[int, int],
+    fps: int,
+) -> str:
+    place = harness.Placement.of(out_size)
+    # Clips fill the canvas; the canvas lands in the frame as rendermill places it.
+    cx, cy, cw, ch = place.rect(0, 0, *harness.CANVAS)
+    ox, oy, ow, oh = place.rect(*OVERLAY_AT, *OVERLAY)
+    ow_, oh_ = out_size
+    scale = "" if (cw, ch) == harness.CANVAS else f",scale={cw}:{ch}:flags=bilinear"
+    pad = "" if (cw, ch) == out_size else f",pad={ow_}:{oh_}:{cx}:{cy}:black"
+    # overlay's enable is inclusive at both ends; rendermill shows an action while
+    # start <= t < end.
+    return ";".join(
+        [
+            # Clip B starts at trimStart already (-ss); trim and atrim cut the ends exactly.
+            f"[0:v]trim=end={cut:g},setpts=PTS-STARTPTS{scale}[v0]",
+            f"[1:v]trim=end={duration - cut:g},setpts=PTS-STARTPTS{scale}[v1]",
+            f"[0:a]atrim=end={cut:g},asetpts=PTS-STARTPTS[a0]",
+            f"[1:a]atrim=end={duration - cut:g},asetpts=PTS-STARTPTS[a1]",
+            "[v0][a0][v1][a1]concat=n=2:v=1:a=1[vcat][acat]",
+            f"[vcat]fps={fps}{pad}[base]",
+            f"[2:v]scale={ow}:{oh}:flags=bilinear,format=yuva420p[logo]",
+            f"[base][logo]overlay=x={ox}:y={oy}:format=yuv420:eof_action=repeat"
+            f":enable='gte(t,{ov_start:g})*lt(t,{ov_end:g})'[vout]",
+            f"[3:a]atrim=end={duration:g},volume={BED_VOLUME:g}[bed]",
+            "[acat][bed]amix=inputs=2:duration=first:normalize=0[aout]",
+        ]
+    )
+
+
+def _check(
+    contenders: list[harness.Contender], duration: float, fps: int, size: tuple[int, int]
+) -> harness.Json:
+    """Both outputs inspected and compared; ``problems`` lists what looks wrong."""
+    problems: list[str] = []
+    want = harness.expected_frames(duration, fps)
+    infos = {c.name: harness.inspect(c.output) for c in contenders}
+    for name, info in infos.items():
+        video = info.get("video", {})
+        if video.get("packets") != want:
+            problems.append(f"{name}: {video.get('packets')} frames, expected {want}")
+        if video.get("size") != f"{size[0]}x{size[1]}":
+            problems.append(f"{name}: picture is {video.get('size')}, expected {size}")
+        audio = info.get("audio")
+        if audio is None:
+            problems.append(f"{name}: no audio stream")
+        elif audio.get("stream_s") is not None and abs(audio["stream_s"] - duration) > 0.05:
+            problems.append(f"{name}: audio lasts {audio['stream_s']} s, expected {duration:g}")
+    problems += harness.compare_settings(infos)
+    rendermill, ff = contenders
+    mode = harness.rendermill_mode(rendermill.runs[-1].stdout)
+    pictures = harness.compare_pictures(
+        harness.decode_luma(rendermill.output), harness.decode_luma(ff.output)
+    )
+    if pictures["misaligned_frames"]:
+        problems.append(f"frames that match a neighbour better: {pictures['misaligned_frames']}")
+    sound = harness.compare_sound(
+        harness.decode_audio(rendermill.output), harness.decode_audio(ff.output), 48000
+    )
+    if sound["max_level_diff_db"] is not None and sound["max_level_diff_db"] > 1.0:
+        problems.append(
+            f"sound levels differ by {sound['max_level_diff_db']} dB at "
+            f"{sound['max_level_diff_at_s']} s"
+        )
+    return {
+        "expected_frames": want,
+        "rendermill_mode": mode,
+        "rendermill_summary": rendermill.runs[-1].stdout.strip(),
+        "outputs": infos,
+        "pictures_rendermill_vs_ffmpeg": pictures,
+        "sound_rendermill_vs_ffmpeg": sound,
+        "problems": problems,
+    }
+
+
+def _print_checks(checks: harness.Json) -> None:
+    print(f"rendermill path: {checks['rendermill_mode']}")
+    for name, info in checks["outputs"].items():
+        v, a = info.get("video", {}), info.get("audio", {})
+        print(
+            f"  {name:<11} {v.get('packets')} frames {v.get('size')} {v.get('stream_s')} s video, "
+            f"{a.get('stream_s')} s audio, {info['size_mb']} MB, x264 {info.get('x264', {})}"
+        )
+    pic = checks["pictures_rendermill_vs_ffmpeg"]
+    print(
+        f"  pictures: PSNR median {pic['psnr_median_db']} dB, min {pic['psnr_min_db']} dB "
+        f"(frame {pic['psnr_min_frame']}), misaligned {pic['misaligned_frames'] or 'none'}"
+    )
+    snd = checks["sound_rendermill_vs_ffmpeg"]
+    print(
+        f"  sound: RMS {snd['rms']}, largest level difference {snd['max_level_diff_db']} dB "
+        f"at {snd['max_level_diff_at_s']} s"
+    )
+    for problem in checks["problems"]:
+        print(f"  PROBLEM: {problem}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
