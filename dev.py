@@ -67,7 +67,7 @@ def main(args: list[str]) -> int:
     steps = [
         ["ruff", "format", "--check", "."],
         ["ruff", "check", "."],
-        ["mypy", "libs", "services", "cli", "tests"],
+        ["mypy", "libs", "services", "cli", "tests", "bench"],
         ["lint-imports"],
         ["pytest", *rest],
     ]

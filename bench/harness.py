@@ -142,7 +142,7 @@ def ffmpeg_exe(media_dir: Path) -> str:
     copied into ``media_dir`` first: a plain ``uv sync`` elsewhere (``dev.py`` runs one)
     removes the group from .venv, and must not pull the binary away mid-benchmark."""
     try:
-        import imageio_ffmpeg  # type: ignore[import-untyped]
+        import imageio_ffmpeg
     except ImportError as exc:
         raise BenchError(
             "imageio-ffmpeg is not installed: run the benchmark with `.tools/bin/uv run "
