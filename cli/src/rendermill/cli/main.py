@@ -10,7 +10,7 @@ import signal
 import sys
 from pathlib import Path
 
-from rendermill.common import errors, migrate, settings
+from rendermill.common import errors, settings
 from rendermill.common import logging as rlog
 from rendermill.common.project import parse
 
@@ -41,7 +41,8 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _migrate(_args: argparse.Namespace) -> int:
-    from rendermill.common import db
+    # Imported here: `render` and `validate` never touch the database (start-up time).
+    from rendermill.common import db, migrate
 
     cfg = settings.load(settings.Common)
 
