@@ -177,7 +177,7 @@ async def submit(
     if project is None:
         project = parse.from_json(req.project)
     problems = list(parse.unresolved(project, req.media))
-    width, height = req.output.size()
+    req.output.size()  # raises InvalidInput naming output.resolution
     frames = project.frame_count(req.output.fps)
     if frames == 0:
         problems.append(
@@ -211,7 +211,6 @@ async def submit(
         await netguard.check_url(
             req.webhook_url, allow_private=cfg.allow_private_webhooks, what="webhook_url"
         )
-    del width, height
     span = trace.get_current_span().get_span_context()
     async with app[POOL].acquire() as conn:
         job, created = await jobs.create(
