@@ -18,11 +18,12 @@ log = rlog.get(__name__)
 _servers: dict[Path, Any] = {}
 
 
-def start(home: Path, *, cleanup: str | None = None) -> str:
+def start(home: Path, *, cleanup: str | None = "stop") -> str:
     """Start (or join) the embedded server for ``home``; returns its DSN.
 
-    ``cleanup`` is pgserver's cleanup_mode: None leaves it running for other processes,
-    "stop" stops it when this process (and other users) are done, "delete" removes it.
+    ``cleanup`` is pgserver's cleanup_mode: "stop" (the default) stops the server when
+    the last process using it exits, so `rendermill up` or `demo` leave nothing running;
+    None leaves it running; "delete" also removes the data directory.
     """
     # pgserver asks platformdirs for a runtime dir it never uses; its warning is noise.
     warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
