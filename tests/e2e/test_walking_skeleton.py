@@ -63,6 +63,7 @@ async def test_two_clip_project_end_to_end(db_url: str, tmp_path: Path) -> None:
         port=free_port(),
         database_url=db_url,
         log_path=tmp_path / "stack.log",
+        metrics=True,
     ) as stack:
         creds = await stack.create_tenant("e2e")
         async with (
@@ -94,6 +95,18 @@ async def test_two_clip_project_end_to_end(db_url: str, tmp_path: Path) -> None:
             size = await client.download(view["result"]["download_url"], out)
             assert size == view["result"]["size_bytes"]
             await asyncio.wait_for(receiver.got.wait(), timeout=30)
+            for name, counter in (
+                ("scheduler", 'rendermill_launches_total{launcher="local"} 1.0'),
+                ("notifier", 'rendermill_webhook_attempts_total{outcome="delivered"} 1.0'),
+            ):
+                url = f"http://127.0.0.1:{stack.metrics_ports[name]}/metrics"
+                # The notifier counts a delivery just after the receiver has it: poll.
+                async with asyncio.timeout(10):
+                    while True:
+                        async with client.session.get(url) as resp:
+                            if counter in await resp.text():
+                                break
+                        await asyncio.sleep(0.1)
         stack.check()
 
     # Verified by Receiver (it raises on a bad signature, and the notifier would retry).

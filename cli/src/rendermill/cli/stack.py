@@ -64,6 +64,7 @@ class Stack:
         log_format: str = "json",
         log_path: Path | None = None,
         extra_env: dict[str, str] | None = None,
+        metrics: bool = False,
     ) -> None:
         self.home = home.resolve()
         self.port = port
@@ -72,6 +73,8 @@ class Stack:
         self.log_format = log_format
         self.log_path = log_path
         self.extra_env = extra_env or {}
+        # Prometheus endpoints of the scheduler and notifier (the gateway serves /metrics).
+        self.metrics_ports = {"scheduler": free_port(), "notifier": free_port()} if metrics else {}
         self.api_url = f"http://127.0.0.1:{port}"
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self._log_file: object = None
@@ -107,11 +110,14 @@ class Stack:
         out = self.log_path.open("ab") if self.log_path else None
         self._log_file = out
         for name in SERVICES:
+            child_env = dict(env)
+            if name in self.metrics_ports:
+                child_env["RENDERMILL_METRICS_PORT"] = str(self.metrics_ports[name])
             # Popen, not asyncio's subprocess: the stack outlives no event loop of its own
             # and `stop` may run from a signal handler's loop.
             self.procs[name] = subprocess.Popen(  # noqa: ASYNC220
                 [sys.executable, "-m", f"rendermill.{name}"],
-                env=env,
+                env=child_env,
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=out,

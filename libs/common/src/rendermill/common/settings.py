@@ -62,6 +62,9 @@ class Gateway(Common, frozen=True, kw_only=True):
 
 
 class Scheduler(Common, frozen=True, kw_only=True):
+    # Serve Prometheus metrics on this port (127.0.0.1 unless metrics_host says otherwise).
+    metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
     concurrency: int = 2
     visibility_timeout: float = 60.0
     poll_interval: float = 1.0
@@ -90,6 +93,8 @@ class Renderer(Common, frozen=True, kw_only=True):
 
 
 class Notifier(Common, frozen=True, kw_only=True):
+    metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
     poll_interval: float = 2.0
     timeout: float = 10.0
     max_attempts: int = 5

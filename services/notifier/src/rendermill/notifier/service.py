@@ -19,7 +19,7 @@ from typing import Any
 import aiohttp
 import asyncpg
 import msgspec
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Histogram, start_http_server
 
 from rendermill.common import db, errors, lifecycle, netguard, settings, sql, telemetry, webhooks
 from rendermill.common import logging as rlog
@@ -179,6 +179,8 @@ class Notifier:
 async def main(cfg: settings.Notifier) -> int:
     stop = asyncio.Event()
     lifecycle.install_signal_handlers(stop)
+    if cfg.metrics_port is not None:
+        start_http_server(cfg.metrics_port, addr=cfg.metrics_host)
     url = db.dsn(cfg)
     store = fs.FsStore(cfg.store_root, signing_key=cfg.url_signing_key, public_url=cfg.public_url)
     async with contextlib.AsyncExitStack() as stack:

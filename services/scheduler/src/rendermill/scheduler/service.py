@@ -14,7 +14,7 @@ import uuid
 
 import asyncpg
 import msgspec
-from prometheus_client import Counter, Gauge
+from prometheus_client import Counter, Gauge, start_http_server
 
 from rendermill.common import db, errors, jobs, lifecycle, schemas, settings, telemetry
 from rendermill.common import logging as rlog
@@ -30,6 +30,8 @@ tracer = telemetry.tracer("rendermill.scheduler")
 LAUNCHES = Counter("rendermill_launches_total", "Renderer attempts launched", ["launcher"])
 FAILURES = Counter("rendermill_attempt_failures_total", "Failed attempts by reason", ["reason"])
 RUNNING = Gauge("rendermill_attempts_running", "Attempts running now")
+QUEUE_DEPTH = Gauge("rendermill_queue_depth", "Messages waiting or in flight")
+QUEUE_AGE = Gauge("rendermill_queue_oldest_seconds", "Age of the oldest message")
 
 # Exit codes of the renderer launch contract (DESIGN.md).
 EXIT_OK = 0
@@ -291,6 +293,9 @@ class Scheduler:
         enqueue): nothing accepted is ever lost."""
         while not stop.is_set():
             await lifecycle.wait_or_stop(stop, asyncio.Event(), 30.0)
+            depth, age = await self.queue.depth()
+            QUEUE_DEPTH.set(depth)
+            QUEUE_AGE.set(age)
             async with self.pool.acquire() as conn:
                 rows = await conn.fetch(
                     "SELECT j.id, j.attempt, j.traceparent FROM jobs j WHERE j.status = 'queued'"
@@ -309,6 +314,8 @@ class Scheduler:
 async def main(cfg: settings.Scheduler) -> int:
     stop = asyncio.Event()
     lifecycle.install_signal_handlers(stop)
+    if cfg.metrics_port is not None:
+        start_http_server(cfg.metrics_port, addr=cfg.metrics_host)
     url = db.dsn(cfg)
     async with contextlib.AsyncExitStack() as stack:
         pool = await stack.enter_async_context(db.pool(url, max_size=5))
