@@ -14,6 +14,7 @@ import pytest
 from rendermill.cli import synth
 from rendermill.common import errors, schemas
 from rendermill.common.project import model
+from rendermill.common.testing import clip, project, track
 from rendermill.renderer import engine
 
 FPS = 30
@@ -24,30 +25,6 @@ BLUE = (0, 0, 255)
 WHITE = (255, 255, 255)
 
 Picture = npt.NDArray[np.uint8]
-
-
-def clip(start: float, end: float, **fields: object) -> model.Action:
-    return model.Action(id=f"a{start}-{end}", start=start, end=end, **fields)  # type: ignore[arg-type]
-
-
-def track(
-    url: str,
-    *actions: model.Action,
-    controller: model.Controller = model.Controller.VIDEO,
-    **fields: object,
-) -> model.Track:
-    return model.Track(
-        id=f"t-{url}",
-        name=f"track {url}",
-        controller=controller,
-        url=url,
-        actions=actions,
-        **fields,  # type: ignore[arg-type]
-    )
-
-
-def project(*tracks: model.Track, **fields: object) -> model.Project:
-    return model.Project(width=320, height=180, tracks=tracks, **fields)  # type: ignore[arg-type]
 
 
 class Output:

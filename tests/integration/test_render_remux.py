@@ -19,6 +19,7 @@ from av.video.stream import VideoStream
 from rendermill.cli import synth
 from rendermill.common import schemas
 from rendermill.common.project import model
+from rendermill.common.testing import clip, project, track
 from rendermill.renderer import engine
 from rendermill.renderer.engine import remux, remux_h264, remux_plan, remux_source
 from rendermill.renderer.engine.result import RenderResult
@@ -95,29 +96,6 @@ def media(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "png": synth.make_image(d / "logo.png", size=(64, 36)),
         "music": synth.make_audio(d / "music.m4a", tone_hz=3000.0, duration=4.0, amplitude=0.2),
     }
-
-
-def clip(start: float, end: float, **fields: object) -> model.Action:
-    return model.Action(id=f"a{start}-{end}", start=start, end=end, **fields)  # type: ignore[arg-type]
-
-
-def track(
-    url: str,
-    *actions: model.Action,
-    controller: model.Controller = model.Controller.VIDEO,
-    **fields: object,
-) -> model.Track:
-    return model.Track(
-        id=f"t-{url}-{len(actions)}",
-        controller=controller,
-        url=url,
-        actions=actions,
-        **fields,  # type: ignore[arg-type]
-    )
-
-
-def project(*tracks: model.Track) -> model.Project:
-    return model.Project(width=SIZE[0], height=SIZE[1], tracks=tracks)
 
 
 class Decoded:

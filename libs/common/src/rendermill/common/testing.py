@@ -15,10 +15,12 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import asyncpg
+import msgspec
 import pytest
 import pytest_asyncio
 
 from rendermill.common import db, embedded, migrate
+from rendermill.common.project import model
 
 
 def with_database(dsn: str, name: str) -> str:
@@ -80,3 +82,34 @@ async def db_url(pg_server_dsn: str, template_db: str) -> AsyncIterator[str]:
 async def pool(db_url: str) -> AsyncIterator[asyncpg.Pool]:
     async with db.pool(db_url, max_size=5) as p:
         yield p
+
+
+# --- project builders for renderer tests ------------------------------------------------
+
+
+def clip(start: float, end: float, **fields: object) -> model.Action:
+    """An action from ``start`` to ``end`` with any other model fields."""
+    return msgspec.convert(
+        {"id": f"a{start}-{end}", "start": start, "end": end, **fields},
+        model.Action,
+        from_attributes=True,
+    )
+
+
+def track(
+    url: str,
+    *actions: model.Action,
+    controller: model.Controller = model.Controller.VIDEO,
+    **fields: object,
+) -> model.Track:
+    """A track named after ``url`` (id ``t-{url}``) playing ``actions``."""
+    return msgspec.structs.replace(
+        model.Track(id=f"t-{url}", name=f"track {url}", controller=controller, url=url),
+        actions=actions,
+        **fields,
+    )
+
+
+def project(*tracks: model.Track, **fields: object) -> model.Project:
+    """A 320x180 project of ``tracks`` (bottom first)."""
+    return msgspec.structs.replace(model.Project(width=320, height=180, tracks=tracks), **fields)
