@@ -39,8 +39,9 @@ def test_compose_and_fast_path_spans(tmp_path: Path) -> None:
     )
     finished = spans.get_finished_spans()
     names = [s.name for s in finished]
-    assert names == ["remux", "remux", "plan", "compose", "mux"]
+    assert names == ["remux", "remux", "probe", "plan", "compose", "mux"]
     attrs = [dict(s.attributes or {}) for s in finished]
     assert attrs[0]["fast_path"] is True and attrs[1]["fast_path"] is False
-    assert attrs[2]["picture_tracks"] == 1
-    assert attrs[3]["frames"] == 30 and attrs[3]["width"] == 640
+    assert attrs[2]["size"] == "320x180" and attrs[2]["sample_rate"] == 48000
+    assert attrs[3]["picture_tracks"] == 1
+    assert attrs[4]["frames"] == 30 and attrs[4]["width"] == 640

@@ -282,9 +282,19 @@ def _plan(
                 track=track.id,
                 url=track.url,
             )
-        media = probe.probe(
-            probe.Source(track=track, path=Path(path)), picture=picture, sound=sound
-        )
+        with _tracer.start_as_current_span("probe", attributes={"track": track.id}) as span:
+            media = probe.probe(
+                probe.Source(track=track, path=Path(path)), picture=picture, sound=sound
+            )
+            span.set_attribute("bytes", Path(path).stat().st_size)
+            if media.duration is not None:
+                span.set_attribute("duration", media.duration)
+            if media.video is not None:
+                span.set_attribute("size", f"{media.video.width}x{media.video.height}")
+                span.set_attribute("alpha", media.video.alpha)
+            if media.audio is not None:
+                span.set_attribute("sample_rate", media.audio.rate)
+                span.set_attribute("channels", media.audio.channels)
         if picture and media.video is not None:
             pictures.append(_PictureTrack(track, media, viewport, effects=effects))
         if sound and media.audio is not None:
