@@ -15,12 +15,20 @@ and its ``scale`` to 480x270 runs once). Both blend in YUV 4:2:0 on every frame 
 to 12 s; both seek into clip B rather than decode its first 2 s; both encode libx264
 veryfast crf 23 yuv420p with AAC 128 kb/s 48 kHz stereo into mp4 with +faststart.
 
+With ``--moviepy``, MoviePy 2.x renders the same timeline as a third contender
+(bench/moviepy_compose.py, a child process like the others; off by default: it is
+several times slower). Its ffmpeg children's CPU and RSS are in its wait4 figures; the
+script also reports its own Python process apart from them.
+
     .tools/bin/uv run --frozen --all-packages --group bench python bench/compose.py
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import json
+import statistics
 import sys
 from pathlib import Path
 
@@ -44,7 +52,14 @@ def main(argv: list[str] | None = None) -> int:
     harness.add_common_arguments(p)
     p.add_argument("--duration", type=float, default=20.0, help="timeline seconds (default 20)")
     p.add_argument("--resolution", default="1080p", help="output size (default 1080p)")
+    p.add_argument(
+        "--moviepy",
+        action="store_true",
+        help="add MoviePy as a third contender (slow; needs the bench group, 1080p only)",
+    )
     args = p.parse_args(argv)
+    if args.moviepy and harness.output_size(args.resolution) != harness.CANVAS:
+        raise SystemExit("--moviepy renders at the canvas size: use --resolution 1080p")
     try:
         return run(args)
     except harness.BenchError as exc:
@@ -136,6 +151,18 @@ def run(args: argparse.Namespace) -> int:
             duration,
         )
         contenders = [rendermill, ff]
+        if args.moviepy:
+            contenders.append(
+                _moviepy_contender(
+                    work.path / "moviepy.mp4",
+                    (clip_a, clip_b, png, music),
+                    ffmpeg,
+                    duration,
+                    cut,
+                    (ov_start, ov_end),
+                    fps,
+                )
+            )
         print(
             f"compose: {duration:g} s timeline, {out_size[0]}x{out_size[1]} @ {fps} fps, "
             f"{args.runs} runs each after {args.warmup} warm-up, interleaved"
@@ -145,6 +172,8 @@ def run(args: argparse.Namespace) -> int:
         print()
         harness.print_table(contenders)
         pairs = [harness.ratios(rendermill, ff)]
+        if args.moviepy:
+            pairs += [harness.ratios(rendermill, contenders[2]), harness.ratios(ff, contenders[2])]
         harness.print_ratios(pairs)
         _print_checks(checks)
         harness.write_json(
@@ -171,6 +200,71 @@ def run(args: argparse.Namespace) -> int:
         return 1 if checks["problems"] else 0
     finally:
         work.close()
+
+
+def _moviepy_contender(
+    dest: Path,
+    sources: tuple[Path, Path, Path, Path],
+    ffmpeg: str,
+    duration: float,
+    cut: float,
+    overlay: tuple[float, float],
+    fps: int,
+) -> harness.Contender:
+    if importlib.util.find_spec("moviepy") is None:
+        raise harness.BenchError(
+            "moviepy is not installed: it is in the bench dependency group "
+            "(python3 dev.py bench compose --moviepy installs it)"
+        )
+    x, y = OVERLAY_AT
+    return harness.Contender(
+        "moviepy",
+        [
+            sys.executable,
+            str(Path(__file__).resolve().parent / "moviepy_compose.py"),
+            *(str(path) for path in sources),
+            str(dest),
+            "--ffmpeg",
+            ffmpeg,
+            "--duration",
+            f"{duration:g}",
+            "--cut",
+            f"{cut:g}",
+            "--trim-b",
+            f"{TRIM_B:g}",
+            "--overlay-start",
+            f"{overlay[0]:g}",
+            "--overlay-end",
+            f"{overlay[1]:g}",
+            "--overlay-x",
+            str(x),
+            "--overlay-y",
+            str(y),
+            "--bed-volume",
+            f"{BED_VOLUME:g}",
+            "--fps",
+            str(fps),
+            "--size",
+            f"{harness.CANVAS[0]}x{harness.CANVAS[1]}",
+        ],
+        dest,
+        duration,
+    )
+
+
+def _moviepy_usage(contender: harness.Contender) -> harness.Json:
+    """The split moviepy_compose.py prints: its Python process against its ffmpeg
+    children, per run and as medians."""
+    runs: list[harness.Json] = []
+    for m in contender.runs:
+        for line in m.stdout.splitlines():
+            if line.startswith("moviepy-usage: "):
+                runs.append(json.loads(line.removeprefix("moviepy-usage: ")))
+    keys = list(runs[0]) if runs else []
+    return {
+        "median": {k: round(statistics.median(r[k] for r in runs), 1) for k in keys},
+        "runs": runs,
+    }
 
 
 def encode_args(dest: Path) -> list[str]:
@@ -287,30 +381,45 @@ def _check(
         elif audio.get("stream_s") is not None and abs(audio["stream_s"] - duration) > 0.05:
             problems.append(f"{name}: audio lasts {audio['stream_s']} s, expected {duration:g}")
     problems += harness.compare_settings(infos)
-    rendermill, ff = contenders
+    rendermill, ff = contenders[:2]
     mode = harness.rendermill_mode(rendermill.runs[-1].stdout)
-    pictures = harness.compare_pictures(
-        harness.decode_luma(rendermill.output), harness.decode_luma(ff.output)
-    )
+    ff_luma = harness.decode_luma(ff.output)
+    pictures = harness.compare_pictures(harness.decode_luma(rendermill.output), ff_luma)
     if pictures["misaligned_frames"]:
         problems.append(f"frames that match a neighbour better: {pictures['misaligned_frames']}")
-    sound = harness.compare_sound(
-        harness.decode_audio(rendermill.output), harness.decode_audio(ff.output), 48000
-    )
+    ff_audio = harness.decode_audio(ff.output)
+    sound = harness.compare_sound(harness.decode_audio(rendermill.output), ff_audio, 48000)
     if sound["max_level_diff_db"] is not None and sound["max_level_diff_db"] > 1.0:
         problems.append(
             f"sound levels differ by {sound['max_level_diff_db']} dB at "
             f"{sound['max_level_diff_at_s']} s"
         )
-    return {
+    checks: harness.Json = {
         "expected_frames": want,
         "rendermill_mode": mode,
         "rendermill_summary": rendermill.runs[-1].stdout.strip(),
         "outputs": infos,
         "pictures_rendermill_vs_ffmpeg": pictures,
         "sound_rendermill_vs_ffmpeg": sound,
-        "problems": problems,
     }
+    for other in contenders[2:]:
+        # MoviePy's output against ffmpeg's, the reference the other two are held to.
+        pics = harness.compare_pictures(harness.decode_luma(other.output), ff_luma)
+        if pics["misaligned_frames"]:
+            problems.append(
+                f"{other.name}: frames that match a neighbour better: {pics['misaligned_frames']}"
+            )
+        snd = harness.compare_sound(harness.decode_audio(other.output), ff_audio, 48000)
+        if snd["max_level_diff_db"] is not None and snd["max_level_diff_db"] > 1.0:
+            problems.append(
+                f"{other.name}: sound levels differ from ffmpeg's by {snd['max_level_diff_db']} "
+                f"dB at {snd['max_level_diff_at_s']} s"
+            )
+        checks[f"pictures_{other.name}_vs_ffmpeg"] = pics
+        checks[f"sound_{other.name}_vs_ffmpeg"] = snd
+        checks[f"{other.name}_usage"] = _moviepy_usage(other)
+    checks["problems"] = problems
+    return checks
 
 
 def _print_checks(checks: harness.Json) -> None:
@@ -331,6 +440,23 @@ def _print_checks(checks: harness.Json) -> None:
         f"  sound: RMS {snd['rms']}, largest level difference {snd['max_level_diff_db']} dB "
         f"at {snd['max_level_diff_at_s']} s"
     )
+    if "pictures_moviepy_vs_ffmpeg" in checks:
+        pic, snd = checks["pictures_moviepy_vs_ffmpeg"], checks["sound_moviepy_vs_ffmpeg"]
+        print(
+            f"  moviepy vs ffmpeg: PSNR median {pic['psnr_median_db']} dB, min "
+            f"{pic['psnr_min_db']} dB (frame {pic['psnr_min_frame']}), misaligned "
+            f"{pic['misaligned_frames'] or 'none'}; largest sound level difference "
+            f"{snd['max_level_diff_db']} dB at {snd['max_level_diff_at_s']} s"
+        )
+        use = checks["moviepy_usage"]["median"]
+        if use:
+            print(
+                f"  moviepy split (medians): Python process {use['python_cpu_s']} CPU s, "
+                f"peak RSS {use['python_peak_rss_mb']} MB; ffmpeg children "
+                f"{use['ffmpeg_children_cpu_s']} CPU s, largest peak RSS "
+                f"{use['ffmpeg_children_max_rss_mb']} MB; all processes together peak "
+                f"{use['tree_peak_pss_mb']} MB PSS ({use['tree_peak_processes']:g} processes)"
+            )
     for problem in checks["problems"]:
         print(f"  PROBLEM: {problem}")
 
