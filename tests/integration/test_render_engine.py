@@ -27,36 +27,6 @@ WHITE = (255, 255, 255)
 Picture = npt.NDArray[np.uint8]
 
 
-class Output:
-    """A rendered file, decoded: RGB pictures and 48 kHz stereo samples."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        with av.open(str(path)) as container:
-            video = container.streams.video[0]
-            self.width = video.codec_context.width
-            self.height = video.codec_context.height
-            self.duration = (container.duration or 0) / av.time_base
-            self.frames: list[Picture] = [
-                np.asarray(f.to_ndarray(format="rgb24"), np.uint8)
-                for f in container.decode(video=0)
-            ]
-        with av.open(str(path)) as container:
-            chunks = (
-                [f.to_ndarray() for f in container.decode(audio=0)]
-                if container.streams.audio
-                else []
-            )
-        self.audio = np.concatenate(chunks, axis=1) if chunks else np.zeros((2, 0), np.float32)
-
-    def at(self, t: float) -> Picture:
-        return self.frames[round(t * FPS)]
-
-    def rms(self, start: float, end: float) -> float:
-        window = self.audio[:, round(start * 48000) : round(end * 48000)]
-        return float(np.sqrt(np.mean(np.square(window, dtype=np.float64))))
-
-
 def colour(picture: Picture, x0: int = 0, y0: int = 0, x1: int = 320, y1: int = 180) -> Picture:
     region = picture[y0:y1, x0:x1].reshape(-1, 3)
     return region.mean(axis=0)  # type: ignore[no-any-return]
@@ -67,17 +37,17 @@ def near(actual: Picture, expected: tuple[int, int, int], tolerance: float = 16.
 
 
 @pytest.fixture
-def run(tmp_path: Path) -> Callable[..., Output]:
+def run(tmp_path: Path) -> Callable[..., synth.Decoded]:
     def _run(
         proj: model.Project,
         sources: dict[str, Path],
         output: schemas.OutputSpec = SMALL,
         **kwargs: object,
-    ) -> Output:
+    ) -> synth.Decoded:
         dest = tmp_path / f"out.{output.format}"
         result = engine.render(proj, sources, output, dest, **kwargs)  # type: ignore[arg-type]
         assert result.size_bytes == dest.stat().st_size > 0
-        out = Output(dest)
+        out = synth.Decoded(dest, FPS)
         assert result.frames == len(out.frames)
         return out
 
@@ -112,7 +82,7 @@ def media(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     }
 
 
-def test_cut_between_two_clips(run: Callable[..., Output], media: dict[str, Path]) -> None:
+def test_cut_between_two_clips(run: Callable[..., synth.Decoded], media: dict[str, Path]) -> None:
     proj = project(
         track("red", clip(0.0, 1.0)),
         track("blue", clip(1.0, 2.0)),
@@ -131,7 +101,7 @@ def test_cut_between_two_clips(run: Callable[..., Output], media: dict[str, Path
 
 
 def test_output_size_scales_canvas_and_pads_with_background(
-    run: Callable[..., Output], media: dict[str, Path]
+    run: Callable[..., synth.Decoded], media: dict[str, Path]
 ) -> None:
     proj = project(track("red", clip(0.0, 0.5)), background_color="#00ff00")
     out = run(proj, {"red": media["red"]}, schemas.OutputSpec(resolution="160x180", fps=FPS))
@@ -144,7 +114,7 @@ def test_output_size_scales_canvas_and_pads_with_background(
 
 
 def test_top_track_wins_where_it_covers_and_xy_places_it(
-    run: Callable[..., Output], media: dict[str, Path]
+    run: Callable[..., synth.Decoded], media: dict[str, Path]
 ) -> None:
     proj = project(
         track("red", clip(0.0, 1.0)),
@@ -159,7 +129,7 @@ def test_top_track_wins_where_it_covers_and_xy_places_it(
 
 
 def test_fit_fill_none_and_percent_position(
-    run: Callable[..., Output], media: dict[str, Path]
+    run: Callable[..., synth.Decoded], media: dict[str, Path]
 ) -> None:
     percent = model.Coord(100, "%")
     proj = project(
@@ -179,7 +149,7 @@ def test_fit_fill_none_and_percent_position(
     assert near(colour(later, 0, 0, 320, 86), RED)
 
 
-def test_images_png_and_jpeg(run: Callable[..., Output], media: dict[str, Path]) -> None:
+def test_images_png_and_jpeg(run: Callable[..., synth.Decoded], media: dict[str, Path]) -> None:
     image = model.Controller.IMAGE
     proj = project(
         track("red", clip(0.0, 1.0)),
@@ -196,7 +166,7 @@ def test_images_png_and_jpeg(run: Callable[..., Output], media: dict[str, Path])
     assert out.rms(0.1, 0.9) > 0.2
 
 
-def test_display_rotation_is_applied(run: Callable[..., Output], tmp_path: Path) -> None:
+def test_display_rotation_is_applied(run: Callable[..., synth.Decoded], tmp_path: Path) -> None:
     # A 160x90 clip recorded with a quarter turn shows as 90x160; the counter band at the
     # bottom of its picture (all black at frame 0) ends up on the right.
     rotated = synth.make_video(
@@ -211,7 +181,7 @@ def test_display_rotation_is_applied(run: Callable[..., Output], tmp_path: Path)
 
 
 def test_alpha_sources_composite_with_their_alpha(
-    run: Callable[..., Output], media: dict[str, Path]
+    run: Callable[..., synth.Decoded], media: dict[str, Path]
 ) -> None:
     proj = project(
         track("red", clip(0.0, 1.0)),
@@ -229,7 +199,7 @@ def test_alpha_sources_composite_with_their_alpha(
 
 
 def test_trim_start_seeks_into_the_source(
-    run: Callable[..., Output], media: dict[str, Path]
+    run: Callable[..., synth.Decoded], media: dict[str, Path]
 ) -> None:
     proj = project(
         track("counter", clip(0.0, 0.5, trim_start=0.5)),
@@ -243,7 +213,7 @@ def test_trim_start_seeks_into_the_source(
 
 
 def test_past_the_media_end_holds_the_last_frame_silently(
-    run: Callable[..., Output], media: dict[str, Path]
+    run: Callable[..., synth.Decoded], media: dict[str, Path]
 ) -> None:
     proj = project(track("counter", clip(0.0, 2.0)))
     out = run(proj, {"counter": media["counter"]})
@@ -254,7 +224,9 @@ def test_past_the_media_end_holds_the_last_frame_silently(
     assert out.rms(1.1, 1.9) < 0.01
 
 
-def test_loop_wraps_picture_and_sound(run: Callable[..., Output], media: dict[str, Path]) -> None:
+def test_loop_wraps_picture_and_sound(
+    run: Callable[..., synth.Decoded], media: dict[str, Path]
+) -> None:
     proj = project(track("counter", clip(0.0, 2.5, loop=True)))
     out = run(proj, {"counter": media["counter"]})
     assert synth.read_counter(out.at(0.9)) == 27
@@ -266,7 +238,7 @@ def test_loop_wraps_picture_and_sound(run: Callable[..., Output], media: dict[st
 
 
 def test_playback_rate_speeds_picture_and_sound(
-    run: Callable[..., Output], media: dict[str, Path]
+    run: Callable[..., synth.Decoded], media: dict[str, Path]
 ) -> None:
     proj = project(track("counter", clip(0.0, 0.5, playback_rate=2.0)))
     out = run(proj, {"counter": media["counter"]})
@@ -280,7 +252,7 @@ def test_playback_rate_speeds_picture_and_sound(
 
 
 def test_freeze_holds_one_frame_and_is_silent(
-    run: Callable[..., Output], media: dict[str, Path]
+    run: Callable[..., synth.Decoded], media: dict[str, Path]
 ) -> None:
     proj = project(track("counter", clip(0.0, 1.0, freeze=0.5)))
     out = run(proj, {"counter": media["counter"]})
@@ -288,7 +260,9 @@ def test_freeze_holds_one_frame_and_is_silent(
     assert out.rms(0.0, 1.0) < 0.01
 
 
-def test_later_start_wins_on_one_track(run: Callable[..., Output], media: dict[str, Path]) -> None:
+def test_later_start_wins_on_one_track(
+    run: Callable[..., synth.Decoded], media: dict[str, Path]
+) -> None:
     proj = project(
         track("counter", clip(0.0, 1.0), clip(0.3, 0.6, trim_start=0.0)),
     )
@@ -300,7 +274,7 @@ def test_later_start_wins_on_one_track(run: Callable[..., Output], media: dict[s
 
 
 def test_hidden_track_has_no_picture_and_no_sound(
-    run: Callable[..., Output], media: dict[str, Path]
+    run: Callable[..., synth.Decoded], media: dict[str, Path]
 ) -> None:
     proj = project(
         track("blue", clip(0.0, 1.0)),
@@ -312,7 +286,7 @@ def test_hidden_track_has_no_picture_and_no_sound(
 
 
 def test_muted_track_shows_but_is_silent(
-    run: Callable[..., Output], media: dict[str, Path]
+    run: Callable[..., synth.Decoded], media: dict[str, Path]
 ) -> None:
     proj = project(track("red", clip(0.0, 1.0), muted=True))
     out = run(proj, {"red": media["red"]})
@@ -320,7 +294,9 @@ def test_muted_track_shows_but_is_silent(
     assert out.rms(0.0, 1.0) < 0.01
 
 
-def test_volume_steps_follow_the_clock(run: Callable[..., Output], media: dict[str, Path]) -> None:
+def test_volume_steps_follow_the_clock(
+    run: Callable[..., synth.Decoded], media: dict[str, Path]
+) -> None:
     steps = (model.VolumeStep(1.0, None, 1.0), model.VolumeStep(0.25, 1.0, None))
     audio_track = track(
         "tone",
@@ -345,7 +321,7 @@ def test_volume_steps_follow_the_clock(run: Callable[..., Output], media: dict[s
 
 
 def test_mix_of_video_sound_and_audio_tracks(
-    run: Callable[..., Output], media: dict[str, Path]
+    run: Callable[..., synth.Decoded], media: dict[str, Path]
 ) -> None:
     audio = model.Controller.AUDIO
     proj = project(
@@ -369,7 +345,7 @@ def test_mix_of_video_sound_and_audio_tracks(
 
 
 def test_progress_is_reported_up_to_the_total(
-    run: Callable[..., Output], media: dict[str, Path]
+    run: Callable[..., synth.Decoded], media: dict[str, Path]
 ) -> None:
     seen: list[tuple[int, int]] = []
     run(
@@ -383,7 +359,7 @@ def test_progress_is_reported_up_to_the_total(
 
 @pytest.mark.parametrize("fmt", ["webm", "mov", "gif"])
 def test_other_formats(
-    run: Callable[..., Output], media: dict[str, Path], fmt: schemas.OutputFormat
+    run: Callable[..., synth.Decoded], media: dict[str, Path], fmt: schemas.OutputFormat
 ) -> None:
     output = schemas.OutputSpec(format=fmt, resolution="320x180", fps=FPS)
     out = run(project(track("red", clip(0.0, 0.5))), {"red": media["red"]}, output)
@@ -433,7 +409,7 @@ def test_empty_project_is_rejected(tmp_path: Path) -> None:
         engine.render(project(), {}, SMALL, tmp_path / "out.mp4")
 
 
-# Output options ----------------------------------------------------------------------
+# synth.Decoded options ----------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -445,7 +421,7 @@ def test_empty_project_is_rejected(tmp_path: Path) -> None:
     ],
 )
 def test_quality_presets_pick_x264_effort(
-    run: Callable[..., Output],
+    run: Callable[..., synth.Decoded],
     media: dict[str, Path],
     quality: schemas.Quality,
     crf: bytes,
@@ -474,12 +450,12 @@ def test_quality_presets_trade_size_for_quality_in_webm(tmp_path: Path) -> None:
             dest,
         )
         sizes[quality] = dest.stat().st_size
-        assert len(Output(dest).frames) == 12
+        assert len(synth.Decoded(dest, FPS).frames) == 12
     assert sizes["draft"] < sizes["standard"] < sizes["high"]
 
 
 def test_high_quality_gif_keeps_colours_the_fixed_palette_cannot(
-    run: Callable[..., Output], tmp_path: Path
+    run: Callable[..., synth.Decoded], tmp_path: Path
 ) -> None:
     # (200, 40, 90) is not in the 3-3-2 palette: standard dithers it, high finds it.
     rose = synth.make_video(tmp_path / "rose.mp4", color=(200, 40, 90), duration=0.2, tone_hz=None)
@@ -502,7 +478,7 @@ def _decode_jpeg(path: Path) -> Picture:
 
 @pytest.mark.parametrize(("poster", "count"), [(0.5, 15), (0.0, 0), (0.99, 29), (60.0, 29)])
 def test_poster_is_the_frame_at_its_time_beside_the_output(
-    run: Callable[..., Output], media: dict[str, Path], poster: float, count: int
+    run: Callable[..., synth.Decoded], media: dict[str, Path], poster: float, count: int
 ) -> None:
     output = schemas.OutputSpec(resolution="320x180", fps=FPS, poster=poster)
     out = run(project(track("counter", clip(0.0, 1.0))), {"counter": media["counter"]}, output)
@@ -544,7 +520,7 @@ def test_no_poster_unless_asked_and_none_left_after_a_failure(
     [("editor", 1.0, 0.5), ("timeline", 1.0, 1.0), ("source", 0.5, 0.5)],
 )
 def test_volume_clock_option(
-    run: Callable[..., Output],
+    run: Callable[..., synth.Decoded],
     media: dict[str, Path],
     clock: schemas.VolumeClock,
     video_step_at: float,
@@ -622,7 +598,9 @@ _EFFECT_CASES = [
 ]
 
 
-def test_effects_apply_opacity_and_blend_modes(run: Callable[..., Output], tmp_path: Path) -> None:
+def test_effects_apply_opacity_and_blend_modes(
+    run: Callable[..., synth.Decoded], tmp_path: Path
+) -> None:
     base = synth.make_video(tmp_path / "base.mp4", color=_BASE, duration=0.2, tone_hz=None)
     top = synth.make_image(tmp_path / "top.png", color=_TOP, size=(160, 90))
     actions = [
@@ -656,7 +634,7 @@ def test_effects_apply_opacity_and_blend_modes(run: Callable[..., Output], tmp_p
 
 
 def test_effects_combine_opacity_with_source_alpha(
-    run: Callable[..., Output], media: dict[str, Path]
+    run: Callable[..., synth.Decoded], media: dict[str, Path]
 ) -> None:
     proj = project(
         track("red", clip(0.0, 0.2)),
@@ -698,7 +676,7 @@ def _encoder_available(name: str) -> bool:
     ],
 )
 def test_codecs_and_containers(
-    run: Callable[..., Output], tmp_path: Path, name: str, codec: str
+    run: Callable[..., synth.Decoded], tmp_path: Path, name: str, codec: str
 ) -> None:
     if not _encoder_available(codec):
         pytest.skip(f"this PyAV build cannot encode {codec}, so there is no source to decode")
@@ -712,7 +690,7 @@ def test_codecs_and_containers(
 
 
 def test_variable_frame_rate_source_shows_each_frame_at_its_time(
-    run: Callable[..., Output], tmp_path: Path
+    run: Callable[..., synth.Decoded], tmp_path: Path
 ) -> None:
     times = [0.0, 0.05, 0.3, 0.31, 0.5, 0.9, 1.0, 1.4]
     vfr = synth.make_video(tmp_path / "vfr.mp4", frame_times=times, counter=True, tone_hz=None)
@@ -723,7 +701,7 @@ def test_variable_frame_rate_source_shows_each_frame_at_its_time(
         assert synth.read_counter(picture) == shown, t
 
 
-def test_odd_sized_source(run: Callable[..., Output], tmp_path: Path) -> None:
+def test_odd_sized_source(run: Callable[..., synth.Decoded], tmp_path: Path) -> None:
     odd = synth.make_video(
         tmp_path / "odd.webm", size=(321, 181), color=BLUE, counter=True, tone_hz=None
     )
@@ -735,7 +713,9 @@ def test_odd_sized_source(run: Callable[..., Output], tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("rotation", [180, 270])
-def test_other_display_rotations(run: Callable[..., Output], tmp_path: Path, rotation: int) -> None:
+def test_other_display_rotations(
+    run: Callable[..., synth.Decoded], tmp_path: Path, rotation: int
+) -> None:
     rotated = synth.make_video(
         tmp_path / "rotated.mp4", color=BLUE, size=(160, 90), counter=True, rotation=rotation
     )
@@ -758,7 +738,7 @@ def test_other_display_rotations(run: Callable[..., Output], tmp_path: Path, rot
     [(22050, "mono", ".m4a"), (44100, "stereo", ".m4a"), (22050, "stereo", ".mp3")],
 )
 def test_sample_rates_and_layouts(
-    run: Callable[..., Output], tmp_path: Path, rate: int, layout: str, suffix: str
+    run: Callable[..., synth.Decoded], tmp_path: Path, rate: int, layout: str, suffix: str
 ) -> None:
     tone = synth.make_audio(
         tmp_path / f"tone{suffix}",
@@ -796,7 +776,7 @@ def synth_blue(directory: Path) -> Path:
     [("still.webp", False, None), ("alpha.webp", True, 128)],
 )
 def test_webp_images(
-    run: Callable[..., Output],
+    run: Callable[..., synth.Decoded],
     media: dict[str, Path],
     tmp_path: Path,
     name: str,
@@ -837,7 +817,7 @@ _EXIF_CORNER = {
 
 @pytest.mark.parametrize("orientation", [1, 2, 3, 4, 5, 6, 7, 8])
 def test_jpeg_exif_orientation(
-    run: Callable[..., Output], tmp_path: Path, orientation: int
+    run: Callable[..., synth.Decoded], tmp_path: Path, orientation: int
 ) -> None:
     image = synth.make_image(
         tmp_path / "photo.jpg",
@@ -864,7 +844,7 @@ ROSE = (200, 40, 90)
 
 
 def test_output_is_tagged_bt709_limited_range(
-    run: Callable[..., Output], media: dict[str, Path]
+    run: Callable[..., synth.Decoded], media: dict[str, Path]
 ) -> None:
     for fmt in ("mp4", "webm"):
         # Encoded output (a stream copy keeps the source's own tags).
@@ -878,7 +858,7 @@ def test_output_is_tagged_bt709_limited_range(
 
 
 def test_every_source_matrix_and_range_comes_out_the_same_colour(
-    run: Callable[..., Output], tmp_path: Path
+    run: Callable[..., synth.Decoded], tmp_path: Path
 ) -> None:
     # The same RGB colour written in every way a source can carry it must render as that
     # colour once the output is decoded with its own (BT.709) tags.

@@ -14,7 +14,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import av
 import numpy as np
 import numpy.typing as npt
 import pytest
@@ -52,31 +51,6 @@ def _example_files() -> list[Path]:
     if not EXAMPLES.is_dir():
         return []
     return sorted(p for p in EXAMPLES.iterdir() if p.suffix != ".md")
-
-
-class Rendered:
-    def __init__(self, path: Path) -> None:
-        with av.open(str(path)) as container:
-            self.frames: list[Picture] = [
-                np.asarray(f.to_ndarray(format="rgb24"), np.uint8)
-                for f in container.decode(video=0)
-            ]
-        with av.open(str(path)) as container:
-            self.audio = np.concatenate([f.to_ndarray() for f in container.decode(audio=0)], 1)
-
-    def at(self, t: float) -> Picture:
-        return self.frames[math.floor(t * FPS + 1e-6)]
-
-    def rms(self, start: float, end: float) -> float:
-        window = self.audio[:, round(start * 48000) : round(end * 48000)]
-        return float(np.sqrt(np.mean(np.square(window, dtype=np.float64))))
-
-    def level_at(self, hz: float, start: float, end: float) -> float:
-        """Amplitude of the ``hz`` component of the left channel over the window."""
-        window = self.audio[0, round(start * 48000) : round(end * 48000)].astype(np.float64)
-        spectrum = np.abs(np.fft.rfft(window)) / len(window) * 2
-        freqs = np.fft.rfftfreq(len(window), 1 / 48000)
-        return float(spectrum[np.argmin(np.abs(freqs - hz))])
 
 
 def near(picture: Picture, box: tuple[int, int, int, int], rgb: tuple[int, int, int]) -> bool:
@@ -142,18 +116,18 @@ def stand_ins(tmp_path_factory: pytest.TempPathFactory) -> Callable[[Json], dict
 
 def _render(
     path: Path, stand_ins: Callable[[Json], dict[str, Path]], dest: Path
-) -> tuple[model.Project, Rendered]:
+) -> tuple[model.Project, synth.Decoded]:
     data = path.read_bytes()
     project, _ = parse.load(data)
     sources = stand_ins(json.loads(data))
     output = schemas.OutputSpec(resolution=f"{SIZE[0]}x{SIZE[1]}", fps=FPS)
     result = engine.render(project, sources, output, dest)
-    out = Rendered(dest)
+    out = synth.Decoded(dest, FPS)
     assert result.frames == len(out.frames) == math.ceil(project.duration * FPS)
     return project, out
 
 
-def _check_multiverse(out: Rendered) -> None:
+def _check_multiverse(out: synth.Decoded) -> None:
     # Tracks bottom to top: trailer (fill, 11-36 s), tunnel alpha (fill, 0-15.3 s), sui
     # logo (none, 1920x1080: the whole canvas, 0-12 s), reverse logo (none, 35.7-40 s,
     # its media ends at 39.68 s and then holds), and an audio track.
@@ -181,7 +155,7 @@ def _check_multiverse(out: Rendered) -> None:
     assert out.rms(37.8, 40.0) < 0.01
 
 
-def _check_sample(out: Rendered) -> None:
+def _check_sample(out: synth.Decoded) -> None:
     # Background video (cover, 16:9: the whole canvas), a 2:1 logo (editor contain:
     # 2160x1080 at (760, 100), so (76, 10) onwards at this scale) for 0-3 s, a 16:9 PiP
     # (contain: 1920x1080 at (1400, 780), so (140, 78) onwards) for 10-25 s.

@@ -11,7 +11,6 @@ import math
 from pathlib import Path
 from typing import Any
 
-import av
 import numpy as np
 import numpy.typing as npt
 import pytest
@@ -54,32 +53,6 @@ def editor_project(*tracks: Json, background: str = "#000", **fields: Any) -> mo
     )
 
 
-class Rendered:
-    """A rendered file, decoded: RGB pictures and 48 kHz stereo samples."""
-
-    def __init__(self, path: Path, fps: int) -> None:
-        self.fps = fps
-        with av.open(str(path)) as container:
-            self.frames: list[Picture] = [
-                np.asarray(f.to_ndarray(format="rgb24"), np.uint8)
-                for f in container.decode(video=0)
-            ]
-        with av.open(str(path)) as container:
-            chunks = (
-                [f.to_ndarray() for f in container.decode(audio=0)]
-                if container.streams.audio
-                else []
-            )
-        self.audio = np.concatenate(chunks, axis=1) if chunks else np.zeros((2, 0), np.float32)
-
-    def at(self, t: float) -> Picture:
-        return self.frames[math.floor(t * self.fps + 1e-6)]
-
-    def rms(self, start: float, end: float) -> float:
-        window = self.audio[:, round(start * RATE) : round(end * RATE)]
-        return float(np.sqrt(np.mean(np.square(window, dtype=np.float64))))
-
-
 def render(
     tmp_path: Path,
     proj: model.Project,
@@ -88,11 +61,11 @@ def render(
     fps: int = 30,
     resolution: str = f"{W}x{H}",
     **options: Any,
-) -> Rendered:
+) -> synth.Decoded:
     output = schemas.OutputSpec(resolution=resolution, fps=fps, **options)
     dest = tmp_path / "out.mp4"
     result = engine.render(proj, sources, output, dest)
-    out = Rendered(dest, fps)
+    out = synth.Decoded(dest, fps)
     assert len(out.frames) == result.frames == proj.frame_count(fps)
     return out
 

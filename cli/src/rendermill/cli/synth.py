@@ -327,3 +327,49 @@ def _write_tone(
         frame.time_base = Fraction(1, rate)
         out.mux(stream.encode(frame))
     out.mux(stream.encode(None))
+
+
+class Decoded:
+    """A rendered file decoded whole, for checking it: RGB pictures and the sound as
+    float samples (channels x samples). Meant for the small files tests write."""
+
+    def __init__(self, path: str | Path, fps: int) -> None:
+        self.path = Path(path)
+        self.fps = fps
+        with av.open(str(path)) as container:
+            video = container.streams.video[0]
+            self.width = video.codec_context.width
+            self.height = video.codec_context.height
+            self.duration = (container.duration or 0) / av.time_base
+            self.frames: list[npt.NDArray[np.uint8]] = [
+                np.asarray(f.to_ndarray(format="rgb24"), np.uint8)
+                for f in container.decode(video=0)
+            ]
+        with av.open(str(path)) as container:
+            chunks = (
+                [f.to_ndarray() for f in container.decode(audio=0)]
+                if container.streams.audio
+                else []
+            )
+        self.rate = 48000
+        self.audio = np.concatenate(chunks, axis=1) if chunks else np.zeros((2, 0), np.float32)
+
+    def at(self, t: float) -> npt.NDArray[np.uint8]:
+        """The picture showing at time ``t`` (frame i shows from i / fps)."""
+        return self.frames[math.floor(t * self.fps + 1e-6)]
+
+    def window(self, start: float, end: float) -> npt.NDArray[np.float64]:
+        return np.asarray(
+            self.audio[:, round(start * self.rate) : round(end * self.rate)], np.float64
+        )
+
+    def rms(self, start: float, end: float) -> float:
+        """Root mean square level of the sound between ``start`` and ``end`` seconds."""
+        return float(np.sqrt(np.mean(np.square(self.window(start, end)))))
+
+    def level_at(self, hz: float, start: float, end: float) -> float:
+        """Amplitude of the ``hz`` component of the left channel over the window."""
+        left = self.window(start, end)[0]
+        spectrum = np.abs(np.fft.rfft(left)) / len(left) * 2
+        freqs = np.fft.rfftfreq(len(left), 1 / self.rate)
+        return float(spectrum[np.argmin(np.abs(freqs - hz))])
