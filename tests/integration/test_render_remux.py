@@ -4,7 +4,6 @@ what the compose path writes, frame for frame, with the sound in place."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -12,9 +11,6 @@ import av.logging
 import numpy as np
 import numpy.typing as npt
 import pytest
-from av.audio.stream import AudioStream
-from av.video.frame import PictureType
-from av.video.stream import VideoStream
 
 from rendermill.cli import synth
 from rendermill.common import schemas
@@ -36,56 +32,14 @@ def spec(**fields: object) -> schemas.OutputSpec:
     return schemas.OutputSpec(**({"resolution": "320x180", "fps": FPS} | fields))  # type: ignore[arg-type]
 
 
-def bframe_clip(dest: Path, *, tone_hz: float, crf: int = 18, duration: float = 4.0) -> Path:
-    """A counter clip with a 1 s GOP and two B-frames between P-frames (x264 veryfast,
-    closed GOPs of IDR frames), and a stereo AAC tone."""
-    raw = synth.make_video(
-        dest.with_suffix(".raw.mp4"),
-        color=WHITE,
-        size=SIZE,
-        duration=duration,
-        counter=True,
-        tone_hz=tone_hz,
-    )
-    with av.open(str(raw)) as src, av.open(str(dest), "w") as out:
-        vstream = out.add_stream("libx264", rate=FPS)
-        assert isinstance(vstream, VideoStream)
-        vstream.width, vstream.height = SIZE
-        vstream.pix_fmt = "yuv420p"
-        vstream.options = {"preset": "veryfast", "crf": str(crf), "g": str(FPS), "bf": "2"}
-        # Tagged like the source (BT.601, as synth makes SD clips): untagged SD video is
-        # read differently by different players, so it is never copied.
-        tags = src.streams.video[0].codec_context
-        ctx = vstream.codec_context
-        ctx.colorspace, ctx.color_primaries, ctx.color_trc = (
-            tags.colorspace,
-            tags.color_primaries,
-            tags.color_trc,
-        )
-        astream = out.add_stream("aac", rate=48000)
-        assert isinstance(astream, AudioStream)
-        astream.layout = "stereo"
-        for i, frame in enumerate(src.decode(video=0)):
-            frame.pts = i
-            frame.time_base = Fraction(1, FPS)
-            frame.pict_type = PictureType.NONE
-            out.mux(vstream.encode(frame))
-        out.mux(vstream.encode(None))
-        with av.open(str(raw)) as sound:
-            for audio_frame in sound.decode(audio=0):
-                out.mux(astream.encode(audio_frame))
-        out.mux(astream.encode(None))
-    return dest
-
-
 @pytest.fixture(scope="module")
 def media(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     d = tmp_path_factory.mktemp("remux-media")
     return {
         # B-frame sources: the same encoder settings give the same SPS/PPS.
-        "a": bframe_clip(d / "a.mp4", tone_hz=440.0),
-        "b": bframe_clip(d / "b.mp4", tone_hz=1000.0),
-        "other_crf": bframe_clip(d / "c.mp4", tone_hz=440.0, crf=30, duration=2.0),
+        "a": synth.make_bframe_video(d / "a.mp4", tone_hz=440.0),
+        "b": synth.make_bframe_video(d / "b.mp4", tone_hz=1000.0),
+        "other_crf": synth.make_bframe_video(d / "c.mp4", tone_hz=440.0, crf=30, duration=2.0),
         # synth's own clips: no B-frames, an IDR frame every second.
         "plain_a": synth.make_video(d / "pa.mp4", color=WHITE, counter=True, duration=3.0),
         "plain_b": synth.make_video(d / "pb.mp4", color=WHITE, counter=True, duration=3.0),

@@ -162,7 +162,9 @@ def run(args: argparse.Namespace) -> int:
             bar.close()
         wall = time.perf_counter() - started
         cpu = time.process_time() - cpu_started
-    mode = "stream copy" if result.copied else "compose"
+    mode = "compose"
+    if result.copied:
+        mode = "stream copy, sound " + ("copied" if result.sound_copied else "mixed")
     print(
         f"wrote {out}: {result.width}x{result.height} {output.format}, {result.frames} frames, "
         f"{result.duration:.3f} s, {result.size_bytes / 1e6:.2f} MB in {wall:.2f} s "

@@ -25,6 +25,7 @@ import av.container
 import numpy as np
 import numpy.typing as npt
 from av.audio.stream import AudioStream
+from av.video.frame import PictureType
 from av.video.reformatter import Colorspace
 from av.video.stream import VideoStream
 
@@ -50,6 +51,7 @@ def make_video(
     moving: bool = False,
     rotation: int = 0,
     amplitude: float = 0.5,
+    noise: float = 0.0,
     audio_rate: int = 48000,
     audio_layout: str = "stereo",
     frame_times: Sequence[float] | None = None,
@@ -60,17 +62,18 @@ def make_video(
 
     The container follows the suffix (mp4, mov, mkv, webm...). ``codec`` picks the video
     encoder (libx264, libx265, libvpx, libvpx-vp9, libsvtav1...); by default VP9 for
-    ``.webm`` (and for ``alpha``) and H.264 otherwise. With ``tone_hz`` the clip also
-    has a sine tone at ``amplitude`` (AAC, or Opus in webm) at ``audio_rate`` in
-    ``audio_layout``; with ``None`` it has no audio stream at all. With ``alpha`` the
-    clip is in yuva420p (VP8 or VP9, ``path`` should end in ``.webm``) and its left half
-    is opaque and right half fully transparent. With ``counter`` the bottom quarter
-    carries the frame index (see :func:`read_counter`). With ``moving`` the colour is
-    overlaid with moving stripes, so that encoders work about as hard as on camera
-    footage (for benchmarks). ``rotation`` (degrees counterclockwise) is written as a
-    display matrix, the way phones record portrait video. ``frame_times`` (seconds,
-    increasing) writes one frame at each of those times instead of ``duration * fps``
-    evenly spaced ones: a variable-frame-rate clip.
+    ``.webm`` (and for ``alpha``) and H.264 otherwise. With ``tone_hz`` the clip also has a
+    sine tone at ``amplitude`` (AAC, or Opus in webm) at ``audio_rate`` in ``audio_layout``,
+    plus seeded white noise at ``noise`` (so that the sound tells one moment from another a
+    tone period later); with ``None`` it has no audio stream at all. With ``alpha`` the clip
+    is in yuva420p (VP8 or VP9, ``path`` should end in ``.webm``) and its left half is
+    opaque and right half fully transparent. With ``counter`` the bottom quarter carries the
+    frame index (see :func:`read_counter`). With ``moving`` the colour is overlaid with
+    moving stripes, so that encoders work about as hard as on camera footage (for
+    benchmarks). ``rotation`` (degrees counterclockwise) is written as a display matrix, the
+    way phones record portrait video. ``frame_times`` (seconds, increasing) writes one frame
+    at each of those times instead of ``duration * fps`` evenly spaced ones: a
+    variable-frame-rate clip.
 
     The picture is converted from RGB with ``matrix`` (default: BT.709 when HD-sized,
     BT.601 below, which is what players assume for untagged video) and, with
@@ -146,8 +149,65 @@ def make_video(
         if astream is not None and tone_hz is not None:
             channels = av.AudioLayout(audio_layout).nb_channels
             length = times[-1] + 1 / fps if times is not None else frames / fps
-            _write_tone(out, astream, tone_hz, length, audio_rate, channels, amplitude)
+            _write_tone(out, astream, tone_hz, length, audio_rate, channels, amplitude, noise)
     return path
+
+
+def make_bframe_video(
+    dest: Path,
+    *,
+    tone_hz: float,
+    noise: float = 0.0,
+    crf: int = 18,
+    duration: float = 4.0,
+    size: tuple[int, int] = (320, 180),
+    fps: int = 30,
+) -> Path:
+    """A white counter clip with a one-second GOP and two B-frames between P-frames (x264
+    veryfast, closed GOPs of IDR frames), and a stereo 48 kHz AAC tone (with ``noise``
+    as :func:`make_video` has it): what a camera or an export preset writes. Clips made
+    with the same settings share their SPS and PPS.
+    """
+    raw = make_video(
+        dest.with_suffix(".raw.mp4"),
+        color=(255, 255, 255),
+        size=size,
+        fps=fps,
+        duration=duration,
+        counter=True,
+        tone_hz=tone_hz,
+        noise=noise,
+    )
+    with av.open(str(raw)) as src, av.open(str(dest), "w") as out:
+        vstream = out.add_stream("libx264", rate=fps)
+        assert isinstance(vstream, VideoStream)
+        vstream.width, vstream.height = size
+        vstream.pix_fmt = "yuv420p"
+        vstream.options = {"preset": "veryfast", "crf": str(crf), "g": str(fps), "bf": "2"}
+        # Tagged like the source (BT.601 for SD clips): players read untagged SD video
+        # differently.
+        tags = src.streams.video[0].codec_context
+        ctx = vstream.codec_context
+        ctx.colorspace, ctx.color_primaries, ctx.color_trc = (
+            tags.colorspace,
+            tags.color_primaries,
+            tags.color_trc,
+        )
+        astream = out.add_stream("aac", rate=48000)
+        assert isinstance(astream, AudioStream)
+        astream.layout = "stereo"
+        for i, frame in enumerate(src.decode(video=0)):
+            frame.pts = i
+            frame.time_base = Fraction(1, fps)
+            frame.pict_type = PictureType.NONE
+            out.mux(vstream.encode(frame))
+        out.mux(vstream.encode(None))
+        with av.open(str(raw)) as sound:
+            for audio_frame in sound.decode(audio=0):
+                out.mux(astream.encode(audio_frame))
+        out.mux(astream.encode(None))
+    raw.unlink()
+    return dest
 
 
 def make_audio(
@@ -313,13 +373,18 @@ def _write_tone(
     rate: int,
     channels: int,
     amplitude: float,
+    noise: float = 0.0,
 ) -> None:
     total = round(duration * rate)
+    rng = np.random.default_rng(round(tone_hz))
     layout = stream.layout.name
     for start in range(0, total, _AUDIO_CHUNK):
         n = min(_AUDIO_CHUNK, total - start)
         t = (np.arange(start, start + n, dtype=np.float64)) / rate
-        wave = (amplitude * np.sin(2.0 * math.pi * tone_hz * t)).astype(np.float32)
+        wave = amplitude * np.sin(2.0 * math.pi * tone_hz * t)
+        if noise:
+            wave = wave + rng.uniform(-noise, noise, n)
+        wave = wave.astype(np.float32)
         samples = np.ascontiguousarray(np.broadcast_to(wave, (channels, n)))
         frame = av.AudioFrame.from_ndarray(samples, format="fltp", layout=layout)
         frame.sample_rate = rate

@@ -31,6 +31,8 @@ CHANNELS = 2
 RAMP = RATE * 5 // 1000
 # Samples kept behind the read position, for interpolation across block edges.
 HISTORY = 64
+# Decoded and dropped before the first sample wanted after a seek (100 ms).
+PREROLL = RATE // 10
 # Decoding forward this far is cheaper than a seek.
 SEEK_AHEAD = 5 * RATE
 
@@ -41,8 +43,9 @@ VolumeClock = schemas.VolumeClock
 class AudioReader:
     """One action's source as 48 kHz stereo float samples, read at increasing positions."""
 
-    def __init__(self, media: probe.Media) -> None:
+    def __init__(self, media: probe.Media, *, seek_ahead: int = SEEK_AHEAD) -> None:
         assert media.audio is not None
+        self._seek_ahead = seek_ahead
         self._media = media
         self._info = media.audio
         self._container: av.container.InputContainer | None = None
@@ -66,7 +69,7 @@ class AudioReader:
         if self._container is None:
             self._open()
             self._seek(first)
-        elif first < self._start or first > self._end + SEEK_AHEAD:
+        elif first < self._start or first > self._end + self._seek_ahead:
             self._seek(first)
         while self._end < first + count and not self._eof:
             self._pull()
@@ -103,7 +106,9 @@ class AudioReader:
         if not (self._fresh and first <= 0):
             tb = self._stream.time_base
             assert tb is not None
-            target = int((first / RATE + self._media.origin) / tb)
+            # Start decoding a little early: a packet decoded without the one before it
+            # (AAC's overlapping transforms, MP3's bit reservoir) comes out wrong.
+            target = int(((first - PREROLL) / RATE + self._media.origin) / tb)
             try:
                 self._container.seek(max(0, target), stream=self._stream, backward=True)
             except (av.FFmpegError, OSError) as exc:
@@ -166,7 +171,7 @@ def _stereo(frame: AudioFrame) -> Samples:
     return data
 
 
-class _Span:
+class Span:
     """One action of a track, in output samples: sounding for ``first <= n < last``."""
 
     def __init__(self, index: int, action: model.Action) -> None:
@@ -175,6 +180,21 @@ class _Span:
         # Tiny tolerance so that start = k / fps lands on the sample it names.
         self.first = math.ceil(action.start * RATE - 1e-6)
         self.last = math.ceil(action.end * RATE - 1e-6)
+
+
+def spans(track: model.Track) -> list[Span]:
+    """The track's actions that can sound, in output samples."""
+    return [Span(i, a) for i, a in enumerate(track.actions) if not a.disabled and a.end > a.start]
+
+
+def active(spans: list[Span], n: int) -> Span | None:
+    """The span sounding at output sample ``n``: later start wins, then the later one in
+    the array (TIMELINE.md's rule for overlaps on one track)."""
+    best = None
+    for span in spans:
+        if span.first <= n < span.last and (best is None or span.action.start >= best.action.start):
+            best = span
+    return best
 
 
 class TrackMixer:
@@ -186,16 +206,18 @@ class TrackMixer:
         media: probe.Media,
         *,
         clock: VolumeClock,
+        seek_ahead: int = SEEK_AHEAD,
     ) -> None:
+        """``seek_ahead``: how far ahead (samples) a read decodes forward rather than
+        seeks; callers that read only short windows far apart lower it."""
         self.track = track
+        self._seek_ahead = seek_ahead
         self._media = media
         # The editor's clock: timeline time on video tracks, source time on audio tracks.
         if clock == "editor":
             clock = "source" if track.controller == model.Controller.AUDIO else "timeline"
         self._clock: Literal["timeline", "source"] = clock
-        self._spans = [
-            _Span(i, a) for i, a in enumerate(track.actions) if not a.disabled and a.end > a.start
-        ]
+        self._spans = spans(track)
         self._readers: dict[int, AudioReader] = {}
         # The last RAMP - 1 target gains, continuing the ramp across blocks.
         self._gain_history = np.zeros(RAMP - 1, np.float64)
@@ -223,22 +245,26 @@ class TrackMixer:
         mix += sound * gain.astype(np.float32)
         self._close_finished(end)
 
+    def checkpoint(self) -> npt.NDArray[np.float64]:
+        """The volume ramp's state, for ``rewind``."""
+        return self._gain_history.copy()
+
+    def rewind(self, state: npt.NDArray[np.float64]) -> None:
+        """Mix again from an earlier sample: the ramp continues from ``state`` (taken by
+        ``checkpoint`` where the gains were the same as where mixing resumes); readers
+        seek back by themselves."""
+        self._gain_history = state.copy()
+
     def close(self) -> None:
         for reader in self._readers.values():
             reader.close()
         self._readers.clear()
 
-    def _active(self, n: int) -> _Span | None:
-        best = None
-        for span in self._spans:
-            if span.first <= n < span.last and (
-                best is None or span.action.start >= best.action.start
-            ):
-                best = span
-        return best
+    def _active(self, n: int) -> Span | None:
+        return active(self._spans, n)
 
     def _render(
-        self, span: _Span, lo: int, hi: int, out: Samples, target: npt.NDArray[np.float64]
+        self, span: Span, lo: int, hi: int, out: Samples, target: npt.NDArray[np.float64]
     ) -> None:
         action = span.action
         if action.freeze is not None:
@@ -264,7 +290,9 @@ class TrackMixer:
         target[: hi - lo] = _gains(action.volume, clock)
         reader = self._readers.get(span.index)
         if reader is None:
-            reader = self._readers[span.index] = AudioReader(self._media)
+            reader = self._readers[span.index] = AudioReader(
+                self._media, seek_ahead=self._seek_ahead
+            )
         # Loop wraps make the positions jump back; read each monotonic run on its own.
         breaks = np.flatnonzero(np.diff(pos) < 0) + 1
         for run in np.split(np.arange(len(pos)), breaks):

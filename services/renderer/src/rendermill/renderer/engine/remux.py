@@ -3,11 +3,15 @@
 :func:`try_remux` writes the frames the compose path would, at the same times, but copies
 the sources' H.264 packets instead of decoding and re-encoding them. Only the pictures
 between a cut and the source's next IDR frame (and a frame or two where a cut ends
-inside a group of B-frames) are decoded and re-encoded with libx264. The sound is always
-mixed by the compose path's mixers (``audio.TrackMixer``) and encoded to AAC the way the
-compose path encodes it, so volume steps, mutes, audio tracks and music beds stay right
-and in sync at every join. The poster (``output.poster``) is written as the compose path
-writes it.
+inside a group of B-frames) are decoded and re-encoded with libx264. The poster
+(``output.poster``) is written as the compose path writes it.
+
+The sound is copied too when one clip at a time sounds, at full volume, from AAC LC
+48 kHz stereo sources (``remux_audio``: packets copied whole, each segment within half
+an AAC frame, 10.7 ms, of its exact place, the packets around every join re-encoded
+from the compose path's mixers). Otherwise it is mixed by the compose path's mixers
+(``audio.TrackMixer``) and encoded to AAC the way the compose path encodes it, so volume
+steps, mutes, audio tracks and music beds stay right and in sync at every join.
 
 Which timelines take the fast path (anything else returns None and is composed):
 
@@ -77,7 +81,14 @@ from pathlib import Path
 from rendermill.common import logging as rlog
 from rendermill.common import schemas
 from rendermill.common.project import model
-from rendermill.renderer.engine import audio, remux_plan, remux_source, remux_write
+from rendermill.renderer.engine import (
+    audio,
+    encode,
+    remux_audio,
+    remux_plan,
+    remux_source,
+    remux_write,
+)
 from rendermill.renderer.engine.result import ProgressCallback, RenderResult
 
 log = rlog.get(__name__)
@@ -104,20 +115,22 @@ def try_remux(
     while re-encoding (as the compose path would), and whatever PyAV or the OS raise for
     encoder or disk failures, or ``on_progress`` raises; ``dest`` is removed on error.
     """
-    with remux_source.Readers() as readers:
+    with remux_source.Readers() as readers, remux_audio.Files() as files:
         try:
             plan = remux_plan.plan(project, sources, output, readers)
         except remux_source.Ineligible as exc:
             log.debug("stream_copy_declined", reason=str(exc))
             return None
+        clock = volume_clock or output.volume_clock
+        sound = _sound_plan(project, sources, plan, output, files, clock)
         dest.unlink(missing_ok=True)
         poster_path = dest.with_suffix(".jpg")
         if output.poster is not None:
             poster_path.unlink(missing_ok=True)
         try:
-            mixers = remux_write.mixers(project, sources, volume_clock or output.volume_clock)
+            mixers = [] if sound is not None else remux_write.mixers(project, sources, clock)
             try:
-                remux_write.write(plan, mixers, output, dest, on_progress)
+                remux_write.write(plan, mixers, output, dest, on_progress, sound)
             finally:
                 for mixer in mixers:
                     mixer.close()
@@ -142,4 +155,39 @@ def try_remux(
         height=plan.size[1],
         size_bytes=dest.stat().st_size,
         copied=True,
+        sound_copied=sound is not None,
     )
+
+
+def _sound_plan(
+    project: model.Project,
+    sources: Mapping[str, Path],
+    plan: remux_plan.Plan,
+    output: schemas.OutputSpec,
+    files: remux_audio.Files,
+    clock: audio.VolumeClock,
+) -> remux_audio.SoundPlan | None:
+    """The plan for copying the sound, its joins already re-encoded; None when the sound
+    is to be mixed and encoded whole.
+
+    Raises MediaError when a sound source cannot be decoded.
+    """
+    bit_rate = encode.recipe_for(output).audio_bit_rate
+    try:
+        sound = remux_audio.plan(project, sources, remux_write.total_samples(plan), files, bit_rate)
+        mixers = remux_write.mixers(project, sources, clock, sound)
+        try:
+            sound = remux_audio.encode_joins(sound, mixers)
+        finally:
+            for mixer in mixers:
+                mixer.close()
+    except remux_source.Ineligible as exc:
+        log.debug("sound_copy_declined", reason=str(exc))
+        return None
+    log.debug(
+        "sound_copy_planned",
+        packets=sound.packets + 1,
+        copied=sound.copied,
+        largest_shift_ms=round(sound.largest_shift * 1000 / audio.RATE, 2),
+    )
+    return sound

@@ -23,7 +23,7 @@ from av.video.stream import VideoStream
 
 from rendermill.common import schemas
 from rendermill.common.project import model
-from rendermill.renderer.engine import audio, compose, encode, probe
+from rendermill.renderer.engine import audio, compose, encode, probe, remux_audio
 from rendermill.renderer.engine import remux_h264 as h264
 from rendermill.renderer.engine.remux_plan import Copy, Encode, Piece, Plan
 from rendermill.renderer.engine.remux_source import Ineligible
@@ -47,13 +47,19 @@ _AUDIO_FRAME = 1024
 
 
 def mixers(
-    project: model.Project, sources: Mapping[str, Path], clock: audio.VolumeClock
+    project: model.Project,
+    sources: Mapping[str, Path],
+    clock: audio.VolumeClock,
+    copied_sound: remux_audio.SoundPlan | None = None,
 ) -> list[audio.TrackMixer]:
-    """One mixer per sounding track, chosen by the compose path's rules.
+    """One mixer per sounding track, chosen by the compose path's rules; for
+    ``copied_sound``, the mixers of its shifted project, which only play the joins.
 
     Raises MediaError when a sounding track's file is missing or unusable.
     """
     made: list[audio.TrackMixer] = []
+    if copied_sound is not None:
+        project = copied_sound.shifted
     try:
         for track in project.tracks:
             if not audio.sounds(track):
@@ -61,13 +67,19 @@ def mixers(
             path = sources.get(track.url)
             if path is None:
                 raise Ineligible(f"no local file for {track.url!r}")
-            # Only the sound is probed: the picture was checked by the plan.
-            media = probe.probe(
-                probe.Source(track=track, path=Path(path)), picture=False, sound=True
-            )
+            media = copied_sound.medias.get(track.id) if copied_sound is not None else None
+            if media is None:
+                # Only the sound is probed: the picture was checked by the plan.
+                media = probe.probe(
+                    probe.Source(track=track, path=Path(path)), picture=False, sound=True
+                )
             if media.audio is None:
                 continue
-            made.append(audio.TrackMixer(track, media, clock=clock))
+            if copied_sound is not None:
+                # Joins are a few packets each and seconds apart: seek to each.
+                made.append(audio.TrackMixer(track, media, clock=clock, seek_ahead=audio.RATE))
+            else:
+                made.append(audio.TrackMixer(track, media, clock=clock))
     except BaseException:
         for mixer in made:
             mixer.close()
@@ -81,9 +93,10 @@ def write(
     output: schemas.OutputSpec,
     dest: Path,
     on_progress: ProgressCallback | None,
+    copied_sound: remux_audio.SoundPlan | None = None,
 ) -> None:
     """Write ``plan`` into ``dest`` with the sound of ``mixers``, encoded as ``output``
-    says.
+    says, or copied as ``copied_sound`` plans (then ``mixers`` are not used).
 
     Raises Ineligible when a source no longer reads as it was indexed or cannot be
     decoded, or libx264's parameter sets turn out unusable (the caller composes
@@ -104,13 +117,15 @@ def write(
     shift = max((p.delay for p in plan.pieces if isinstance(p, Copy)), default=0)
 
     container = av.open(str(dest), "w", format=plan.format, options={"movflags": "+faststart"})
-    sound: _Sound | None = None
+    sound: _Sound | remux_audio.CopiedSound | None = None
     try:
         vstream = _video_stream(container, plan, h264.build_avcc(sps, pps))
-        # The compose path's own choice of bit rate, so that both paths sound the same.
-        bit_rate = encode.recipe_for(output).audio_bit_rate
-        total_samples = round(plan.total * audio.RATE / plan.fps)
-        sound = _Sound(container, mixers, total_samples, bit_rate)
+        if copied_sound is not None:
+            sound = remux_audio.CopiedSound(container, copied_sound)
+        else:
+            # The compose path's own choice of bit rate, so that both paths sound the same.
+            bit_rate = encode.recipe_for(output).audio_bit_rate
+            sound = _Sound(container, mixers, total_samples(plan), bit_rate)
         time_base = Fraction(1, plan.fps)
         done = 0
         first_frame = 0
@@ -140,6 +155,11 @@ def write(
         with contextlib.suppress(av.FFmpegError, OSError):
             container.close()
         raise
+
+
+def total_samples(plan: Plan) -> int:
+    """The output's length in sound samples."""
+    return round(plan.total * audio.RATE / plan.fps)
 
 
 def poster(dest: Path, plan: Plan, at: float) -> bytes:

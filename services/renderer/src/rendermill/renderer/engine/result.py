@@ -20,3 +20,5 @@ class RenderResult(msgspec.Struct, frozen=True):
     size_bytes: int
     # Whether video was stream-copied (fast path) rather than decoded and re-encoded.
     copied: bool = False
+    # Whether the sound was stream-copied too (re-encoded only around joins).
+    sound_copied: bool = False
