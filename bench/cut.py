@@ -63,6 +63,8 @@ SEGMENTS = (
     Segment("cut-c", (0, 0, 255), 550.0, 11.0, 16.0, 3.0),
     Segment("cut-d", (255, 255, 0), 660.0, 16.0, 20.0, 5.5),
 )
+# --cuts keyframe: C and D cut on keyframes too (with 2 s GOPs), so nothing is re-encoded.
+KEYFRAME_TRIMS = {"cut-c": 2.0, "cut-d": 6.0}
 DURATION = SEGMENTS[-1].end
 ALL = ("rendermill", "ffmpeg-copy", "rendermill-compose", "ffmpeg-reencode")
 
@@ -71,6 +73,13 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     harness.add_common_arguments(p)
     p.add_argument("--gop", type=float, default=2.0, help="source GOP in seconds (default 2)")
+    p.add_argument(
+        "--cuts",
+        choices=("mixed", "keyframe"),
+        default="mixed",
+        help="mixed: two cuts on keyframes, two mid-GOP (default); keyframe: all four on "
+        "keyframes (with --gop 2)",
+    )
     p.add_argument(
         "--contenders",
         default=",".join(ALL),
@@ -82,14 +91,21 @@ def main(argv: list[str] | None = None) -> int:
     chosen = [c.strip() for c in args.contenders.split(",") if c.strip()]
     if unknown := set(chosen) - set(ALL):
         p.error(f"unknown contenders: {sorted(unknown)}")
+    segments: tuple[Segment, ...] = SEGMENTS
+    if args.cuts == "keyframe":
+        segments = tuple(
+            dataclasses.replace(s, trim=KEYFRAME_TRIMS.get(s.clip, s.trim)) for s in SEGMENTS
+        )
+        if any(s.trim % args.gop for s in segments):
+            p.error("--cuts keyframe puts cuts on keyframes of 2 s GOPs: use --gop 1 or 2")
     try:
-        return run(args, chosen)
+        return run(args, chosen, segments)
     except harness.BenchError as exc:
         print(f"bench failed: {exc}", file=sys.stderr)
         return 1
 
 
-def run(args: argparse.Namespace, chosen: list[str]) -> int:
+def run(args: argparse.Namespace, chosen: list[str], segments: tuple[Segment, ...]) -> int:
     ffmpeg = harness.ffmpeg_exe(args.media_dir)
     machine = harness.machine_info(ffmpeg)
     gop_frames = round(args.gop * FPS)
@@ -108,9 +124,9 @@ def run(args: argparse.Namespace, chosen: list[str]) -> int:
 
     work = harness.WorkDir(args.keep)
     try:
-        project = harness.write_project(work.path / "cut.json", _project())
+        project = harness.write_project(work.path / "cut.json", _project(segments))
         listing = work.path / "cut.ffconcat"
-        listing.write_text(_concat_list(clips))
+        listing.write_text(_concat_list(clips, segments))
         media = [
             arg for s in SEGMENTS for arg in ("--media", f"/bench/{s.clip}.mp4={clips[s.clip]}")
         ]
@@ -164,9 +180,9 @@ def run(args: argparse.Namespace, chosen: list[str]) -> int:
                 "ffmpeg-reencode",
                 [
                     *ff_base,
-                    *_seeking_inputs(clips),
+                    *_seeking_inputs(clips, segments),
                     "-filter_complex",
-                    _reencode_graph(),
+                    _reencode_graph(segments),
                     "-map",
                     "[vout]",
                     "-map",
@@ -183,7 +199,7 @@ def run(args: argparse.Namespace, chosen: list[str]) -> int:
             f"GOP {args.gop:g} s, {args.runs} runs each after {args.warmup} warm-up, interleaved"
         )
         harness.run_interleaved(contenders, runs=args.runs, warmup=args.warmup)
-        checks = _check(contenders, ffmpeg)
+        checks = _check(contenders, ffmpeg, segments)
         print()
         harness.print_table(contenders)
         by_name = {c.name: c for c in contenders}
@@ -197,6 +213,7 @@ def run(args: argparse.Namespace, chosen: list[str]) -> int:
             if a in by_name and b in by_name
         ]
         harness.print_ratios(pairs)
+        _print_render_times(contenders)
         _print_checks(checks)
         harness.write_json(
             args,
@@ -210,11 +227,12 @@ def run(args: argparse.Namespace, chosen: list[str]) -> int:
                     "gop_s": args.gop,
                     "runs": args.runs,
                     "warmup": args.warmup,
-                    "segments": [dataclasses.asdict(s) for s in SEGMENTS],
+                    "cuts": args.cuts,
+                    "segments": [dataclasses.asdict(s) for s in segments],
                     "sources": {k: str(v) for k, v in clips.items()},
                     "source_keyframes": keyframes,
                     "ffconcat": listing.read_text(),
-                    "ffmpeg_reencode_filter_complex": _reencode_graph(),
+                    "ffmpeg_reencode_filter_complex": _reencode_graph(segments),
                 },
                 "contenders": {c.name: c.to_json() for c in contenders},
                 "ratios": pairs,
@@ -226,7 +244,7 @@ def run(args: argparse.Namespace, chosen: list[str]) -> int:
         work.close()
 
 
-def _project() -> harness.Json:
+def _project(segments: tuple[Segment, ...]) -> harness.Json:
     # One track per clip (a track plays one media file); the cuts are where actions meet.
     return {
         "id": "bench-cut",
@@ -251,22 +269,22 @@ def _project() -> harness.Json:
                     }
                 ],
             }
-            for s in SEGMENTS
+            for s in segments
         ],
     }
 
 
-def _concat_list(clips: dict[str, Path]) -> str:
+def _concat_list(clips: dict[str, Path], segments: tuple[Segment, ...]) -> str:
     lines = ["ffconcat version 1.0"]
-    for s in SEGMENTS:
+    for s in segments:
         path = str(clips[s.clip]).replace("'", "'\\''")
         lines += [f"file '{path}'", f"inpoint {s.trim:g}", f"outpoint {s.trim + s.end - s.start:g}"]
     return "\n".join(lines) + "\n"
 
 
-def _seeking_inputs(clips: dict[str, Path]) -> list[str]:
+def _seeking_inputs(clips: dict[str, Path], segments: tuple[Segment, ...]) -> list[str]:
     args: list[str] = []
-    for s in SEGMENTS:
+    for s in segments:
         if s.trim:
             args += ["-ss", f"{s.trim:g}"]
         # No -t: it cuts sound on whole AAC frames; trim/atrim cut the ends exactly.
@@ -274,27 +292,27 @@ def _seeking_inputs(clips: dict[str, Path]) -> list[str]:
     return args
 
 
-def _reencode_graph() -> str:
+def _reencode_graph(segments: tuple[Segment, ...]) -> str:
     parts: list[str] = []
     labels = ""
-    for i, s in enumerate(SEGMENTS):
+    for i, s in enumerate(segments):
         length = s.end - s.start
         parts.append(f"[{i}:v]trim=end={length:g},setpts=PTS-STARTPTS[v{i}]")
         parts.append(f"[{i}:a]atrim=end={length:g},asetpts=PTS-STARTPTS[a{i}]")
         labels += f"[v{i}][a{i}]"
-    parts.append(f"{labels}concat=n={len(SEGMENTS)}:v=1:a=1[vout][aout]")
+    parts.append(f"{labels}concat=n={len(segments)}:v=1:a=1[vout][aout]")
     return ";".join(parts)
 
 
 # --- checking what each output shows -------------------------------------------------
 
 
-def expected_sequence() -> list[tuple[str, int]]:
+def expected_sequence(segments: tuple[Segment, ...]) -> list[tuple[str, int]]:
     """(clip, source frame) for every output frame of the timeline."""
     out: list[tuple[str, int]] = []
     for i in range(harness.expected_frames(DURATION, FPS)):
         t = i / FPS
-        s = next(seg for seg in SEGMENTS if seg.start <= t < seg.end)
+        s = next(seg for seg in segments if seg.start <= t < seg.end)
         out.append((s.clip, math.floor((s.trim + t - s.start) * FPS + 1e-6)))
     return out
 
@@ -312,7 +330,7 @@ def shown_sequence(path: Path) -> list[tuple[str, int]]:
     return out
 
 
-def sound_check(path: Path) -> harness.Json:
+def sound_check(path: Path, segments: tuple[Segment, ...]) -> harness.Json:
     """Which clip's tone sounds in each 100 ms window, against the timeline's segments
     (windows within 50 ms of a cut are skipped)."""
     rate, window = 48000, 4800
@@ -323,7 +341,7 @@ def sound_check(path: Path) -> harness.Json:
     for k in range(int(DURATION * 10)):
         lo, hi = k * window, (k + 1) * window
         t0, t1 = lo / rate, hi / rate
-        if any(t0 - 0.05 < seg.start < t1 + 0.05 for seg in SEGMENTS[1:]):
+        if any(t0 - 0.05 < seg.start < t1 + 0.05 for seg in segments[1:]):
             continue
         block = samples[lo:hi]
         if len(block) < window or float(np.sqrt(np.mean(block**2))) < 0.01:
@@ -332,8 +350,8 @@ def sound_check(path: Path) -> harness.Json:
         spectrum = np.abs(np.fft.rfft(block * np.hanning(window)))
         peak = float(np.fft.rfftfreq(window, 1 / rate)[int(np.argmax(spectrum))])
         heard = SEGMENTS[int(np.argmin(np.abs(tones - peak)))]
-        want = next(seg for seg in SEGMENTS if seg.start <= (t0 + t1) / 2 < seg.end)
-        if heard is not want:
+        want = next(seg for seg in segments if seg.start <= (t0 + t1) / 2 < seg.end)
+        if heard.clip != want.clip:
             wrong.append(round(t0, 1))
     return {"wrong_windows_s": wrong, "silent_windows_s": silent}
 
@@ -374,8 +392,10 @@ def _span(frames: list[tuple[str, int]]) -> str:
     return f"{first[0]}#{first[1]}..{last[0]}#{last[1]}"
 
 
-def _check(contenders: list[harness.Contender], ffmpeg: str) -> harness.Json:
-    want = expected_sequence()
+def _check(
+    contenders: list[harness.Contender], ffmpeg: str, segments: tuple[Segment, ...]
+) -> harness.Json:
+    want = expected_sequence(segments)
     problems: list[str] = []
     notes: list[str] = []
     outputs: dict[str, harness.Json] = {}
@@ -387,7 +407,7 @@ def _check(contenders: list[harness.Contender], ffmpeg: str) -> harness.Json:
             info["summary"] = c.runs[-1].stdout.strip()
         info["content"] = content
         info["decode_errors"] = harness.decode_errors(ffmpeg, c.output)
-        info["sound"] = sound_check(c.output)
+        info["sound"] = sound_check(c.output, segments)
         if info["sound"]["wrong_windows_s"] or info["sound"]["silent_windows_s"]:
             (notes if c.name == "ffmpeg-copy" else problems).append(
                 f"{c.name}: sound from the wrong clip at {info['sound']['wrong_windows_s']} s, "
@@ -410,12 +430,32 @@ def _check(contenders: list[harness.Contender], ffmpeg: str) -> harness.Json:
         if audio is None or abs(audio - DURATION) > 0.05:
             problems.append(f"{c.name}: audio lasts {audio} s, expected {DURATION:g}")
         outputs[c.name] = info
-    if "rendermill" in outputs and outputs["rendermill"].get("mode") != "stream copy":
+    if "rendermill" in outputs and not outputs["rendermill"].get("mode", "").startswith(
+        "stream copy"
+    ):
         problems.append(
             "rendermill --copy auto composed instead of stream-copying "
             f"({outputs['rendermill'].get('mode')})"
         )
     return {"outputs": outputs, "notes": notes, "problems": problems}
+
+
+def _print_render_times(contenders: list[harness.Contender]) -> None:
+    """rendermill's own render time, without interpreter start-up and imports (the
+    summary line's figure), next to the whole command's."""
+    for c in contenders:
+        if not c.name.startswith("rendermill"):
+            continue
+        inside = [harness.rendermill_render_seconds(m.stdout) for m in c.runs]
+        times = sorted(t for t in inside if t is not None)
+        if not times:
+            continue
+        median = times[len(times) // 2]
+        print(
+            f"{c.name}: the render itself {median:.2f} s ({DURATION / median:.1f}x realtime; "
+            f"min {times[0]:.2f} s, {DURATION / times[0]:.1f}x), the rest of the command "
+            "is interpreter start-up, imports and reading the project"
+        )
 
 
 def _print_checks(checks: harness.Json) -> None:

@@ -496,9 +496,18 @@ def run_interleaved(
 
 
 def rendermill_mode(stdout: str) -> str:
-    """``stream copy`` or ``compose``, from the summary line ``rendermill render`` prints."""
+    """``compose``, ``stream copy, sound mixed`` or ``stream copy, sound copied``, from
+    the summary line ``rendermill render`` prints."""
     m = re.search(r"CPU s, ([^)]+)\)", stdout)
     return m.group(1) if m else "?"
+
+
+def rendermill_render_seconds(stdout: str) -> float | None:
+    """The render's own wall time inside the command (without interpreter start-up,
+    imports and reading the project), from the summary line ``rendermill render``
+    prints."""
+    m = re.search(r" in ([0-9.]+) s \(", stdout)
+    return float(m.group(1)) if m else None
 
 
 # --- reporting ---------------------------------------------------------------------
