@@ -42,6 +42,7 @@ def test_compose_and_fast_path_spans(tmp_path: Path) -> None:
     assert names == ["remux", "remux", "probe", "plan", "compose", "mux"]
     attrs = [dict(s.attributes or {}) for s in finished]
     assert attrs[0]["fast_path"] is True and attrs[1]["fast_path"] is False
+    assert attrs[0]["sound_copied"] is True and attrs[1]["sound_copied"] is False
     assert attrs[2]["size"] == "320x180" and attrs[2]["sample_rate"] == 48000
     assert attrs[3]["picture_tracks"] == 1
     assert attrs[4]["frames"] == 30 and attrs[4]["width"] == 640

@@ -138,16 +138,17 @@ class File:
         """
         stream = self.stream
         found: tuple[int, int] | None = None
+        short = False
         try:
             self._container.seek(max(0, first + self._origin), stream=stream, backward=True)
             for packet in self._container.demux(stream):
                 if packet.pts is None:
                     continue
                 x = packet.pts - self._origin
-                if found is not None and x != found[1] + FRAME:
+                if found is not None and (x != found[1] + FRAME or short):
+                    # (Only the stream's last packet may be short.)
                     raise Ineligible(f"{self.path.name}: sound packets are not contiguous")
-                if packet.duration != FRAME and x + FRAME < last:
-                    raise Ineligible(f"{self.path.name}: a sound packet is not {FRAME} samples")
+                short = packet.duration != FRAME
                 found = (x, x) if found is None else (found[0], x)
                 if x >= last:
                     break

@@ -67,6 +67,7 @@ def render(
             project, sources, output, dest, on_progress=on_progress, volume_clock=volume_clock
         )
         span.set_attribute("fast_path", copied is not None)
+        span.set_attribute("sound_copied", copied is not None and copied.sound_copied)
     if copied is not None:
         return copied
     viewport = compose.Viewport.fit(
