@@ -574,11 +574,58 @@ def _css_blend(mode: str, cb: float, cs: float) -> float:
     return cs
 
 
+# The non-separable modes, written out from the spec for one colour.
+RGB = tuple[float, float, float]
+
+
+def _lum(c: RGB) -> float:
+    return 0.3 * c[0] + 0.59 * c[1] + 0.11 * c[2]
+
+
+def _clip_color(c: RGB) -> RGB:
+    lum, low, high = _lum(c), min(c), max(c)
+    out = list(c)
+    if low < 0:
+        out = [lum + (x - lum) * lum / (lum - low) for x in out]
+    if high > 1:
+        out = [lum + (x - lum) * (1 - lum) / (high - lum) for x in out]
+    return (out[0], out[1], out[2])
+
+
+def _set_lum(c: RGB, lum: float) -> RGB:
+    d = lum - _lum(c)
+    return _clip_color((c[0] + d, c[1] + d, c[2] + d))
+
+
+def _set_sat(c: RGB, sat: float) -> RGB:
+    order = sorted(range(3), key=lambda i: c[i])
+    lo, mid, hi = order
+    out = [0.0, 0.0, 0.0]
+    if c[hi] > c[lo]:
+        out[mid] = (c[mid] - c[lo]) * sat / (c[hi] - c[lo])
+        out[hi] = sat
+    return (out[0], out[1], out[2])
+
+
+def _css_blend_rgb(mode: str, cb: RGB, cs: RGB) -> RGB:
+    sat = max(cb) - min(cb), max(cs) - min(cs)
+    if mode == "hue":
+        return _set_lum(_set_sat(cs, sat[0]), _lum(cb))
+    if mode == "saturation":
+        return _set_lum(_set_sat(cb, sat[1]), _lum(cb))
+    if mode == "color":
+        return _set_lum(cs, _lum(cb))
+    if mode == "luminosity":
+        return _set_lum(cb, _lum(cs))
+    mixed = [_css_blend(mode, b, s) for b, s in zip(cb, cs, strict=True)]
+    return (mixed[0], mixed[1], mixed[2])
+
+
 def _expected(mode: str, opacity: float) -> tuple[int, int, int]:
-    out = []
-    for b, s in zip(_BASE, _TOP, strict=True):
-        cb, cs = b / 255, s / 255
-        out.append(round(255 * (cb + (_css_blend(mode, cb, cs) - cb) * opacity)))
+    cb = (_BASE[0] / 255, _BASE[1] / 255, _BASE[2] / 255)
+    cs = (_TOP[0] / 255, _TOP[1] / 255, _TOP[2] / 255)
+    mixed = _css_blend_rgb(mode, cb, cs)
+    out = [round(255 * (b + (m - b) * opacity)) for b, m in zip(cb, mixed, strict=True)]
     return (out[0], out[1], out[2])
 
 
@@ -594,6 +641,10 @@ _EFFECT_CASES = [
     ("add", 0.5),
     ("multiply", 0.5),
     ("hue", 1.0),
+    ("saturation", 1.0),
+    ("color", 1.0),
+    ("luminosity", 1.0),
+    ("color", 0.5),
     ("no-such-mode", 0.0),
 ]
 
@@ -626,11 +677,50 @@ def test_effects_apply_opacity_and_blend_modes(
     for k, (mode, opacity) in enumerate(_EFFECT_CASES):
         t = k * 0.1 + 0.05
         inside = (90, 50, 230, 120)
-        # "hue" is not separable and unknown modes fall back to normal.
-        expected = _expected("normal" if mode in ("hue", "no-such-mode") else mode, opacity)
+        # Unknown modes fall back to normal.
+        expected = _expected("normal" if mode == "no-such-mode" else mode, opacity)
         assert near(colour(on.at(t), *inside), expected, 6), (mode, opacity)
         assert near(colour(on.at(t), 0, 0, 70, 180), _BASE, 6)
         assert near(colour(off.at(t), *inside), _TOP, 6), (mode, opacity)
+
+
+def test_non_separable_blend_modes_trade_hue_saturation_and_luminosity(
+    run: Callable[..., synth.Decoded], tmp_path: Path
+) -> None:
+    # A saturated dark red backdrop under a paler, lighter blue: each mode gives a colour
+    # that is neither of the two.
+    base_rgb, top_rgb = (230, 40, 40), (100, 150, 200)
+    modes = ("hue", "saturation", "color", "luminosity")
+    base = synth.make_video(tmp_path / "base.mp4", color=base_rgb, duration=0.2, tone_hz=None)
+    top = synth.make_image(tmp_path / "top.png", color=top_rgb, size=(160, 90))
+    actions = [
+        clip(
+            k * 0.1,
+            (k + 1) * 0.1,
+            fit=model.Fit.NONE,
+            x=model.Coord(80),
+            y=model.Coord(40),
+            blend_mode=mode,
+        )
+        for k, mode in enumerate(modes)
+    ]
+    proj = project(
+        track("base", clip(0.0, 0.4, loop=True)),
+        track("top", *actions, controller=model.Controller.IMAGE),
+    )
+    out = run(
+        proj,
+        {"base": base, "top": top},
+        schemas.OutputSpec(resolution="320x180", fps=FPS, effects=True),
+    )
+    cb = (base_rgb[0] / 255, base_rgb[1] / 255, base_rgb[2] / 255)
+    cs = (top_rgb[0] / 255, top_rgb[1] / 255, top_rgb[2] / 255)
+    for k, mode in enumerate(modes):
+        mixed = _css_blend_rgb(mode, cb, cs)
+        expected = (round(255 * mixed[0]), round(255 * mixed[1]), round(255 * mixed[2]))
+        assert max(abs(e - b) for e, b in zip(expected, base_rgb, strict=True)) > 25, mode
+        assert max(abs(e - t) for e, t in zip(expected, top_rgb, strict=True)) > 25, mode
+        assert near(colour(out.at(k * 0.1 + 0.05), 90, 50, 230, 120), expected, 6), mode
 
 
 def test_effects_combine_opacity_with_source_alpha(

@@ -147,7 +147,7 @@ class Viewport:
 
 
 class Blend(enum.Enum):
-    """CSS mix-blend-mode values the compositor knows (the separable ones)."""
+    """CSS mix-blend-mode values the compositor knows."""
 
     NORMAL = "normal"
     MULTIPLY = "multiply"
@@ -162,6 +162,10 @@ class Blend(enum.Enum):
     DIFFERENCE = "difference"
     EXCLUSION = "exclusion"
     PLUS_LIGHTER = "plus-lighter"
+    HUE = "hue"
+    SATURATION = "saturation"
+    COLOR = "color"
+    LUMINOSITY = "luminosity"
 
 
 _BLEND_NAMES: dict[str, Blend] = {b.value: b for b in Blend} | {
@@ -181,8 +185,7 @@ class Effect:
     def of(cls, action: model.Action) -> Effect | None:
         """The action's opacity and blend mode; None when they change nothing.
 
-        Unknown blend modes (including the non-separable hue, saturation, color and
-        luminosity) draw as normal.
+        Unknown blend modes draw as normal.
         """
         blend = _BLEND_NAMES.get(action.blend_mode.strip().lower(), Blend.NORMAL)
         opacity = min(1.0, max(0.0, action.opacity))
@@ -536,6 +539,63 @@ def _exclusion(cb: Floats, cs: Floats) -> Floats:
     return cb + cs - 2 * cb * cs
 
 
+# Non-separable blend functions (same spec, section 10.3): they trade hue, saturation
+# and luminosity between source and backdrop, with the spec's own luminosity weights.
+
+
+def _lum(c: Floats) -> Floats:
+    out: Floats = np.float32(0.3) * c[0] + np.float32(0.59) * c[1] + np.float32(0.11) * c[2]
+    return out
+
+
+def _clip_color(c: Floats) -> Floats:
+    lum = _lum(c)
+    low, high = c.min(axis=0), c.max(axis=0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        up = lum + (c - lum) * lum / (lum - low)
+        down = lum + (c - lum) * (1 - lum) / (high - lum)
+    c = np.where(low < 0.0, up, c)
+    c = np.where(high > 1.0, down, c)
+    out: Floats = np.nan_to_num(c).astype(np.float32)
+    return out
+
+
+def _set_lum(c: Floats, lum: Floats) -> Floats:
+    return _clip_color(c + (lum - _lum(c)))
+
+
+def _sat(c: Floats) -> Floats:
+    out: Floats = c.max(axis=0) - c.min(axis=0)
+    return out
+
+
+def _set_sat(c: Floats, sat: Floats) -> Floats:
+    # The largest component becomes sat, the smallest 0, the middle one in proportion;
+    # a grey colour stays black.
+    low = c.min(axis=0)
+    span = c.max(axis=0) - low
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = np.where(span > 0.0, (c - low) * (sat / span), 0.0)
+    result: Floats = out.astype(np.float32)
+    return result
+
+
+def _hue(cb: Floats, cs: Floats) -> Floats:
+    return _set_lum(_set_sat(cs, _sat(cb)), _lum(cb))
+
+
+def _saturation(cb: Floats, cs: Floats) -> Floats:
+    return _set_lum(_set_sat(cb, _sat(cs)), _lum(cb))
+
+
+def _color(cb: Floats, cs: Floats) -> Floats:
+    return _set_lum(cs, _lum(cb))
+
+
+def _luminosity(cb: Floats, cs: Floats) -> Floats:
+    return _set_lum(cb, _lum(cs))
+
+
 _BLENDS: dict[Blend, Callable[[Floats, Floats], Floats]] = {
     Blend.MULTIPLY: _multiply,
     Blend.SCREEN: _screen,
@@ -548,6 +608,10 @@ _BLENDS: dict[Blend, Callable[[Floats, Floats], Floats]] = {
     Blend.SOFT_LIGHT: _soft_light,
     Blend.DIFFERENCE: _difference,
     Blend.EXCLUSION: _exclusion,
+    Blend.HUE: _hue,
+    Blend.SATURATION: _saturation,
+    Blend.COLOR: _color,
+    Blend.LUMINOSITY: _luminosity,
 }
 
 
