@@ -35,9 +35,9 @@ def _uv() -> Path:
     return uv
 
 
-def _run(*argv: str) -> int:
+def _run(*argv: str, env: dict[str, str] | None = None) -> int:
     print("dev: $", " ".join(argv), file=sys.stderr, flush=True)
-    return subprocess.run(argv, cwd=ROOT).returncode
+    return subprocess.run(argv, cwd=ROOT, env=env).returncode
 
 
 def main(args: list[str]) -> int:
@@ -45,25 +45,19 @@ def main(args: list[str]) -> int:
         print(__doc__, file=sys.stderr)
         return 2
     uv = str(_uv())
-    # --inexact: keep extras installed by other tasks (the bench group's ffmpeg).
+    task, rest = args[0], args[1:]
+    if task == "bench":
+        return _bench(uv, rest)
     sync = [uv, "sync", "--frozen", "--all-packages", "--inexact", "--quiet"]
-    if args[0] == "bench":
-        sync += ["--group", "bench"]
     if rc := _run(*sync):
         return rc
     urun = [uv, "run", "--frozen", "--no-sync"]
-    task, rest = args[0], args[1:]
     if task == "sync":
         return 0
     if task == "demo":
         return _run(*urun, "rendermill", "demo", *rest)
     if task == "run":
         return _run(*urun, *rest)
-    if task == "bench":
-        if not rest:
-            print("dev: bench needs a name: compose, cut or memory", file=sys.stderr)
-            return 2
-        return _run(*urun, "python", f"bench/{rest[0]}.py", *rest[1:])
     steps = [
         ["ruff", "format", "--check", "."],
         ["ruff", "check", "."],
@@ -75,6 +69,22 @@ def main(args: list[str]) -> int:
         if rc := _run(*urun, *step):
             return rc
     return 0
+
+
+def _bench(uv: str, rest: list[str]) -> int:
+    """Benchmarks run in an environment of their own, .venv-bench: the project as it is
+    deployed (no development tools, which would add to every start-up) plus the bench
+    group (the ffmpeg command line, MoviePy)."""
+    if not rest:
+        print("dev: bench needs a name: compose, cut or memory", file=sys.stderr)
+        return 2
+    env = {**os.environ, "UV_PROJECT_ENVIRONMENT": str(ROOT / ".venv-bench")}
+    sync = [uv, "sync", "--frozen", "--all-packages", "--no-default-groups", "--group", "bench"]
+    if rc := _run(*sync, "--quiet", env=env):
+        return rc
+    return _run(
+        uv, "run", "--frozen", "--no-sync", "python", f"bench/{rest[0]}.py", *rest[1:], env=env
+    )
 
 
 if __name__ == "__main__":

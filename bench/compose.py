@@ -20,7 +20,7 @@ With ``--moviepy``, MoviePy 2.x renders the same timeline as a third contender
 several times slower). Its ffmpeg children's CPU and RSS are in its wait4 figures; the
 script also reports its own Python process apart from them.
 
-    .tools/bin/uv run --frozen --all-packages --group bench python bench/compose.py
+    python3 dev.py bench compose
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ Contenders (``--contenders`` picks some):
 Every clip carries its frame number in its bottom quarter (synth's counter), so each
 output is decoded and every frame checked against the frame the timeline asks for.
 
-    .tools/bin/uv run --frozen --all-packages --group bench python bench/cut.py
+    python3 dev.py bench cut
 """
 
 from __future__ import annotations

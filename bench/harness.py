@@ -139,14 +139,14 @@ class Placement:
 
 def ffmpeg_exe(media_dir: Path) -> str:
     """The ffmpeg binary of the ``bench`` dependency group (imageio-ffmpeg's static build),
-    copied into ``media_dir`` first: a plain ``uv sync`` elsewhere (``dev.py`` runs one)
-    removes the group from .venv, and must not pull the binary away mid-benchmark."""
+    copied into ``media_dir`` first: a sync of the environment elsewhere must not pull
+    the binary away mid-benchmark."""
     try:
         import imageio_ffmpeg
     except ImportError as exc:
         raise BenchError(
-            "imageio-ffmpeg is not installed: run the benchmark with `.tools/bin/uv run "
-            "--frozen --all-packages --group bench python bench/...` (see bench/README.md)"
+            "imageio-ffmpeg is not installed: run the benchmark with `python3 dev.py bench "
+            "NAME` (see bench/README.md)"
         ) from exc
     source = Path(imageio_ffmpeg.get_ffmpeg_exe())
     pinned = media_dir / "bin" / source.name

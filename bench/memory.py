@@ -16,7 +16,7 @@ grow by about 90 MB per second of timeline; a streaming one stays flat. The targ
 same timeline (``-stream_loop``) for reference. Each render's RSS is also sampled from
 /proc twice a second to show how memory evolves during the render.
 
-    .tools/bin/uv run --frozen --all-packages --group bench python bench/memory.py
+    python3 dev.py bench memory
 """
 
 from __future__ import annotations

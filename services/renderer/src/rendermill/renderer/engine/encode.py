@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import collections
+import concurrent.futures
 import contextlib
 import dataclasses
+from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
 
@@ -81,10 +84,20 @@ _RANGE_MPEG = 1
 
 
 class Encoder:
-    """An open output file taking video frames and audio blocks in timeline order."""
+    """An open output file taking video frames and audio blocks in timeline order.
+
+    Encoding and muxing run on a worker thread, in the order they were handed in, so the
+    caller decodes and composes the next frames while the encoders work (the encoders
+    release the GIL; x264's own threads stay busy). At most BACKLOG jobs wait; an error
+    on the worker is raised by the next call.
+    """
+
+    BACKLOG = 4
 
     def __init__(self, dest: Path, output: schemas.OutputSpec, size: tuple[int, int]) -> None:
         recipe = recipe_for(output)
+        self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="encode")
+        self._pending: collections.deque[concurrent.futures.Future[None]] = collections.deque()
         self._recipe = recipe
         self._fps = output.fps
         self._palette: _AdaptivePalette | None = None
@@ -117,6 +130,7 @@ class Encoder:
                 self._audio = audio
         except BaseException:
             self._container.close()
+            self._pool.shutdown()
             raise
 
     @property
@@ -127,7 +141,40 @@ class Encoder:
         return _AUDIO_FRAME.get(self._audio.codec_context.name, 1024)
 
     def video(self, frame: VideoFrame, index: int) -> None:
-        """Encode ``frame`` (BT.709 YUV, as compose makes it) as output frame ``index``."""
+        """Encode ``frame`` (BT.709 YUV, as compose makes it) as output frame ``index``.
+
+        The frame's pixels must not change afterwards (the worker reads them later).
+        """
+        self._submit(self._encode_video, frame, index)
+
+    def audio(self, samples: Samples, first: int) -> None:
+        """Encode stereo ``samples`` (2 x n float32) starting at output sample ``first``."""
+        if self._audio is None:
+            return
+        self._submit(self._encode_audio, np.ascontiguousarray(samples), first)
+
+    def finish(self) -> None:
+        """Flush the encoders and write the trailer; the file is complete afterwards."""
+        self._submit(self._flush)
+        try:
+            while self._pending:
+                self._pending.popleft().result()
+        finally:
+            self._pool.shutdown()
+
+    def abort(self) -> None:
+        """Close the file without finishing it (the caller deletes it)."""
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._pending.clear()
+        with contextlib.suppress(av.FFmpegError, OSError):
+            self._container.close()
+
+    def _submit(self, job: Callable[..., None], *args: object) -> None:
+        while self._pending and (self._pending[0].done() or len(self._pending) >= self.BACKLOG):
+            self._pending.popleft().result()
+        self._pending.append(self._pool.submit(job, *args))
+
+    def _encode_video(self, frame: VideoFrame, index: int) -> None:
         frame.pts = index
         frame.time_base = Fraction(1, self._fps)
         # A decoded frame remembers its own picture type, which would force the encoder
@@ -142,20 +189,15 @@ class Encoder:
             frame = frame.reformat(format=self._recipe.pix_fmt, src_colorspace=OUTPUT_COLORSPACE)
         self._container.mux(self._video.encode(frame))
 
-    def audio(self, samples: Samples, first: int) -> None:
-        """Encode stereo ``samples`` (2 x n float32) starting at output sample ``first``."""
-        if self._audio is None:
-            return
-        frame = AudioFrame.from_ndarray(
-            np.ascontiguousarray(samples), format="fltp", layout="stereo"
-        )
+    def _encode_audio(self, samples: Samples, first: int) -> None:
+        assert self._audio is not None
+        frame = AudioFrame.from_ndarray(samples, format="fltp", layout="stereo")
         frame.sample_rate = RATE
         frame.pts = first
         frame.time_base = Fraction(1, RATE)
         self._container.mux(self._audio.encode(frame))
 
-    def finish(self) -> None:
-        """Flush the encoders and write the trailer; the file is complete afterwards."""
+    def _flush(self) -> None:
         if self._palette is not None:
             for paletted in self._palette.convert(None):
                 self._container.mux(self._video.encode(paletted))
@@ -163,11 +205,6 @@ class Encoder:
         if self._audio is not None:
             self._container.mux(self._audio.encode(None))
         self._container.close()
-
-    def abort(self) -> None:
-        """Close the file without finishing it (the caller deletes it)."""
-        with contextlib.suppress(av.FFmpegError, OSError):
-            self._container.close()
 
 
 class _AdaptivePalette:
