@@ -141,10 +141,19 @@ def _header(reader: Reader) -> Header:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class _Layer:
-    """A picture track: its showable actions and its source."""
+    """A picture track: its showable actions and its source file (opened only once an
+    interval shows it, so that a timeline that is not a cut opens nothing)."""
 
     actions: tuple[model.Action, ...]
-    reader: Reader
+    path: Path
+    readers: Readers
+
+    @property
+    def reader(self) -> Reader:
+        reader = self.readers.get(self.path)
+        if reader.header is None:
+            raise Ineligible(f"{self.path.name} has no picture stream")
+        return reader
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -169,10 +178,7 @@ def _picture_tracks(
         path = sources.get(track.url)
         if path is None:
             raise Ineligible(f"no local file for {track.url!r}")
-        reader = readers.get(Path(path))
-        if reader.header is None:
-            raise Ineligible(f"{track.url!r} has no picture stream")
-        layers.append(_Layer(actions, reader))
+        layers.append(_Layer(actions, Path(path), readers))
     return layers
 
 
@@ -216,9 +222,11 @@ def _intervals(
         if top is None:
             raise Ineligible(f"nothing covers the canvas at {t:.3f} s")
         layer, action = top
-        problem = _action_problem(action, project, output, size) or _header(
-            layer.reader
-        ).copy_problem(size, fps)
+        # The action first: it needs no file opened.
+        problem = _action_problem(action, project, output, size)
+        if problem is not None:
+            raise Ineligible(f"action {action.id!r} at {t:.3f} s: {problem}")
+        problem = _header(layer.reader).copy_problem(size, fps)
         if problem is not None:
             raise Ineligible(f"action {action.id!r} at {t:.3f} s: {problem}")
         if intervals and intervals[-1].action is action and intervals[-1].hi == lo:
