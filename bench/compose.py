@@ -175,6 +175,7 @@ def run(args: argparse.Namespace) -> int:
         if args.moviepy:
             pairs += [harness.ratios(rendermill, contenders[2]), harness.ratios(ff, contenders[2])]
         harness.print_ratios(pairs)
+        harness.print_render_times(contenders, args.duration)
         _print_checks(checks)
         harness.write_json(
             args,

@@ -213,7 +213,7 @@ def run(args: argparse.Namespace, chosen: list[str], segments: tuple[Segment, ..
             if a in by_name and b in by_name
         ]
         harness.print_ratios(pairs)
-        _print_render_times(contenders)
+        harness.print_render_times(contenders, DURATION)
         _print_checks(checks)
         harness.write_json(
             args,
@@ -438,24 +438,6 @@ def _check(
             f"({outputs['rendermill'].get('mode')})"
         )
     return {"outputs": outputs, "notes": notes, "problems": problems}
-
-
-def _print_render_times(contenders: list[harness.Contender]) -> None:
-    """rendermill's own render time, without interpreter start-up and imports (the
-    summary line's figure), next to the whole command's."""
-    for c in contenders:
-        if not c.name.startswith("rendermill"):
-            continue
-        inside = [harness.rendermill_render_seconds(m.stdout) for m in c.runs]
-        times = sorted(t for t in inside if t is not None)
-        if not times:
-            continue
-        median = times[len(times) // 2]
-        print(
-            f"{c.name}: the render itself {median:.2f} s ({DURATION / median:.1f}x realtime; "
-            f"min {times[0]:.2f} s, {DURATION / times[0]:.1f}x), the rest of the command "
-            "is interpreter start-up, imports and reading the project"
-        )
 
 
 def _print_checks(checks: harness.Json) -> None:

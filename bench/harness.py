@@ -513,6 +513,24 @@ def rendermill_render_seconds(stdout: str) -> float | None:
 # --- reporting ---------------------------------------------------------------------
 
 
+def print_render_times(contenders: Sequence[Contender], duration: float) -> None:
+    """rendermill's own render time, without interpreter start-up and imports (the
+    summary line's figure), next to the whole command's."""
+    for c in contenders:
+        if not c.name.startswith("rendermill"):
+            continue
+        inside = [rendermill_render_seconds(m.stdout) for m in c.runs]
+        times = sorted(t for t in inside if t is not None)
+        if not times:
+            continue
+        median = times[len(times) // 2]
+        print(
+            f"{c.name}: the render itself {median:.2f} s ({duration / median:.1f}x realtime; "
+            f"min {times[0]:.2f} s, {duration / times[0]:.1f}x); the rest of the command is "
+            "interpreter start-up, imports and reading the project"
+        )
+
+
 def print_table(contenders: Sequence[Contender]) -> None:
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     print(f"medians; load average now {load} on {os.cpu_count()} CPUs")

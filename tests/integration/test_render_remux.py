@@ -278,7 +278,8 @@ ABOVE = model.Controller.IMAGE
     ("tracks", "output", "reason"),
     [
         ([track("a", clip(0, 1))], spec(copy="never"), "copy is 'never'"),
-        ([track("a", clip(0, 1))], spec(format="webm"), "format webm"),
+        ([track("a", clip(0, 1))], spec(format="gif"), "format gif"),
+        ([track("a", clip(0, 1))], spec(format="webm"), "is not WebM/Matroska"),
         ([track("a", clip(0, 1, fit=model.Fit.FILL))], spec(resolution="640x360"), "frame size"),
         (
             [track("a", clip(0, 1)), track("png", clip(0.5, 0.8), controller=ABOVE)],

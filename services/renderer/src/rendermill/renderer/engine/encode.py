@@ -77,6 +77,13 @@ def recipe_for(output: schemas.OutputSpec) -> Recipe:
 
 # Samples per encoded audio frame; feeding exactly these keeps PyAV from re-chunking.
 _AUDIO_FRAME = {"aac": 1024, "libopus": 960}
+
+
+def audio_frame_size(codec: str) -> int:
+    """Samples per frame the audio encoder ``codec`` takes."""
+    return _AUDIO_FRAME.get(codec, 1024)
+
+
 # AVColorPrimaries / AVColorTransferCharacteristic / AVColorSpace / AVColorRange values
 # (libavutil/pixfmt.h): BT.709 everywhere, limited range, matching compose's matrix.
 _BT709 = 1
@@ -138,7 +145,7 @@ class Encoder:
         """How many samples each audio block should hold; None when there is no audio."""
         if self._audio is None:
             return None
-        return _AUDIO_FRAME.get(self._audio.codec_context.name, 1024)
+        return audio_frame_size(self._audio.codec_context.name)
 
     def video(self, frame: VideoFrame, index: int) -> None:
         """Encode ``frame`` (BT.709 YUV, as compose makes it) as output frame ``index``.

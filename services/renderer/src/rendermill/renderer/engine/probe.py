@@ -70,6 +70,9 @@ class VideoInfo:
     decoder: str | None
     # Where the picture stream's index says it ends, in source seconds; None if unknown.
     declared_end: float | None
+    # Seconds per timestamp tick of the picture stream: how exact its frame times are
+    # (WebM/Matroska counts milliseconds, so a 30 fps frame is up to 0.5 ms off).
+    tick: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -150,6 +153,7 @@ def _probe(
             alpha=any(c.is_alpha for c in first.format.components),
             decoder=decoder,
             declared_end=None if is_still or vstream is None else _stream_end(vstream, origin),
+            tick=float(vstream.time_base) if vstream and vstream.time_base else 0.0,
         )
     audio = None
     if want_audio and astream is not None:

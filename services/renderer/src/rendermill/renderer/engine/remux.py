@@ -15,8 +15,9 @@ steps, mutes, audio tracks and music beds stay right and in sync at every join.
 
 Which timelines take the fast path (anything else returns None and is composed):
 
-- ``output.copy == "auto"``, ``output.format`` is ``mp4`` or ``mov``, and the project
-  canvas has exactly the output's aspect ratio.
+- ``output.copy == "auto"``, ``output.format`` is ``mp4`` or ``mov`` (H.264 sources) or
+  ``webm`` (VP9 sources, below), and the project canvas has exactly the output's aspect
+  ratio.
 - At every output frame i (t = i / fps) the top-most active picture is a video action
   that shows its source 1:1 over the whole output: its layer is the whole canvas at
   (0, 0) (``fill``; ``contain`` or ``cover``, editor or CSS formulas, since the source
@@ -42,7 +43,15 @@ Which timelines take the fast path (anything else returns None and is composed):
   Source Extensions only recommend ("should") where ``avc1`` is required ("must"), or
   several sample descriptions, which FFmpeg's MP4 muxer cannot write.
 
-How the video is put together, per run of output frames that show consecutive frames
+For a WebM output the sources are WebM/Matroska files of VP9 profile 0 (8-bit 4:2:0,
+no alpha channel) at the output's size and constant frame rate, with the same colour
+rules. VP9 has no parameter sets and no frame reordering in the container: a keyframe
+starts a copy, copied packets run up to the cut, and the frames from a mid-GOP cut to the
+next keyframe are re-encoded with libvpx-vp9 (realtime, CRF 36/28/20 for draft/standard/
+high, no lag so no hidden frames), each piece opening with its own keyframe. The sound
+(Opus) is mixed and encoded as the compose path does.
+
+How the H.264 video is put together, per run of output frames that show consecutive frames
 ``a .. b - 1`` of one source (runs on one source that continue each other are merged):
 
 - Copied: the packets from the first IDR frame K >= a, in decode order, up to the last
@@ -172,6 +181,8 @@ def _sound_plan(
 
     Raises MediaError when a sound source cannot be decoded.
     """
+    if output.format not in ("mp4", "mov"):
+        return None  # WebM sound is Opus, mixed and encoded
     bit_rate = encode.recipe_for(output).audio_bit_rate
     try:
         sound = remux_audio.plan(project, sources, remux_write.total_samples(plan), files, bit_rate)

@@ -23,7 +23,8 @@ from rendermill.common.project import color, model
 from rendermill.renderer.engine import compose, video
 from rendermill.renderer.engine.remux_source import Header, Ineligible, Reader, Readers, Window
 
-FORMATS = ("mp4", "mov")
+# Output formats with a copy path, and the picture codec each copies.
+FORMATS = {"mp4": "h264", "mov": "h264", "webm": "vp9"}
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -115,6 +116,8 @@ def plan(
     first = _header(shown[0])
     for reader in shown[1:]:
         header = _header(reader)
+        # VP9 keyframes carry everything a decoder needs; H.264 slices name parameter
+        # sets that must be the same in every source (see the remux module).
         if (header.config, header.profile) != (first.config, first.profile):
             raise Ineligible("the sources have different H.264 parameter sets")
 
@@ -226,7 +229,7 @@ def _intervals(
         problem = _action_problem(action, project, output, size)
         if problem is not None:
             raise Ineligible(f"action {action.id!r} at {t:.3f} s: {problem}")
-        problem = _header(layer.reader).copy_problem(size, fps)
+        problem = _header(layer.reader).copy_problem(size, fps, output.format)
         if problem is not None:
             raise Ineligible(f"action {action.id!r} at {t:.3f} s: {problem}")
         if intervals and intervals[-1].action is action and intervals[-1].hi == lo:
@@ -319,7 +322,8 @@ def _runs(
     """Runs of output frames showing consecutive frames ``a .. b - 1`` of one source.
 
     Each output frame's source frame is found as the compose path's reader finds it:
-    the last frame whose real timestamp is at most the source time plus EPSILON.
+    the last frame whose real timestamp is at most the source time plus the reader's
+    tolerance (``video.tolerance``).
     Anything but consecutive frames (a hold, a wrap, a skip) is not a cut.
     """
     runs: list[tuple[Reader, Window, int, int]] = []
@@ -334,10 +338,11 @@ def _runs(
         action = iv.action
         # The float operations of Action.source_time, element by element.
         s = np.maximum(0.0, action.trim_start + (i / fps - action.start) * action.rate)
-        at = np.searchsorted(times, s + video.EPSILON, side="right") - 1
+        eps = video.tolerance(float(_header(iv.reader).time_base))
+        at = np.searchsorted(times, s + eps, side="right") - 1
         if at[0] < 0:
             raise Ineligible(f"action {action.id!r} starts before its media")
-        if window.end_of_stream and s[-1] >= times[-1] + 1.0 / fps - video.EPSILON:
+        if window.end_of_stream and s[-1] >= times[-1] + 1.0 / fps - eps:
             raise Ineligible(f"action {action.id!r} runs past its media's end (hold or loop)")
         if int(at[-1]) == len(ks) - 1 and not window.end_of_stream:
             # The next frame is outside the window: the window was planned too short.

@@ -63,28 +63,31 @@ class Header:
     # color_range, colorspace, color_primaries, color_trc: given to the re-encoder so
     # its pictures are signalled like the copied ones.
     color: tuple[int, int, int, int]
+    # The picture carries alpha (WebM's alpha_mode): copying would drop it.
+    alpha: bool = False
 
-    def copy_problem(self, size: tuple[int, int], fps: int) -> str | None:
-        """Why this source's packets cannot go into a ``size`` output at ``fps``; None if
-        they can."""
-        if "mov" not in self.format.split(","):
+    def copy_problem(self, size: tuple[int, int], fps: int, output_format: str) -> str | None:
+        """Why this source's packets cannot go into a ``size`` output at ``fps`` in
+        ``output_format``; None if they can."""
+        containers = self.format.split(",")
+        if output_format == "webm":
+            if "webm" not in containers:
+                return f"container {self.format} is not WebM/Matroska"
+            if self.codec != "vp9":
+                return f"codec {self.codec} is not VP9"
+            if self.profile != "Profile 0":
+                return f"VP9 {self.profile} is not profile 0 (8-bit 4:2:0)"
+            if self.alpha:
+                return "the picture has an alpha channel"
+            return self._common_problem(size, fps)
+        if "mov" not in containers:
             return f"container {self.format} is not MP4/MOV"
         if self.codec != "h264":
             return f"codec {self.codec} is not H.264"
-        if (self.width, self.height) != size:
-            return f"frame size {self.width}x{self.height} is not the output size"
-        if self.pix_fmt != "yuv420p":
-            return f"pixel format {self.pix_fmt} is not yuv420p"
-        if self.rate != fps:
-            return f"frame rate {self.rate} is not the output's {fps}"
+        if (problem := self._common_problem(size, fps)) is not None:
+            return problem
         if self.profile not in _COPYABLE_PROFILES:
             return f"profile {self.profile} is not Baseline, Main or High"
-        if self.sample_aspect not in (None, 0, 1):
-            return f"pixels are not square ({self.sample_aspect})"
-        if not self.upright:
-            return "the track has a display matrix (rotation)"
-        if (problem := self._colour_problem()) is not None:
-            return problem
         if self.config is None or not self.config.sps or not self.config.pps:
             return "no parameter sets in the sample description"
         if any(s.chroma_format != 1 or s.bit_depth_luma != 8 for s in self.sps):
@@ -92,6 +95,19 @@ class Header:
         if not all(s.frame_mbs_only for s in self.sps):
             return "the stream is interlaced"
         return None
+
+    def _common_problem(self, size: tuple[int, int], fps: int) -> str | None:
+        if (self.width, self.height) != size:
+            return f"frame size {self.width}x{self.height} is not the output size"
+        if self.pix_fmt != "yuv420p":
+            return f"pixel format {self.pix_fmt} is not yuv420p"
+        if self.rate != fps:
+            return f"frame rate {self.rate} is not the output's {fps}"
+        if self.sample_aspect not in (None, 0, 1):
+            return f"pixels are not square ({self.sample_aspect})"
+        if not self.upright:
+            return "the track has a display matrix (rotation)"
+        return self._colour_problem()
 
     def _colour_problem(self) -> str | None:
         # Copied pictures keep the source's colour signalling, where the compose path
@@ -140,9 +156,15 @@ def _header(path: Path, container: av.container.InputContainer, stream: VideoStr
         sps=sps,
         time_base=tb if tb is not None else Fraction(1, 90000),
         start=stream.start_time or 0,
-        upright=_upright(path, stream.id) if mp4 else True,
+        upright=_upright(path, stream.id) if mp4 else _upright_matroska(stream),
         color=(ctx.color_range, ctx.colorspace, ctx.color_primaries, ctx.color_trc),
+        alpha=stream.metadata.get("alpha_mode") == "1",
     )
+
+
+def _upright_matroska(stream: VideoStream) -> bool:
+    # Matroska has no display matrix; FFmpeg reads a rotation from a "rotate" tag.
+    return stream.metadata.get("rotate", "0") in ("0", "")
 
 
 def _picture_stream(container: av.container.InputContainer) -> VideoStream | None:
@@ -282,9 +304,11 @@ class Reader:
         discarded (edit lists); av.FFmpegError or OSError when the file cannot be read.
         """
         header, stream = self.header, self._stream
-        if header is None or header.config is None or stream is None:
-            raise Ineligible(f"{self.path.name} has no H.264 picture stream")
+        if header is None or stream is None:
+            raise Ineligible(f"{self.path.name} has no picture stream")
         config = header.config
+        if header.codec == "h264" and config is None:
+            raise Ineligible(f"{self.path.name} has no H.264 sample description")
         tb = header.time_base
         entries: list[Entry] = []
         times: dict[int, float] = {}
@@ -302,7 +326,8 @@ class Reader:
             k = round(t * fps)
             if abs(t * fps - k) > _GRID_TOLERANCE or k < 0 or k in times:
                 raise Ineligible("the source is not at a constant frame rate")
-            idr = packet.is_keyframe and _is_idr(bytes(packet), config)
+            # A VP9 keyframe resets every reference, as an H.264 IDR frame does.
+            idr = packet.is_keyframe and (config is None or _is_idr(bytes(packet), config))
             if idr and k > last and entries:
                 end_of_stream = False
                 break
@@ -327,8 +352,8 @@ class Reader:
         the problem).
         """
         header, stream = self.header, self._stream
-        assert header is not None and header.config is not None and stream is not None
-        length_size = header.config.length_size
+        assert header is not None and stream is not None
+        length_size = header.config.length_size if header.config is not None else 4
         expected = [e.k for e in window.entries[start : start + count]]
         got = 0
         try:
@@ -342,7 +367,7 @@ class Reader:
                 if k != expected[got]:
                     raise Ineligible(f"{self.path.name}: packets changed order between reads")
                 data = bytes(packet)
-                if length_size != 4:
+                if header.config is not None and length_size != 4:
                     nals = h264.split_length_prefixed(data, length_size)
                     data = h264.join_length_prefixed(nals)
                 yield data
@@ -361,8 +386,8 @@ class Reader:
         compose path then reports the problem).
         """
         header, stream = self.header, self._stream
-        assert header is not None and header.config is not None and stream is not None
-        length_size = header.config.length_size
+        assert header is not None and stream is not None
+        config = header.config
         entry = max(e.k for e in window.entries if e.idr and e.k <= first)
         want = first
         try:
@@ -373,7 +398,11 @@ class Reader:
                     k = round(float((packet.pts - header.start) * header.time_base) * fps)
                     # A picture before the cut that no other picture refers to need not
                     # be decoded at all (B-frames, usually most of them).
-                    if k < first and not _is_reference(bytes(packet), length_size):
+                    if (
+                        k < first
+                        and config is not None
+                        and not _is_reference(bytes(packet), config.length_size)
+                    ):
                         continue
                 for frame in packet.decode():
                     if frame.pts is None:

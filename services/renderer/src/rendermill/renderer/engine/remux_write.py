@@ -42,8 +42,6 @@ _X264_PROFILES = {
     "Main": "main",
     "High": "high",
 }
-# The compose path's sound: AAC stereo at 48 kHz in 1024-sample frames.
-_AUDIO_FRAME = 1024
 
 
 def mixers(
@@ -104,28 +102,43 @@ def write(
     encoder or disk failures; whatever ``on_progress`` raises. Leaves a partial ``dest``
     behind on error.
     """
-    config = plan.header.config
-    assert config is not None
-    sps, pps = list(config.sps), list(config.pps)
-    reencoder: _Reencoder | None = None
-    if any(isinstance(p, Encode) for p in plan.pieces):
-        reencoder = _Reencoder(plan, _free_id(sps, pps))
-        sps += reencoder.sps
-        pps += reencoder.pps
+    vp9 = plan.header.codec == "vp9"
+    reencoder: _Reencoder | _Vp9Reencoder | None = None
+    extradata: bytes | None
+    if vp9:
+        # VP9 keyframes carry everything a decoder needs: nothing to describe, and a
+        # re-encoded piece (which starts with a keyframe) just sits between copied ones.
+        extradata = plan.template.stream.codec_context.extradata
+        if any(isinstance(p, Encode) for p in plan.pieces):
+            reencoder = _Vp9Reencoder(plan)
+    else:
+        config = plan.header.config
+        assert config is not None
+        sps, pps = list(config.sps), list(config.pps)
+        if any(isinstance(p, Encode) for p in plan.pieces):
+            x264 = _Reencoder(plan, _free_id(sps, pps))
+            sps += x264.sps
+            pps += x264.pps
+            reencoder = x264
+        extradata = h264.build_avcc(sps, pps)
     # Decode timestamps count packets, trailing the presentation timestamps by the
     # largest reordering of any piece so that no frame shows before it is decoded.
     shift = max((p.delay for p in plan.pieces if isinstance(p, Copy)), default=0)
 
-    container = av.open(str(dest), "w", format=plan.format, options={"movflags": "+faststart"})
+    options = {} if vp9 else {"movflags": "+faststart"}
+    container = av.open(str(dest), "w", format=plan.format, options=options)
     sound: _Sound | remux_audio.CopiedSound | None = None
     try:
-        vstream = _video_stream(container, plan, h264.build_avcc(sps, pps))
+        vstream = _video_stream(container, plan, extradata)
         if copied_sound is not None:
             sound = remux_audio.CopiedSound(container, copied_sound)
         else:
-            # The compose path's own choice of bit rate, so that both paths sound the same.
-            bit_rate = encode.recipe_for(output).audio_bit_rate
-            sound = _Sound(container, mixers, total_samples(plan), bit_rate)
+            # The compose path's own codec and bit rate, so that both paths sound the same.
+            recipe = encode.recipe_for(output)
+            assert recipe.audio_codec is not None
+            sound = _Sound(
+                container, mixers, total_samples(plan), recipe.audio_codec, recipe.audio_bit_rate
+            )
         time_base = Fraction(1, plan.fps)
         done = 0
         first_frame = 0
@@ -185,28 +198,30 @@ def poster(dest: Path, plan: Plan, at: float) -> bytes:
     return encode.jpeg(converted.frame)
 
 
-def _video_stream(container: av.container.OutputContainer, plan: Plan, avcc: bytes) -> VideoStream:
-    # Described like the template source (it is never encoded into), with the avcC that
-    # holds every parameter set the packets use.
+def _video_stream(
+    container: av.container.OutputContainer, plan: Plan, extradata: bytes | None
+) -> VideoStream:
+    # Described like the template source (it is never encoded into), with (H.264) the
+    # avcC that holds every parameter set the packets use.
     stream = container.add_stream_from_template(plan.template.stream)
     assert isinstance(stream, VideoStream)
-    stream.codec_context.extradata = avcc
+    stream.codec_context.extradata = extradata
     stream.time_base = Fraction(1, plan.fps)
     stream.codec_context.time_base = Fraction(1, plan.fps)
     return stream
 
 
 def _samples(
-    piece: Piece, plan: Plan, reencoder: _Reencoder | None
+    piece: Piece, plan: Plan, reencoder: _Reencoder | _Vp9Reencoder | None
 ) -> Iterator[tuple[int, bytes, bool]]:
-    """(output frame offset in the piece, 4-byte-length sample, keyframe), decode order."""
+    """(output frame offset in the piece, sample, keyframe), decode order. H.264 samples
+    are NAL units behind 4-byte lengths."""
     if isinstance(piece, Copy):
         config = plan.header.config
-        assert config is not None
         packets = piece.reader.packets(piece.window, piece.start, piece.count, plan.fps)
         for n, data in enumerate(packets):
             entry = piece.window.entries[piece.start + n]
-            if n == 0:
+            if n == 0 and config is not None:
                 # The IDR frame a piece starts with carries its parameter sets in band
                 # too, for decoders that switch to whatever parameter sets came last.
                 nals = h264.with_parameter_sets(
@@ -303,8 +318,58 @@ class _Reencoder:
         return packet.pts, h264.join_length_prefixed(nals), packet.is_keyframe
 
 
+# libvpx-vp9 CRF for re-encoded pieces, per output.quality: like the x264 pieces, they
+# aim to look like the copied source around them.
+_VP9_CRF: dict[schemas.Quality, str] = {"draft": "36", "standard": "28", "high": "20"}
+
+
+class _Vp9Reencoder:
+    """libvpx-vp9 set up to make pieces that sit between copied VP9 packets: profile 0
+    (8-bit 4:2:0), the source's colour tags, one packet per frame (no lag, so no hidden
+    alt-ref frames), every piece opening with a keyframe of its own."""
+
+    def __init__(self, plan: Plan) -> None:
+        self._size = plan.size
+        self._fps = plan.fps
+        self._color = plan.header.color
+        self._options = {
+            "deadline": "realtime",
+            "cpu-used": "8",
+            "row-mt": "1",
+            "b": "0",
+            "crf": _VP9_CRF[plan.quality],
+            "lag-in-frames": "0",
+        }
+
+    def encode(self, frames: Iterator[VideoFrame]) -> Iterator[tuple[int, bytes, bool]]:
+        """(frame index in the piece, packet, keyframe) per frame."""
+        ctx = av.CodecContext.create("libvpx-vp9", "w")
+        assert isinstance(ctx, VideoCodecContext)
+        ctx.width, ctx.height = self._size
+        ctx.pix_fmt = "yuv420p"
+        ctx.time_base = Fraction(1, self._fps)
+        ctx.framerate = Fraction(self._fps)
+        ctx.color_range, ctx.colorspace, ctx.color_primaries, ctx.color_trc = self._color
+        ctx.options = dict(self._options)
+        for index, frame in enumerate(frames):
+            frame.pts = index
+            frame.time_base = ctx.time_base
+            frame.pict_type = PictureType.I if index == 0 else PictureType.NONE
+            for packet in ctx.encode(frame):
+                yield self._sample(packet)
+        for packet in ctx.encode(None):
+            yield self._sample(packet)
+
+    @staticmethod
+    def _sample(packet: Packet[VideoStream]) -> tuple[int, bytes, bool]:
+        assert packet.pts is not None
+        if packet.pts == 0 and not packet.is_keyframe:
+            raise Ineligible("libvpx-vp9 did not open a piece with a keyframe")
+        return packet.pts, bytes(packet), packet.is_keyframe
+
+
 class _Sound:
-    """The mix of every sounding track, encoded to AAC as the picture advances.
+    """The mix of every sounding track, encoded (AAC or Opus) as the picture advances.
 
     Mixing runs here, in step with the picture. The AAC encoder, the slowest part of a
     stream copy and free of the GIL, runs on a worker thread; its packets are muxed here
@@ -320,9 +385,10 @@ class _Sound:
         container: av.container.OutputContainer,
         mixers: list[audio.TrackMixer],
         total: int,
+        codec: str,
         bit_rate: int,
     ) -> None:
-        stream = container.add_stream("aac", rate=audio.RATE)
+        stream = container.add_stream(codec, rate=audio.RATE)
         assert isinstance(stream, AudioStream)
         stream.layout = "stereo"
         stream.bit_rate = bit_rate
@@ -331,6 +397,7 @@ class _Sound:
         stream.codec_context.open()
         self._container = container
         self._stream = stream
+        self._frame = encode.audio_frame_size(codec)
         self._mix = audio.Mixdown(mixers, total)
         self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="remux-aac")
         self._pending: collections.deque[concurrent.futures.Future[list[Packet[AudioStream]]]] = (
@@ -342,7 +409,7 @@ class _Sound:
         due = min(due, self._mix.total)
         while self._mix.sent < due:
             first = self._mix.sent
-            samples = self._mix.take(_AUDIO_FRAME)
+            samples = self._mix.take(self._frame)
             frame = AudioFrame.from_ndarray(
                 np.ascontiguousarray(samples), format="fltp", layout="stereo"
             )

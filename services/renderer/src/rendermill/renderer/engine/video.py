@@ -22,6 +22,16 @@ from rendermill.renderer.engine import probe
 # Frame times are exact in the source's time base but source times are float sums; a
 # frame due within this much after the requested time counts as already showing.
 EPSILON = 1e-4
+
+
+def tolerance(tick: float) -> float:
+    """How far after the requested time a frame may be due and count as showing, for a
+    stream whose timestamps count ticks of ``tick`` seconds: EPSILON plus half a tick,
+    since a frame's timestamp is its time rounded to a tick (a 30 fps WebM frame at
+    66.667 ms is stored as 67 ms, and must show at 2 / 30 s)."""
+    return EPSILON + tick / 2
+
+
 # Decoding forward this far is cheaper than a seek plus a decode from the keyframe.
 SEEK_AHEAD = 5.0
 
@@ -33,6 +43,7 @@ class VideoReader:
         assert media.video is not None
         self._media = media
         self._info = media.video
+        self._eps = tolerance(media.video.tick)
         self._container: av.container.InputContainer | None = None
         self._stream: VideoStream | None = None
         self._ctx: VideoCodecContext | None = None
@@ -56,15 +67,15 @@ class VideoReader:
         if self._container is None:
             self._open()
             self._seek(s)
-        elif self._current is not None and s < self._current[1] - EPSILON:
+        elif self._current is not None and s < self._current[1] - self._eps:
             # Going back (a loop wrapping round) needs a seek, unless the last seek
             # already landed after ``s`` and this is the earliest frame there is.
-            if s < self._floor - EPSILON or not self._at_first:
+            if s < self._floor - self._eps or not self._at_first:
                 self._seek(s)
         elif self._pending is not None and s - self._pending[1] > SEEK_AHEAD:
             self._seek(s)
         while self._pending is not None and (
-            self._current is None or self._pending[1] <= s + EPSILON
+            self._current is None or self._pending[1] <= s + self._eps
         ):
             self._at_first = self._current is None
             self._current = self._pending
@@ -109,7 +120,7 @@ class VideoReader:
         self._eof = False
         self._current = None
         # A freshly opened file already stands at its start.
-        if not (self._fresh and s <= EPSILON):
+        if not (self._fresh and s <= self._eps):
             tb = self._stream.time_base
             assert tb is not None
             target = int((s + self._media.origin) / tb)
