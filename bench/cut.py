@@ -74,6 +74,12 @@ def main(argv: list[str] | None = None) -> int:
     harness.add_common_arguments(p)
     p.add_argument("--gop", type=float, default=2.0, help="source GOP in seconds (default 2)")
     p.add_argument(
+        "--format",
+        choices=("mp4", "webm"),
+        default="mp4",
+        help="mp4: H.264 + AAC sources and output (default); webm: VP9 + Opus",
+    )
+    p.add_argument(
         "--cuts",
         choices=("mixed", "keyframe"),
         default="mixed",
@@ -111,10 +117,18 @@ def run(args: argparse.Namespace, chosen: list[str], segments: tuple[Segment, ..
     gop_frames = round(args.gop * FPS)
     specs = [
         harness.ClipSpec(
-            s.clip, s.color, CLIP_SECONDS, s.tone_hz, fps=FPS, counter=True, gop=gop_frames
+            s.clip,
+            s.color,
+            CLIP_SECONDS,
+            s.tone_hz,
+            fps=FPS,
+            counter=True,
+            gop=gop_frames,
+            ext=args.format,
         )
         for s in SEGMENTS
     ]
+    ext = args.format
     clips = harness.ensure_clips(args.media_dir, specs)
     keyframes = {name: harness.keyframe_times(path) for name, path in clips.items()}
     for name, times in keyframes.items():
@@ -124,15 +138,15 @@ def run(args: argparse.Namespace, chosen: list[str], segments: tuple[Segment, ..
 
     work = harness.WorkDir(args.keep)
     try:
-        project = harness.write_project(work.path / "cut.json", _project(segments))
+        project = harness.write_project(work.path / "cut.json", _project(segments, ext))
         listing = work.path / "cut.ffconcat"
         listing.write_text(_concat_list(clips, segments))
         media = [
-            arg for s in SEGMENTS for arg in ("--media", f"/bench/{s.clip}.mp4={clips[s.clip]}")
+            arg for s in SEGMENTS for arg in ("--media", f"/bench/{s.clip}.{ext}={clips[s.clip]}")
         ]
 
         def rendermill(name: str, copy: str) -> harness.Contender:
-            out = work.path / f"{name}.mp4"
+            out = work.path / f"{name}.{ext}"
             argv = [
                 *harness.rendermill_argv(),
                 "render",
@@ -167,12 +181,11 @@ def run(args: argparse.Namespace, chosen: list[str], segments: tuple[Segment, ..
                     str(listing),
                     "-c",
                     "copy",
-                    "-movflags",
-                    "+faststart",
+                    *(["-movflags", "+faststart"] if ext == "mp4" else []),
                     "-y",
-                    str(work.path / "ffmpeg-copy.mp4"),
+                    str(work.path / f"ffmpeg-copy.{ext}"),
                 ],
-                work.path / "ffmpeg-copy.mp4",
+                work.path / f"ffmpeg-copy.{ext}",
                 DURATION,
             ),
             "rendermill-compose": lambda: rendermill("rendermill-compose", "never"),
@@ -187,15 +200,20 @@ def run(args: argparse.Namespace, chosen: list[str], segments: tuple[Segment, ..
                     "[vout]",
                     "-map",
                     "[aout]",
-                    *compose.encode_args(work.path / "ffmpeg-reencode.mp4"),
+                    *(
+                        compose.encode_args(work.path / "ffmpeg-reencode.mp4")
+                        if ext == "mp4"
+                        else _webm_args(work.path / "ffmpeg-reencode.webm")
+                    ),
                 ],
-                work.path / "ffmpeg-reencode.mp4",
+                work.path / f"ffmpeg-reencode.{ext}",
                 DURATION,
             ),
         }
         contenders = [available[name]() for name in ALL if name in chosen]
         print(
-            f"cut: {DURATION:g} s timeline of {len(SEGMENTS)} clips, 1920x1080 @ {FPS} fps, "
+            f"cut ({ext}): {DURATION:g} s timeline of {len(SEGMENTS)} clips, "
+            f"1920x1080 @ {FPS} fps, "
             f"GOP {args.gop:g} s, {args.runs} runs each after {args.warmup} warm-up, interleaved"
         )
         harness.run_interleaved(contenders, runs=args.runs, warmup=args.warmup)
@@ -223,6 +241,7 @@ def run(args: argparse.Namespace, chosen: list[str], segments: tuple[Segment, ..
                 "machine": machine,
                 "config": {
                     "duration_s": DURATION,
+                    "format": args.format,
                     "fps": FPS,
                     "gop_s": args.gop,
                     "runs": args.runs,
@@ -244,7 +263,7 @@ def run(args: argparse.Namespace, chosen: list[str], segments: tuple[Segment, ..
         work.close()
 
 
-def _project(segments: tuple[Segment, ...]) -> harness.Json:
+def _project(segments: tuple[Segment, ...], ext: str) -> harness.Json:
     # One track per clip (a track plays one media file); the cuts are where actions meet.
     return {
         "id": "bench-cut",
@@ -257,7 +276,7 @@ def _project(segments: tuple[Segment, ...]) -> harness.Json:
                 "id": f"track-{s.clip}",
                 "name": s.clip,
                 "controllerName": "video",
-                "url": f"/bench/{s.clip}.mp4",
+                "url": f"/bench/{s.clip}.{ext}",
                 "actions": [
                     {
                         "id": f"action-{s.clip}",
@@ -272,6 +291,36 @@ def _project(segments: tuple[Segment, ...]) -> harness.Json:
             for s in segments
         ],
     }
+
+
+def _webm_args(dest: Path) -> list[str]:
+    """rendermill's standard webm recipe, spelled for the ffmpeg command line."""
+    return [
+        "-c:v",
+        "libvpx-vp9",
+        "-crf",
+        "32",
+        "-b:v",
+        "0",
+        "-deadline",
+        "realtime",
+        "-cpu-used",
+        "8",
+        "-row-mt",
+        "1",
+        "-pix_fmt",
+        "yuv420p",
+        "-c:a",
+        "libopus",
+        "-b:a",
+        "128k",
+        "-ar",
+        "48000",
+        "-ac",
+        "2",
+        "-y",
+        str(dest),
+    ]
 
 
 def _concat_list(clips: dict[str, Path], segments: tuple[Segment, ...]) -> str:

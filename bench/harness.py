@@ -35,6 +35,7 @@ import av.container
 import numpy as np
 import numpy.typing as npt
 from av.audio.frame import AudioFrame
+from av.packet import Packet
 from av.video.frame import VideoFrame
 from av.video.stream import VideoStream
 
@@ -198,7 +199,8 @@ def _cpu_model() -> str:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class ClipSpec:
-    """A 1080p H.264 clip with a tone. ``gop`` in frames: None keeps synth's (1 s)."""
+    """A 1080p clip with a tone: H.264 + AAC in MP4, or (``ext="webm"``) VP9 + Opus in
+    WebM. ``gop`` in frames: None keeps synth's (1 s)."""
 
     name: str
     color: tuple[int, int, int]
@@ -208,6 +210,7 @@ class ClipSpec:
     moving: bool = True
     counter: bool = False
     gop: int | None = None
+    ext: str = "mp4"
 
     @property
     def filename(self) -> str:
@@ -217,7 +220,7 @@ class ClipSpec:
         rgb = "".join(f"{c:02x}" for c in self.color)
         return (
             f"{self.name}-{w}x{h}-{self.fps}fps-{self.duration:g}s-{rgb}-{self.tone_hz:g}hz"
-            f"{tags}{gop}.mp4"
+            f"{tags}{gop}.{self.ext}"
         )
 
 
@@ -239,7 +242,7 @@ def ensure_clips(media_dir: Path, specs: Sequence[ClipSpec]) -> dict[str, Path]:
 
 
 def _make_clip(spec: ClipSpec, dest: Path) -> None:
-    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp.mp4")
+    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp.{spec.ext}")
     try:
         synth.make_video(
             tmp,
@@ -252,7 +255,7 @@ def _make_clip(spec: ClipSpec, dest: Path) -> None:
             counter=spec.counter,
         )
         if spec.gop is not None:
-            regop = dest.with_name(f".{dest.name}.{os.getpid()}.gop.mp4")
+            regop = dest.with_name(f".{dest.name}.{os.getpid()}.gop.{spec.ext}")
             set_gop(tmp, regop, spec.gop)
             tmp.unlink()
             tmp = regop
@@ -263,19 +266,33 @@ def _make_clip(spec: ClipSpec, dest: Path) -> None:
 
 def set_gop(src: Path, dest: Path, gop: int) -> None:
     """Re-encode ``src``'s picture with a keyframe exactly every ``gop`` frames (and no
-    others); the sound is copied. synth writes one-second GOPs; cuts need a choice."""
+    others), in its own codec (H.264 or VP9); the sound is copied. synth writes
+    one-second GOPs; cuts need a choice."""
     with av.open(str(src)) as inp, av.open(str(dest), "w") as out:
         vin = inp.streams.video[0]
-        vout = out.add_stream("libx264", rate=vin.average_rate)
+        vp9 = vin.codec_context.name == "vp9"
+        vout = out.add_stream("libvpx-vp9" if vp9 else "libx264", rate=vin.average_rate)
         assert isinstance(vout, VideoStream)
         vout.width = vin.codec_context.width
         vout.height = vin.codec_context.height
         vout.pix_fmt = "yuv420p"
-        vout.options = {
-            "preset": "ultrafast",
-            "crf": "18",
-            "x264-params": f"keyint={gop}:min-keyint={gop}:scenecut=0",
-        }
+        if vp9:
+            vout.options = {
+                "deadline": "realtime",
+                "cpu-used": "8",
+                "row-mt": "1",
+                "crf": "20",
+                "b": "0",
+                "g": str(gop),
+                "keyint_min": str(gop),
+                "lag-in-frames": "0",
+            }
+        else:
+            vout.options = {
+                "preset": "ultrafast",
+                "crf": "18",
+                "x264-params": f"keyint={gop}:min-keyint={gop}:scenecut=0",
+            }
         ain = inp.streams.audio[0] if inp.streams.audio else None
         aout = out.add_stream_from_template(ain) if ain is not None else None
         streams = [vin] if ain is None else [vin, ain]
@@ -622,27 +639,35 @@ def inspect(path: Path) -> Json:
                 "packets": len(packets),
                 "keyframes": sum(1 for p in packets if p.is_keyframe),
                 "first_pts_s": round(float(pts[0] * v.time_base), 4) if pts else None,
-                "stream_s": None
-                if v.duration is None
-                else round(float(v.duration * v.time_base), 4),
+                "stream_s": _stream_seconds(v, packets),
             }
     with av.open(str(path)) as c:
         if c.streams.audio:
             a = c.streams.audio[0]
-            assert a.time_base is not None
             info["audio"] = {
                 "codec": a.codec_context.name,
                 "rate": a.codec_context.sample_rate,
                 "channels": a.codec_context.channels,
                 "bit_rate": a.codec_context.bit_rate,
-                "stream_s": None
-                if a.duration is None
-                else round(float(a.duration * a.time_base), 4),
+                "stream_s": _stream_seconds(a, [p for p in c.demux(a) if p.size]),
             }
     settings = x264_settings(path)
     if settings:
         info["x264"] = settings
     return info
+
+
+def _stream_seconds(stream: av.stream.Stream, packets: Sequence[Packet[Any]]) -> float | None:
+    """How long a stream lasts: its header's duration (MP4), else where its last packet
+    ends (WebM stores no per-stream duration)."""
+    tb = stream.time_base
+    if tb is None:
+        return None
+    if stream.duration is not None:
+        return round(float(stream.duration * tb), 4)
+    ends = [p.pts + (p.duration or 0) for p in packets if p.pts is not None]
+    start = stream.start_time or 0
+    return round(float((max(ends) - start) * tb), 4) if ends else None
 
 
 _X264_KEYS = ("crf", "subme", "me", "ref", "bframes", "rc_lookahead", "threads", "trellis")
