@@ -359,8 +359,14 @@ class Canvas:
     def compose(self, layers: Sequence[Placed]) -> VideoFrame:
         """A new BT.709 output frame with ``layers`` (bottom first) drawn over the
         background, each with its effect if it has one."""
-        # A fresh buffer per frame: the encoder may still hold the previous one.
-        buf = self._template.copy()
+        # A fresh buffer per frame: the encoder may still hold the previous one. When the
+        # canvas is the whole frame (no padding) and the bottom layer covers it opaquely,
+        # the background would be overwritten whole: it is not copied in first.
+        viewport = self.viewport
+        if layers and viewport.canvas == viewport.frame and hides_below(layers[0], viewport):
+            buf = np.empty_like(self._template)
+        else:
+            buf = self._template.copy()
         y, u, v = self._planes(buf)
         clip = self.viewport.canvas
         for layer, rect, effect in layers:
