@@ -8,6 +8,7 @@ and the per-track mixer), ``compose`` (placement and YUV compositing), ``encode`
 output file) and ``render`` (the frame loop).
 """
 
+from rendermill.renderer.engine import _threads  # noqa: F401  (before numpy)
 from rendermill.renderer.engine.audio import VolumeClock
 from rendermill.renderer.engine.render import render
 from rendermill.renderer.engine.result import ProgressCallback, RenderResult
