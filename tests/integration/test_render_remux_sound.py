@@ -38,6 +38,10 @@ def media(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         # Tones to tell the clips apart, noise to tell one moment from another.
         "a": synth.make_bframe_video(d / "a.mp4", tone_hz=440.0, noise=0.05),
         "b": synth.make_bframe_video(d / "b.mp4", tone_hz=1000.0, noise=0.05),
+        # Same picture parameters as a and b (synth's own clips share them), other sound.
+        "khz44": synth.make_video(d / "khz44.mp4", counter=True, audio_rate=44100),
+        "mono": synth.make_video(d / "mono.mp4", counter=True, audio_layout="mono"),
+        "plain": synth.make_video(d / "plain.mp4", counter=True),
     }
 
 
@@ -149,6 +153,23 @@ def test_sound_that_is_not_one_clip_at_a_time_is_mixed(
     assert not result.sound_copied
     engine.render(proj, {"a": media["a"], "b": media["b"]}, NEVER, tmp_path / "c.mp4")
     out, _, _ = sound(tmp_path / "out.mp4")
+    ref, _, _ = sound(tmp_path / "c.mp4")
+    assert out.shape == ref.shape
+    assert np.max(np.abs(out - ref)) < 1e-3
+
+
+@pytest.mark.parametrize("other", ["khz44", "mono"])
+def test_sound_in_another_format_is_mixed(
+    other: str, media: dict[str, Path], tmp_path: Path
+) -> None:
+    # The picture is copied; a source at 44.1 kHz or in mono has no packets the 48 kHz
+    # stereo output could take, so the whole sound is mixed and encoded.
+    proj = project(track("plain", clip(0.0, 1.0)), track(other, clip(1.0, 2.0)))
+    sources = {"plain": media["plain"], other: media[other]}
+    result = render(proj, sources, tmp_path / "out.mp4")
+    assert not result.sound_copied
+    out, _, _ = sound(tmp_path / "out.mp4")
+    engine.render(proj, sources, NEVER, tmp_path / "c.mp4")
     ref, _, _ = sound(tmp_path / "c.mp4")
     assert out.shape == ref.shape
     assert np.max(np.abs(out - ref)) < 1e-3
