@@ -175,6 +175,38 @@ def test_sound_in_another_format_is_mixed(
     assert np.max(np.abs(out - ref)) < 1e-3
 
 
+def short_config_copy(src: Path, dest: Path) -> Path:
+    """``src`` remuxed with its AudioSpecificConfig cut to the 2 bytes other encoders
+    write (FFmpeg's own adds a sync extension saying "no SBR")."""
+    with av.open(str(src)) as inp, av.open(str(dest), "w") as out:
+        streams = {s.index: out.add_stream_from_template(s) for s in inp.streams}
+        audio_out = streams[inp.streams.audio[0].index]
+        extradata = audio_out.codec_context.extradata or b""
+        assert len(extradata) > 2
+        audio_out.codec_context.extradata = extradata[:2]
+        for packet in inp.demux():
+            if packet.dts is None:
+                continue
+            packet.stream = streams[packet.stream.index]
+            out.mux(packet)
+    return dest
+
+
+def test_sources_whose_configs_differ_only_past_lc_are_copied(
+    media: dict[str, Path], tmp_path: Path
+) -> None:
+    sources = {"a": media["a"], "b": short_config_copy(media["b"], tmp_path / "b.mp4")}
+    result = render(CUTS, sources, tmp_path / "out.mp4")
+    assert result.sound_copied
+    assert sound(tmp_path / "out.mp4")[2] == []
+
+
+def test_sbr_signalled_in_the_config_is_not_lc() -> None:
+    assert not remux_audio._sbr_present(bytes.fromhex("1190"))
+    assert not remux_audio._sbr_present(bytes.fromhex("119056e500"))  # explicitly no SBR
+    assert remux_audio._sbr_present(bytes.fromhex("119056e580"))
+
+
 def test_encoded_runs_cover_every_join_and_merge_when_close() -> None:
     total = 10 * remux_audio.FRAME + 100
     runs = remux_audio._encoded_runs([3000, 3500, 8000], total)

@@ -121,6 +121,8 @@ class File:
         kind, frequency, channels = head >> 11, (head >> 7) & 0xF, (head >> 3) & 0xF
         if kind != _AAC_LC:
             return f"AAC object type {kind} is not LC (2)"
+        if _sbr_present(config):
+            return "the sound is HE-AAC (SBR signalled in the AudioSpecificConfig)"
         if frequency != _48_KHZ or channels != audio.CHANNELS:
             return f"sound is {ctx.sample_rate} Hz x {ctx.channels}, not 48000 Hz stereo"
         if self._stream.time_base != Fraction(1, audio.RATE):
@@ -285,7 +287,9 @@ def plan(
         file, action = piece.file, piece.action
         if (problem := file.problem()) is not None:
             raise Ineligible(f"sound of {file.path.name}: {problem}")
-        if file.config != template.config:
+        # LC's whole configuration is in the first 16 bits (object type, rate, channels,
+        # GASpecificConfig); what may follow only says "no SBR", which changes nothing.
+        if file.config[:2] != template.config[:2]:
             raise Ineligible("the sources' sound has different AudioSpecificConfigs")
         if (problem := _action_problem(action)) is not None:
             raise Ineligible(f"sound of action {action.id!r}: {problem}")
@@ -354,6 +358,15 @@ def _segments(
         length = round(media.duration * audio.RATE) if media.duration is not None else None
         pieces.append(_Piece(lo, hi, file, action, length))
     return pieces
+
+
+def _sbr_present(config: bytes) -> bool:
+    """Whether an AAC LC AudioSpecificConfig carries a sync extension that turns SBR on
+    (explicit HE-AAC signalling: 0x2b7, object type 5, sbrPresentFlag 1)."""
+    if len(config) < 5:
+        return False
+    tail = int.from_bytes(config[2:5], "big")
+    return tail >> 13 == 0x2B7 and (tail >> 8) & 0x1F == 5 and bool((tail >> 7) & 1)
 
 
 def _action_problem(action: model.Action) -> str | None:
