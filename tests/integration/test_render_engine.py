@@ -649,12 +649,9 @@ _EFFECT_CASES = [
 ]
 
 
-def test_effects_apply_opacity_and_blend_modes(
-    run: Callable[..., synth.Decoded], tmp_path: Path
-) -> None:
-    base = synth.make_video(tmp_path / "base.mp4", color=_BASE, duration=0.2, tone_hz=None)
-    top = synth.make_image(tmp_path / "top.png", color=_TOP, size=(160, 90))
-    actions = [
+def _effect_actions(cases: list[tuple[str, float]]) -> list[model.Action]:
+    """One 0.1 s action per (blend mode, opacity), drawn at its size at (80, 40)."""
+    return [
         clip(
             k * 0.1,
             (k + 1) * 0.1,
@@ -664,8 +661,16 @@ def test_effects_apply_opacity_and_blend_modes(
             blend_mode=mode,
             opacity=opacity,
         )
-        for k, (mode, opacity) in enumerate(_EFFECT_CASES)
+        for k, (mode, opacity) in enumerate(cases)
     ]
+
+
+def test_effects_apply_opacity_and_blend_modes(
+    run: Callable[..., synth.Decoded], tmp_path: Path
+) -> None:
+    base = synth.make_video(tmp_path / "base.mp4", color=_BASE, duration=0.2, tone_hz=None)
+    top = synth.make_image(tmp_path / "top.png", color=_TOP, size=(160, 90))
+    actions = _effect_actions(_EFFECT_CASES)
     end = len(_EFFECT_CASES) * 0.1
     proj = project(
         track("base", clip(0.0, end, loop=True)),
@@ -693,17 +698,7 @@ def test_non_separable_blend_modes_trade_hue_saturation_and_luminosity(
     modes = ("hue", "saturation", "color", "luminosity")
     base = synth.make_video(tmp_path / "base.mp4", color=base_rgb, duration=0.2, tone_hz=None)
     top = synth.make_image(tmp_path / "top.png", color=top_rgb, size=(160, 90))
-    actions = [
-        clip(
-            k * 0.1,
-            (k + 1) * 0.1,
-            fit=model.Fit.NONE,
-            x=model.Coord(80),
-            y=model.Coord(40),
-            blend_mode=mode,
-        )
-        for k, mode in enumerate(modes)
-    ]
+    actions = _effect_actions([(mode, 1.0) for mode in modes])
     proj = project(
         track("base", clip(0.0, 0.4, loop=True)),
         track("top", *actions, controller=model.Controller.IMAGE),

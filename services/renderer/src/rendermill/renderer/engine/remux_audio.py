@@ -138,24 +138,16 @@ class File:
 
         Raises Ineligible when they are not, or the file cannot be read.
         """
-        stream = self.stream
         found: tuple[int, int] | None = None
         short = False
-        try:
-            self._container.seek(max(0, first + self._origin), stream=stream, backward=True)
-            for packet in self._container.demux(stream):
-                if packet.pts is None:
-                    continue
-                x = packet.pts - self._origin
-                if found is not None and (x != found[1] + FRAME or short):
-                    # (Only the stream's last packet may be short.)
-                    raise Ineligible(f"{self.path.name}: sound packets are not contiguous")
-                short = packet.duration != FRAME
-                found = (x, x) if found is None else (found[0], x)
-                if x >= last:
-                    break
-        except (av.FFmpegError, OSError) as exc:
-            raise Ineligible(f"{self.path.name} cannot be read ({exc})") from exc
+        for x, packet in self._from(first):
+            if found is not None and (x != found[1] + FRAME or short):
+                # (Only the stream's last packet may be short.)
+                raise Ineligible(f"{self.path.name}: sound packets are not contiguous")
+            short = packet.duration != FRAME
+            found = (x, x) if found is None else (found[0], x)
+            if x >= last:
+                break
         if found is None:
             raise Ineligible(f"{self.path.name}: no sound where the timeline needs it")
         return found
@@ -163,26 +155,29 @@ class File:
     def packets(self, first: int, count: int) -> Iterator[bytes]:
         """The ``count`` packets starting at source samples ``first``, ``first + FRAME``,
         ...; raises Ineligible when the file no longer reads as scanned."""
-        stream = self.stream
         want = first
         end = first + count * FRAME
+        for x, packet in self._from(first):
+            if x < want:
+                continue
+            if x != want:
+                break
+            yield bytes(packet)
+            want += FRAME
+            if want >= end:
+                return
+        raise Ineligible(f"{self.path.name}: sound packet at sample {want} is missing")
+
+    def _from(self, first: int) -> Iterator[tuple[int, Packet[AudioStream]]]:
+        """(source sample, packet) from the packet holding sample ``first`` on."""
+        stream = self.stream
         try:
             self._container.seek(max(0, first + self._origin), stream=stream, backward=True)
             for packet in self._container.demux(stream):
-                if packet.pts is None:
-                    continue
-                x = packet.pts - self._origin
-                if x < want:
-                    continue
-                if x != want:
-                    break
-                yield bytes(packet)
-                want += FRAME
-                if want >= end:
-                    return
+                if packet.pts is not None:
+                    yield packet.pts - self._origin, packet
         except (av.FFmpegError, OSError) as exc:
             raise Ineligible(f"{self.path.name} cannot be read ({exc})") from exc
-        raise Ineligible(f"{self.path.name}: sound packet at sample {want} is missing")
 
     def close(self) -> None:
         self._container.close()

@@ -243,6 +243,26 @@ def _free_id(sps: list[bytes], pps: list[bytes]) -> int:
     return free
 
 
+def _piece_encoder(
+    codec: str,
+    size: tuple[int, int],
+    fps: int,
+    color: tuple[int, int, int, int],
+    options: dict[str, str],
+) -> VideoCodecContext:
+    """An encoder for re-encoded pieces: yuv420p at ``size`` and ``fps``, tagged with the
+    copied source's colour (range, matrix, primaries, transfer)."""
+    ctx = av.CodecContext.create(codec, "w")
+    assert isinstance(ctx, VideoCodecContext)
+    ctx.width, ctx.height = size
+    ctx.pix_fmt = "yuv420p"
+    ctx.time_base = Fraction(1, fps)
+    ctx.framerate = Fraction(fps)
+    ctx.color_range, ctx.colorspace, ctx.color_primaries, ctx.color_trc = color
+    ctx.options = dict(options)
+    return ctx
+
+
 class _Reencoder:
     """libx264 set up to make pieces that sit between copied packets of the sources."""
 
@@ -280,14 +300,7 @@ class _Reencoder:
             yield self._sample(packet)
 
     def _open(self) -> VideoCodecContext:
-        ctx = av.CodecContext.create("libx264", "w")
-        assert isinstance(ctx, VideoCodecContext)
-        ctx.width, ctx.height = self._size
-        ctx.pix_fmt = "yuv420p"
-        ctx.time_base = Fraction(1, self._fps)
-        ctx.framerate = Fraction(self._fps)
-        ctx.color_range, ctx.colorspace, ctx.color_primaries, ctx.color_trc = self._color
-        ctx.options = dict(self._options)
+        ctx = _piece_encoder("libx264", self._size, self._fps, self._color, self._options)
         ctx.thread_type = "FRAME"
         return ctx
 
@@ -343,14 +356,7 @@ class _Vp9Reencoder:
 
     def encode(self, frames: Iterator[VideoFrame]) -> Iterator[tuple[int, bytes, bool]]:
         """(frame index in the piece, packet, keyframe) per frame."""
-        ctx = av.CodecContext.create("libvpx-vp9", "w")
-        assert isinstance(ctx, VideoCodecContext)
-        ctx.width, ctx.height = self._size
-        ctx.pix_fmt = "yuv420p"
-        ctx.time_base = Fraction(1, self._fps)
-        ctx.framerate = Fraction(self._fps)
-        ctx.color_range, ctx.colorspace, ctx.color_primaries, ctx.color_trc = self._color
-        ctx.options = dict(self._options)
+        ctx = _piece_encoder("libvpx-vp9", self._size, self._fps, self._color, self._options)
         for index, frame in enumerate(frames):
             frame.pts = index
             frame.time_base = ctx.time_base
