@@ -237,6 +237,29 @@ def test_loop_wraps_picture_and_sound(
     assert out.rms(2.1, 2.4) > 0.2
 
 
+def test_loop_wraps_a_recording_that_declares_no_duration(
+    run: Callable[..., synth.Decoded], tmp_path: Path
+) -> None:
+    # A WebM written live (as MediaRecorder writes it): no duration, no cues anywhere.
+    made = synth.make_video(tmp_path / "made.webm", duration=1.0, counter=True, tone_hz=1000.0)
+    live = tmp_path / "live.webm"
+    with av.open(str(made)) as src, av.open(str(live), "w", options={"live": "1"}) as dst:
+        streams = {s.index: dst.add_stream_from_template(s) for s in src.streams}
+        for packet in src.demux():
+            if packet.dts is not None:
+                packet.stream = streams[packet.stream.index]
+                dst.mux(packet)
+    with av.open(str(live)) as check:
+        assert check.duration is None and check.streams.video[0].duration is None
+    out = run(project(track("live", clip(0.0, 2.5, loop=True))), {"live": live})
+    # The media lasts as long as its longest stream, as a browser's duration says: the
+    # sound's last Opus packet ends at 1.001 s, so the picture wraps there.
+    assert synth.read_counter(out.at(0.9)) == 27
+    assert synth.read_counter(out.at(1.1)) == 2
+    assert synth.read_counter(out.at(2.2)) == 5
+    assert out.rms(1.1, 1.9) > 0.2
+
+
 def test_playback_rate_speeds_picture_and_sound(
     run: Callable[..., synth.Decoded], media: dict[str, Path]
 ) -> None:

@@ -170,6 +170,11 @@ def _probe(
         orientation = exif_orientation(source.path)
 
     duration = None if still is not None else _duration(container, origin)
+    if duration is None and still is None and any(a.loop for a in source.track.actions):
+        # A recording written as it was made (MediaRecorder's WebM) says nowhere how long
+        # it is; a browser learns it at the end and loops there. Looping needs it, so it
+        # is read off the packets (a demux, nothing decoded).
+        duration = _scanned_duration(container, origin)
     return Media(
         source=source,
         origin=origin,
@@ -285,6 +290,20 @@ def _duration(container: av.container.InputContainer, origin: float) -> float | 
         return None
     duration = max(ends) - origin
     return duration if duration > 0 else None
+
+
+def _scanned_duration(container: av.container.InputContainer, origin: float) -> float | None:
+    """Where the last packet of any stream ends, in source seconds (reads the whole file)."""
+    end: float | None = None
+    for packet in container.demux():
+        tb = packet.time_base
+        if packet.pts is None or tb is None:
+            continue
+        t = float((packet.pts + (packet.duration or 0)) * tb)
+        end = t if end is None else max(end, t)
+    if end is None or end - origin <= 0:
+        return None
+    return end - origin
 
 
 def _stream_end(stream: av.stream.Stream, origin: float) -> float | None:
