@@ -42,7 +42,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quality", choices=("draft", "standard", "high"), default="standard")
     p.add_argument("--poster", type=float, metavar="SECONDS", help="also write a JPEG poster")
     p.add_argument(
-        "--copy", choices=("auto", "never"), default="auto", help="stream-copy fast path"
+        "--copy",
+        choices=("auto", "never"),
+        default="auto",
+        help="auto (default): cut, not render, a timeline that only cuts H.264 clips into "
+        "MP4/MOV or VP9 clips into WebM (sound copied too where it can be); never: always "
+        "render",
     )
     p.add_argument("--volume-clock", choices=("editor", "timeline", "source"), default="editor")
     p.add_argument("--fit-mode", choices=("editor", "css"), default="editor")
