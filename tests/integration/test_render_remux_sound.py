@@ -10,6 +10,7 @@ from pathlib import Path
 
 import av
 import av.logging
+import msgspec
 import numpy as np
 import numpy.typing as npt
 import pytest
@@ -42,6 +43,7 @@ def media(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "khz44": synth.make_video(d / "khz44.mp4", counter=True, audio_rate=44100),
         "mono": synth.make_video(d / "mono.mp4", counter=True, audio_layout="mono"),
         "plain": synth.make_video(d / "plain.mp4", counter=True),
+        "music": synth.make_audio(d / "music.m4a", tone_hz=660.0, duration=4.0, noise=0.05),
     }
 
 
@@ -156,6 +158,31 @@ def test_sound_that_is_not_one_clip_at_a_time_is_mixed(
     ref, _, _ = sound(tmp_path / "c.mp4")
     assert out.shape == ref.shape
     assert np.max(np.abs(out - ref)) < 1e-3
+
+
+def test_a_music_track_under_muted_cuts_is_copied(media: dict[str, Path], tmp_path: Path) -> None:
+    # B-roll cut to music: the clips are muted, the music alone sounds, so it is copied
+    # whole (no join at all: only the start and the end are re-encoded).
+    proj = project(
+        *CUTS.tracks[:2],
+        track("music", clip(0.0, 3.2), controller=model.Controller.AUDIO),
+    )
+    proj = project(
+        *(msgspec.structs.replace(t, muted=True) for t in proj.tracks[:2]),
+        proj.tracks[2],
+    )
+    sources = {"a": media["a"], "b": media["b"], "music": media["music"]}
+    result = render(proj, sources, tmp_path / "out.mp4")
+    assert result.sound_copied
+    out, packets, complaints = sound(tmp_path / "out.mp4")
+    assert complaints == []
+    music = set(sound(media["music"])[1])
+    assert sum(p in music for p in packets) >= len(packets) - 8
+    engine.render(proj, sources, NEVER, tmp_path / "c.mp4")
+    ref, _, _ = sound(tmp_path / "c.mp4")
+    assert lag(out, ref, 48000) == 0  # the music starts at its own start: nothing to shift
+    error = np.sqrt(np.mean((out[4800:-4800] - ref[4800 : len(out) - 4800]) ** 2))
+    assert 20 * np.log10(error / np.sqrt(np.mean(ref**2))) < -20
 
 
 @pytest.mark.parametrize("other", ["khz44", "mono"])

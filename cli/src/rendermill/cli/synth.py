@@ -218,8 +218,10 @@ def make_audio(
     rate: int = 48000,
     layout: str = "stereo",
     amplitude: float = 0.5,
+    noise: float = 0.0,
 ) -> Path:
-    """Write a sine tone to ``path`` and return it; the format follows the suffix.
+    """Write a sine tone (plus seeded white noise at ``noise``, as :func:`make_video`
+    has it) to ``path`` and return it; the format follows the suffix.
 
     ``.m4a``/``.mp4``/``.aac`` give AAC, ``.mp3`` MP3, ``.wav`` 16-bit PCM, ``.ogg``/``.opus``
     /``.webm`` Opus. ``layout`` is any FFmpeg layout name (``mono``, ``stereo``, ``5.1``);
@@ -245,7 +247,7 @@ def make_audio(
         stream = out.add_stream(codec, rate=rate)
         assert isinstance(stream, AudioStream)
         stream.layout = layout
-        _write_tone(out, stream, tone_hz, duration, rate, channels, amplitude)
+        _write_tone(out, stream, tone_hz, duration, rate, channels, amplitude, noise)
     return path
 
 
