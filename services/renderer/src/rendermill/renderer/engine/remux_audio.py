@@ -8,9 +8,10 @@ finds it can be copied. It can when:
   ``audio.active``: hidden, muted and frozen actions are silent);
 - that action plays at rate 1 at full volume (every volume step, clamped, is 1) and its
   sound stays inside its media (no loop wrap, no silence past the end);
-- its file is MP4/MOV and its first audio stream AAC LC, 48 kHz stereo (the compose
-  path's output format), in packets of 1024 samples at a 1/48000 time base, with the same
-  AudioSpecificConfig in every file the timeline copies from.
+- its file is MP4/MOV and its first audio stream AAC LC without SBR, 48 kHz stereo (the
+  compose path's output format), in packets of 1024 samples at a 1/48000 time base, with
+  the same LC configuration (the AudioSpecificConfig's first 16 bits) in every file the
+  timeline copies from.
 
 How the sound is put together. AAC packets sit on a grid of 1024 samples: output packet
 n plays output samples ``n * 1024 .. (n + 1) * 1024`` (packet -1 is the encoder delay that
@@ -24,11 +25,16 @@ the end of the timeline) the packets from the one before the join's packet to th
 after the 5 ms fade-in are re-encoded from the compose path's own mixers, run on the
 actions shifted by their d. The re-encoded run begins and ends with the signal its copied
 neighbours carry, so their overlap cancels as it did in the source; inside the run the
-join lands on its exact sample, with the compose path's fade.
+join lands on its exact sample, with the compose path's fade. The overlap also needs the
+same window on both sides: a copied packet before a run must end with a long window
+(ONLY_LONG or LONG_STOP) and one after it start with one, and the run's own first and
+last packets must match them in window sequence and shape. A run's ends move outwards
+until they do (the encoder switches to short windows where it sees a transient coming).
 
-Everything is decided from headers and a demux of the packet windows the timeline uses;
-nothing is decoded before writing. Whatever keeps the sound off this path raises
-``Ineligible`` with the reason (the caller then mixes the whole sound).
+``plan`` decides from headers and a demux of the packet windows the timeline uses;
+``encode_joins`` then mixes and encodes the runs, a few packets each, before anything is
+written. Whatever keeps the sound off this path raises ``Ineligible`` with the reason
+(the caller then mixes the whole sound).
 """
 
 from __future__ import annotations
