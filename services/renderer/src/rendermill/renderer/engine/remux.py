@@ -1,10 +1,10 @@
 """The stream-copy fast path: cut-only timelines are cut, not rendered ("smart cut").
 
 :func:`try_remux` writes the frames the compose path would, at the same times, but copies
-the sources' H.264 packets instead of decoding and re-encoding them. Only the pictures
-between a cut and the source's next IDR frame (and a frame or two where a cut ends
-inside a group of B-frames) are decoded and re-encoded with libx264. The poster
-(``output.poster``) is written as the compose path writes it.
+the sources' H.264 (or VP9) packets instead of decoding and re-encoding them. Only the
+pictures between a cut and the source's next IDR frame (and a frame or two where a cut
+ends inside a group of B-frames) are decoded and re-encoded, with libx264 (libvpx-vp9).
+The poster (``output.poster``) is written as the compose path writes it.
 
 The sound is copied too when one clip at a time sounds, at full volume, from AAC LC
 48 kHz stereo sources (``remux_audio``: packets copied whole, each segment within half
