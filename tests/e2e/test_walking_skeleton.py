@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from pathlib import Path
 
 import av
@@ -14,6 +15,7 @@ from rendermill.cli import synth
 from rendermill.cli.client import Client
 from rendermill.cli.demo import Receiver
 from rendermill.cli.stack import Stack, free_port
+from rendermill.common import db, jobs
 
 pytestmark = pytest.mark.e2e
 
@@ -161,3 +163,64 @@ async def test_corrupt_media_fails_the_job_with_a_message_naming_the_track(
     assert view["status"] == "failed" and view["attempt"] == 1  # permanent: not retried
     assert view["error"]["code"] == "media_error"
     assert "interview" in view["error"]["message"]
+
+
+async def test_cancel_stops_a_running_render(db_url: str, tmp_path: Path) -> None:
+    clip = synth.make_video(tmp_path / "clip.mp4", color=RED, duration=1.0, tone_hz=440)
+    # Ten minutes of a looping clip: far longer than the test waits.
+    project = {
+        "width": 320,
+        "height": 180,
+        "tracks": [
+            {
+                "id": "t0",
+                "name": "loop",
+                "controllerName": "video",
+                "url": "/media/clip.mp4",
+                "actions": [{"id": "a0", "start": 0, "end": 600, "loop": True, "x": 8}],
+            }
+        ],
+    }
+    async with Stack(
+        tmp_path / "home", port=free_port(), database_url=db_url, log_path=tmp_path / "stack.log"
+    ) as stack:
+        creds = await stack.create_tenant("e2e")
+        async with (
+            Client(creds.api_url, creds.api_key) as client,
+            Receiver(creds.webhook_secret) as receiver,
+        ):
+            job = await client.submit(
+                {
+                    "project": project,
+                    "output": {"resolution": "320x180"},
+                    "media": {"/media/clip.mp4": await client.upload(clip)},
+                    "webhook_url": receiver.url,
+                }
+            )
+            seen: list[str] = []
+            async for event in client.events(job["id"]):
+                seen.append(event["type"])
+                if event["type"] == "job.progress" and event["data"].get("frames_done"):
+                    canceled = await client.cancel(job["id"])
+                    assert canceled["status"] == "canceled"
+                    stopping = asyncio.get_running_loop().time()
+            assert seen[-1] == "job.canceled", seen
+            await asyncio.wait_for(receiver.got.wait(), timeout=30)
+            # The render process ends within seconds and the attempt is recorded.
+            conn = await db.connect(db_url)
+            try:
+                async with asyncio.timeout(20):
+                    while True:
+                        attempts = await jobs.list_attempts(conn, uuid.UUID(job["id"]))
+                        if attempts and attempts[-1].finished_at is not None:
+                            break
+                        await asyncio.sleep(0.2)
+            finally:
+                await conn.close()
+            view = await client.job(job["id"])
+            took = asyncio.get_running_loop().time() - stopping
+        stack.check()
+    assert took < 15
+    assert [a.attempt for a in attempts] == [1]  # not retried
+    assert view["status"] == "canceled" and view["attempt"] == 1 and view["result"] is None
+    assert receiver.received[0]["type"] == "job.canceled"

@@ -273,6 +273,42 @@ async def test_websocket_pushes_every_change_until_terminal(api: Api) -> None:
     assert text.count("event: ") == 6 and "event: job.succeeded" in text
 
 
+async def test_cancel_ends_a_queued_or_running_job_once(api: Api) -> None:
+    asset = await api.upload()
+    body = {"project": PROJECT, "media": {"/media/a.mp4": asset}}
+    queued = await (await api.submit(body)).json()
+    running = await (await api.submit(body)).json()
+    done = await (await api.submit(body)).json()
+    async with api.pool.acquire() as conn:
+        await jobs.start_attempt(conn, uuid.UUID(running["id"]), 1)
+        await jobs.start_attempt(conn, uuid.UUID(done["id"]), 1)
+        await jobs.finish(conn, uuid.UUID(done["id"]), JobStatus.SUCCEEDED, result=None)
+
+    for job in (queued, running):
+        resp = await api.client.post(f"/v1/jobs/{job['id']}/cancel", headers=api.auth())
+        assert resp.status == 200, await resp.text()
+        view = await resp.json()
+        assert view["status"] == "canceled" and view["error"]["code"] == "canceled"
+        # Again: the same answer, nothing changes.
+        again = await api.client.post(f"/v1/jobs/{job['id']}/cancel", headers=api.auth())
+        assert again.status == 200 and (await again.json())["status"] == "canceled"
+        async with api.pool.acquire() as conn:
+            events = await jobs.events_after(conn, uuid.UUID(job["id"]), 0)
+        assert [e.type for e in events].count("job.canceled") == 1
+
+    finished = await api.client.post(f"/v1/jobs/{done['id']}/cancel", headers=api.auth())
+    assert finished.status == 409
+    error = (await finished.json())["error"]
+    assert error["code"] == "conflict" and "already succeeded" in error["message"]
+
+    async with api.pool.acquire() as conn:
+        _, other_key = await tenants.create(conn, "tenant-b")
+    other = await api.client.post(f"/v1/jobs/{queued['id']}/cancel", headers=api.auth(other_key))
+    assert other.status == 404
+    doc = await (await api.client.get("/openapi.json")).json()
+    assert "post" in doc["paths"]["/v1/jobs/{job_id}/cancel"]
+
+
 async def test_openapi_and_health(api: Api) -> None:
     doc = await (await api.client.get("/openapi.json")).json()
     assert "/v1/jobs" in doc["paths"] and "JobRequest" in doc["components"]["schemas"]

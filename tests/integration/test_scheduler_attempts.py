@@ -123,3 +123,58 @@ async def test_retry_then_success(pool: asyncpg.Pool, db_url: str) -> None:
     )
     assert job.status == JobStatus.SUCCEEDED and job.attempt == 2
     assert await _attempts(pool, job.id) == [(1, 75, "transient"), (2, 0, "ok")]
+
+
+async def test_cancel_stops_the_running_render_and_is_not_retried(
+    pool: asyncpg.Pool, db_url: str
+) -> None:
+    cfg = settings.load(settings.Scheduler, env={}, overrides={"poll_interval": 0.1})
+    queue = PostgresQueue(pool)
+    async with pool.acquire() as conn:
+        tenant, _ = await tenants.create(conn, "t")
+        job, _ = await jobs.create(
+            conn, tenant_id=tenant.id, project={}, output=schemas.OutputSpec(), media={}
+        )
+    await queue.send(schemas.QueueMessage(job_id=job.id, attempt=1))
+    # A render that would take a minute.
+    launcher = LocalLauncher((sys.executable, "-c", "import time; time.sleep(60)"))
+    stop = asyncio.Event()
+    scheduler = Scheduler(cfg, pool, queue, launcher, db_url)
+    async with lifecycle.supervised(stop, grace=5) as sup:
+        runner = asyncio.create_task(scheduler.run(stop, sup))
+        try:
+            async with asyncio.timeout(30):
+                while True:
+                    async with pool.acquire() as conn:
+                        attempt = await jobs.get_attempt(conn, job.id, 1)
+                    if attempt is not None and attempt.task_id:
+                        break
+                    await asyncio.sleep(0.1)
+                async with pool.acquire() as conn:
+                    await jobs.finish(
+                        conn,
+                        job.id,
+                        JobStatus.CANCELED,
+                        expect=(JobStatus.RUNNING,),
+                        message="canceled by the client",
+                    )
+                canceled_at = asyncio.get_running_loop().time()
+                while True:
+                    async with pool.acquire() as conn:
+                        attempt = await jobs.get_attempt(conn, job.id, 1)
+                    if attempt is not None and attempt.finished_at is not None:
+                        break
+                    await asyncio.sleep(0.1)
+            took = asyncio.get_running_loop().time() - canceled_at
+        finally:
+            stop.set()
+            with contextlib.suppress(asyncio.CancelledError):
+                await runner
+    # Within the cancel poll and the stop's grace, not after the minute.
+    assert took < 10
+    async with pool.acquire() as conn:
+        final = await jobs.get(conn, job.id)
+        remaining = await queue.depth()
+    assert final.status == JobStatus.CANCELED and final.attempt == 1
+    assert [a for a, _, _ in await _attempts(pool, job.id)] == [1]
+    assert remaining[0] == 0

@@ -73,6 +73,10 @@ class Client:
         async with self.session.get(f"{self.api_url}/v1/jobs/{job_id}") as resp:
             return await self._json(resp)
 
+    async def cancel(self, job_id: str) -> Any:
+        async with self.session.post(f"{self.api_url}/v1/jobs/{job_id}/cancel") as resp:
+            return await self._json(resp)
+
     async def events(self, job_id: str, after: int = 0) -> AsyncIterator[dict[str, Any]]:
         """Every event of the job over the WebSocket, ending after the terminal one."""
         ws_url = self.api_url.replace("http", "ws", 1) + f"/v1/jobs/{job_id}/events?after={after}"

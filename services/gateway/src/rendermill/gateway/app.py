@@ -334,6 +334,36 @@ async def get_job(request: web.Request) -> web.Response:
     return json_response(job_view(request.app, job))
 
 
+async def cancel_job(request: web.Request) -> web.Response:
+    """Cancel a queued or running job: it ends as ``canceled`` (a ``job.canceled`` event
+    and webhook), a running render stops within seconds and is not retried. Canceling a
+    canceled job again answers the same; a job that already succeeded or failed is a
+    409."""
+    tenant = await authenticate(request)
+    job_id = _parse_uuid(request.match_info["job_id"], "job")
+    async with request.app[POOL].acquire() as conn:
+        job = await jobs.get(conn, job_id, tenant.id)
+        if job.status != schemas.JobStatus.CANCELED:
+            try:
+                job = await jobs.finish(
+                    conn,
+                    job_id,
+                    schemas.JobStatus.CANCELED,
+                    expect=(schemas.JobStatus.QUEUED, schemas.JobStatus.RUNNING),
+                    error=jobs.error_info("canceled", "canceled by the client"),
+                    message="canceled by the client",
+                )
+            except errors.Conflict:
+                job = await jobs.get(conn, job_id, tenant.id)
+                if job.status != schemas.JobStatus.CANCELED:
+                    raise errors.Conflict(
+                        f"job {job_id} already {job.status.value}: only a queued or running "
+                        "job can be canceled"
+                    ) from None
+    log.info("job_canceled", job_id=str(job_id))
+    return json_response(job_view(request.app, job))
+
+
 async def list_jobs(request: web.Request) -> web.Response:
     tenant = await authenticate(request)
     status = request.query.get("status")
@@ -600,6 +630,7 @@ def create_app(cfg: settings.Gateway) -> web.Application:
     r.add_get("/v1/jobs", list_jobs)
     r.add_get("/v1/jobs/{job_id}", get_job)
     r.add_get("/v1/jobs/{job_id}/events", job_events)
+    r.add_post("/v1/jobs/{job_id}/cancel", cancel_job)
     r.add_post("/v1/uploads", upload)
     r.add_get(fs.FILES_PREFIX + "{key:.+}", download)
     r.add_post("/api/video/process", seed_process)

@@ -64,6 +64,13 @@ def document() -> dict[str, Any]:
                 "get": _op("List jobs", (200, api.JobList)),
             },
             "/v1/jobs/{job_id}": {"get": _op("Get a job", (200, api.JobView), parameters=job_id)},
+            "/v1/jobs/{job_id}/cancel": {
+                "post": _op(
+                    "Cancel a queued or running job (409 once it succeeded or failed)",
+                    (200, api.JobView),
+                    parameters=job_id,
+                )
+            },
             "/v1/jobs/{job_id}/events": {
                 "get": _op(
                     "Job events over WebSocket (or SSE): one EventView per message",

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import random
+import time
 import uuid
 
 import asyncpg
@@ -34,6 +35,8 @@ QUEUE_DEPTH = Gauge("rendermill_queue_depth", "Messages waiting or in flight")
 QUEUE_AGE = Gauge("rendermill_queue_oldest_seconds", "Age of the oldest message")
 
 # Exit codes of the renderer launch contract (DESIGN.md).
+# How often a running attempt's job is looked at for a cancel.
+CANCEL_POLL_SECONDS = 2.0
 EXIT_OK = 0
 EXIT_INVALID_PROJECT = 2
 EXIT_BAD_MEDIA = 3
@@ -188,13 +191,23 @@ class Scheduler:
     async def _keepalive(
         self, job_id: uuid.UUID, attempt: int, received: Received, task_id: str
     ) -> None:
-        """Keep the message invisible while the render runs; stop a render that went silent."""
+        """Keep the message invisible while the render runs; stop a render that went silent
+        or whose job was canceled."""
         interval = max(1.0, self.cfg.visibility_timeout / 3)
+        last_visibility = time.monotonic()
         while True:
-            await asyncio.sleep(interval)
-            await self.queue.change_visibility(received.receipt, self.cfg.visibility_timeout)
+            # Polled often enough that a cancel stops the render within seconds.
+            await asyncio.sleep(min(interval, CANCEL_POLL_SECONDS))
+            if time.monotonic() - last_visibility >= interval:
+                await self.queue.change_visibility(received.receipt, self.cfg.visibility_timeout)
+                last_visibility = time.monotonic()
             async with self.pool.acquire() as conn:
                 att = await jobs.get_attempt(conn, job_id, attempt)
+                job = await jobs.get(conn, job_id)
+            if job.status == JobStatus.CANCELED:
+                log.info("render_canceled", job_id=str(job_id), attempt=attempt)
+                await self.launcher.stop(task_id, grace=5)
+                return
             if att and self._stale(att):
                 log.warning("heartbeat_lost", job_id=str(job_id), attempt=attempt)
                 await self.launcher.stop(task_id, grace=5)
@@ -234,7 +247,9 @@ class Scheduler:
                 conn, job_id, attempt, rc, "ok" if rc == 0 else outcome.reason
             )
             job = await jobs.get(conn, job_id)
-            if rc == EXIT_OK:
+            if job.status == JobStatus.CANCELED:
+                bound.info("attempt_canceled")
+            elif rc == EXIT_OK:
                 if not job.status.terminal:
                     # Exit 0 without a recorded result is a renderer bug, not a success.
                     await self._fail(
@@ -265,7 +280,7 @@ class Scheduler:
                 if outcome.retry:
                     msg = f"{msg}; gave up after {attempt} attempts"
                 await self._fail(conn, job_id, outcome.reason, msg, {"exit_code": rc})
-            if rc != EXIT_OK:
+            if rc != EXIT_OK and job.status != JobStatus.CANCELED:
                 FAILURES.labels(outcome.reason).inc()
         await self.queue.delete(received.receipt)
 
