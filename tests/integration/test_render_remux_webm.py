@@ -3,6 +3,7 @@ the frames between a mid-GOP cut and the next keyframe re-encoded with libvpx-vp
 
 from __future__ import annotations
 
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -124,3 +125,18 @@ def test_compose_shows_every_frame_of_a_millisecond_timestamped_source(
     proj = project(track("a", clip(0.0, 2.0, fit=model.Fit.FILL)))
     engine.render(proj, media, NEVER, tmp_path / "out.webm")
     assert counters(tmp_path / "out.webm")[0] == list(range(60))
+
+
+def test_a_frame_exact_time_base_keeps_the_strict_rule(tmp_path: Path) -> None:
+    # AVI counts frames (time base 1/30): its timestamps are exact, so frame k shows from
+    # k / 30 s and not half a tick earlier. At 1.5x, output frame 1 (source 0.05 s) still
+    # shows frame 1, which frame 2 (due at 0.0667 s) must not displace.
+    avi = synth.make_video(
+        tmp_path / "c.avi", duration=2.0, counter=True, tone_hz=None, codec="mpeg4"
+    )
+    with av.open(str(avi)) as container:
+        assert container.streams.video[0].time_base == Fraction(1, 30)
+    proj = project(track("c", clip(0.0, 1.0, playback_rate=1.5, fit=model.Fit.FILL)))
+    engine.render(proj, {"c": avi}, NEVER, tmp_path / "out.webm")
+    shown = counters(tmp_path / "out.webm")[0]
+    assert shown == [int(1.5 * i + 1e-9) for i in range(30)]

@@ -28,8 +28,14 @@ def tolerance(tick: float) -> float:
     """How far after the requested time a frame may be due and count as showing, for a
     stream whose timestamps count ticks of ``tick`` seconds: EPSILON plus half a tick,
     since a frame's timestamp is its time rounded to a tick (a 30 fps WebM frame at
-    66.667 ms is stored as 67 ms, and must show at 2 / 30 s)."""
-    return EPSILON + tick / 2
+    66.667 ms is stored as 67 ms, and must show at 2 / 30 s). Ticks coarser than a
+    millisecond are frame-exact time bases (1/fps: AVI, some MP4s), not rounded clocks:
+    they get no more than a millisecond's half."""
+    return EPSILON + min(tick, _ROUNDED_TICK) / 2
+
+
+# The coarsest tick that rounds frame times rather than counting frames (Matroska, FLV).
+_ROUNDED_TICK = 0.001
 
 
 # Decoding forward this far is cheaper than a seek plus a decode from the keyframe.
