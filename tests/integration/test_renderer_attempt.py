@@ -114,6 +114,37 @@ async def test_attempt_renders_uploads_and_records_the_result(
     assert [e.type for e in events][-1] == "job.succeeded"
 
 
+async def test_cancel_during_upload_leaves_no_output_behind(
+    pool: asyncpg.Pool, db_url: str, tmp_path: Path
+) -> None:
+    cfg = _cfg(db_url, tmp_path)
+
+    class CancelingStore(fs.FsStore):
+        """Stores the output, and the client cancels the job right then."""
+
+        async def put_file(self, key: str, path: Path) -> int:
+            size = await super().put_file(key, path)
+            if key.endswith("output.mp4"):
+                async with pool.acquire() as conn:
+                    await jobs.finish(conn, job.id, JobStatus.CANCELED, expect=(JobStatus.RUNNING,))
+            return size
+
+    store = CancelingStore(cfg.store_root, signing_key="k", public_url="http://x")
+    clip = synth.make_video(tmp_path / "clip.mp4", duration=1.0)
+    job, tenant = await _job(pool, store, clip, "blob:editor/1", end=1.0)
+    attempt = service.Attempt(cfg, pool, store, job.id, 1)
+    scratch = tmp_path / "scratch" / "one"
+    scratch.mkdir(parents=True)
+    with pytest.raises(errors.Conflict):
+        await attempt.run(scratch)
+    # Output and poster were both stored, then deleted when the result could not be
+    # recorded.
+    outputs = cfg.store_root / "outputs" / str(tenant.id) / str(job.id)
+    assert outputs.is_dir() and not [p for p in outputs.rglob("*") if p.is_file()]
+    async with pool.acquire() as conn:
+        assert (await jobs.get(conn, job.id)).status == JobStatus.CANCELED
+
+
 async def test_unresolvable_url_fails_as_media_error(
     pool: asyncpg.Pool, db_url: str, tmp_path: Path
 ) -> None:

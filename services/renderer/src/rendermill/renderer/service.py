@@ -150,6 +150,22 @@ class Attempt:
             await asyncio.sleep(self.cfg.progress_interval)
 
     async def run(self, scratch: Path) -> schemas.JobStatus:
+        """Render the job and record its result; returns the job's status.
+
+        Whatever was stored is deleted again when the result is not recorded (the job
+        was canceled or taken over while uploading, or recording failed): an output no
+        job points at would never be served nor cleaned up.
+        """
+        stored: list[str] = []
+        try:
+            return await self._run(scratch, stored)
+        except BaseException:
+            for key in stored:
+                with contextlib.suppress(OSError, errors.RendermillError):
+                    await self.store.delete(key)
+            raise
+
+    async def _run(self, scratch: Path, stored: list[str]) -> schemas.JobStatus:
         async with self.pool.acquire() as conn:
             job = await jobs.get(conn, self.job_id)
         if job.status != JobStatus.RUNNING or job.attempt != self.attempt:
@@ -205,12 +221,14 @@ class Attempt:
                 key = output_key(str(job.tenant_id), str(job.id), f"output.{fmt}")
                 digest = await asyncio.to_thread(_sha256, out_path)
                 size = await self.store.put_file(key, out_path)
+                stored.append(key)
                 span.set_attribute("bytes", size)
                 poster_key = None
                 poster = out_path.with_suffix(".jpg")
                 if output.poster is not None and poster.is_file():
                     poster_key = output_key(str(job.tenant_id), str(job.id), "poster.jpg")
                     await self.store.put_file(poster_key, poster)
+                    stored.append(poster_key)
         finally:
             reporter.cancel()
             with contextlib.suppress(asyncio.CancelledError):
