@@ -99,6 +99,10 @@ async def test_two_clip_project_end_to_end(db_url: str, tmp_path: Path) -> None:
             await asyncio.wait_for(receiver.got.wait(), timeout=30)
             for name, counter in (
                 ("scheduler", 'rendermill_launches_total{launcher="local"} 1.0'),
+                ("scheduler", 'rendermill_jobs_finished_total{status="succeeded"} 1.0'),
+                ("scheduler", 'rendermill_render_seconds_count{outcome="ok"} 1.0'),
+                ("scheduler", "rendermill_render_realtime_factor_count 1.0"),
+                ("scheduler", 'rendermill_jobs{status="running"}'),
                 ("notifier", 'rendermill_webhook_attempts_total{outcome="delivered"} 1.0'),
             ):
                 url = f"http://127.0.0.1:{stack.metrics_ports[name]}/metrics"

@@ -237,6 +237,14 @@ async def events_after(conn: db.Conn, job_id: uuid.UUID, seq: int, limit: int = 
     return [msgspec.convert(dict(r), Event, strict=False) for r in rows]
 
 
+async def count_active(conn: db.Conn) -> dict[JobStatus, int]:
+    """How many jobs are queued and running now (both keys always present)."""
+    counts = {JobStatus.QUEUED: 0, JobStatus.RUNNING: 0}
+    for row in await conn.fetch(Q.count_active):
+        counts[JobStatus(row["status"])] = row["n"]
+    return counts
+
+
 def error_info(code: str, message: str, detail: Any = None) -> dict[str, Any]:
     return {"code": code, "message": message, "detail": detail}
 

@@ -15,7 +15,7 @@ import uuid
 
 import asyncpg
 import msgspec
-from prometheus_client import Counter, Gauge, start_http_server
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 from rendermill.common import db, errors, jobs, lifecycle, schemas, settings, telemetry
 from rendermill.common import logging as rlog
@@ -33,6 +33,21 @@ FAILURES = Counter("rendermill_attempt_failures_total", "Failed attempts by reas
 RUNNING = Gauge("rendermill_attempts_running", "Attempts running now")
 QUEUE_DEPTH = Gauge("rendermill_queue_depth", "Messages waiting or in flight")
 QUEUE_AGE = Gauge("rendermill_queue_oldest_seconds", "Age of the oldest message")
+JOBS = Gauge("rendermill_jobs", "Jobs queued or running now", ["status"])
+FINISHED = Counter(
+    "rendermill_jobs_finished_total", "Jobs whose attempt ended in a final state", ["status"]
+)
+RENDER_SECONDS = Histogram(
+    "rendermill_render_seconds",
+    "Wall time of render attempts, launch to exit, by outcome",
+    ["outcome"],
+    buckets=(1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600),
+)
+REALTIME = Histogram(
+    "rendermill_render_realtime_factor",
+    "Timeline seconds rendered per wall second, successful attempts",
+    buckets=(0.25, 0.5, 1, 2, 4, 8, 16, 32, 64, 128),
+)
 
 # Exit codes of the renderer launch contract (DESIGN.md).
 # How often a running attempt's job is looked at for a cancel.
@@ -128,6 +143,8 @@ class Scheduler:
                 await self.queue.delete(received.receipt)
                 return
         if job.status.terminal or msg.attempt < job.attempt:
+            if job.status == JobStatus.CANCELED and job.attempt < msg.attempt:
+                FINISHED.labels(job.status.value).inc()  # canceled before this attempt ran
             await self.queue.delete(received.receipt)
             return
         if job.status == JobStatus.RUNNING and job.attempt == msg.attempt:
@@ -166,6 +183,7 @@ class Scheduler:
                 await self._attempt_ended(job.id, msg.attempt, 1, job.max_attempts, received)
                 return
             LAUNCHES.labels(self.launcher.name).inc()
+            launched = time.monotonic()
             bound.info("attempt_launched", task_id=task_id)
             async with self.pool.acquire() as conn:
                 await jobs.set_attempt_task(conn, job.id, msg.attempt, task_id)
@@ -186,7 +204,9 @@ class Scheduler:
                 keep.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await keep
-            await self._attempt_ended(job.id, msg.attempt, rc, job.max_attempts, received)
+            await self._attempt_ended(
+                job.id, msg.attempt, rc, job.max_attempts, received, launched=launched
+            )
 
     async def _keepalive(
         self, job_id: uuid.UUID, attempt: int, received: Received, task_id: str
@@ -238,7 +258,14 @@ class Scheduler:
             )
 
     async def _attempt_ended(
-        self, job_id: uuid.UUID, attempt: int, rc: int, max_attempts: int, received: Received
+        self,
+        job_id: uuid.UUID,
+        attempt: int,
+        rc: int,
+        max_attempts: int,
+        received: Received,
+        *,
+        launched: float | None = None,
     ) -> None:
         outcome = classify(rc)
         bound = log.bind(job_id=str(job_id), attempt=attempt, exit_code=rc)
@@ -282,7 +309,28 @@ class Scheduler:
                 await self._fail(conn, job_id, outcome.reason, msg, {"exit_code": rc})
             if rc != EXIT_OK and job.status != JobStatus.CANCELED:
                 FAILURES.labels(outcome.reason).inc()
+            job = await jobs.get(conn, job_id)
+        self._observe(job, rc, outcome, launched)
         await self.queue.delete(received.receipt)
+
+    @staticmethod
+    def _observe(job: jobs.Job, rc: int, outcome: Outcome, launched: float | None) -> None:
+        """Metrics of an ended attempt: its wall time, the job's final state, and for a
+        success how fast the render ran."""
+        if job.status.terminal:
+            FINISHED.labels(job.status.value).inc()
+        if launched is None:
+            return
+        took = time.monotonic() - launched
+        label = (
+            "canceled"
+            if job.status == JobStatus.CANCELED
+            else ("ok" if rc == 0 else outcome.reason)
+        )
+        RENDER_SECONDS.labels(label).observe(took)
+        duration = (job.result or {}).get("duration")
+        if job.status == JobStatus.SUCCEEDED and isinstance(duration, int | float) and took > 0:
+            REALTIME.observe(duration / took)
 
     async def _fail(
         self,
@@ -304,14 +352,15 @@ class Scheduler:
         log.error("job_failed", job_id=str(job_id), code=code)
 
     async def _sweep(self, stop: asyncio.Event) -> None:
-        """Re-enqueue queued jobs that have no message (the gateway died between commit and
-        enqueue): nothing accepted is ever lost."""
+        """Every 30 s: queue and job gauges, and re-enqueue queued jobs that have no message
+        (the gateway died between commit and enqueue): nothing accepted is ever lost."""
         while not stop.is_set():
-            await lifecycle.wait_or_stop(stop, asyncio.Event(), 30.0)
             depth, age = await self.queue.depth()
             QUEUE_DEPTH.set(depth)
             QUEUE_AGE.set(age)
             async with self.pool.acquire() as conn:
+                for status, n in (await jobs.count_active(conn)).items():
+                    JOBS.labels(status.value).set(n)
                 rows = await conn.fetch(
                     "SELECT j.id, j.attempt, j.traceparent FROM jobs j WHERE j.status = 'queued'"
                     " AND j.updated_at < now() - interval '60 seconds' AND NOT EXISTS ("
@@ -324,6 +373,7 @@ class Scheduler:
                         job_id=row["id"], attempt=row["attempt"] + 1, traceparent=row["traceparent"]
                     )
                 )
+            await lifecycle.wait_or_stop(stop, asyncio.Event(), 30.0)
 
 
 async def main(cfg: settings.Scheduler) -> int:

@@ -85,3 +85,6 @@ RETURNING *;
 
 -- name: list_attempts
 SELECT * FROM job_attempts WHERE job_id = $1 ORDER BY attempt;
+
+-- name: count_active
+SELECT status, count(*) AS n FROM jobs WHERE status IN ('queued', 'running') GROUP BY status;
