@@ -57,6 +57,7 @@ def make_video(
     frame_times: Sequence[float] | None = None,
     matrix: Matrix | None = None,
     tagged: bool = True,
+    crf: int = 18,
 ) -> Path:
     """Write a solid ``color`` clip of ``size`` and ``duration`` to ``path`` and return it.
 
@@ -77,8 +78,10 @@ def make_video(
 
     The picture is converted from RGB with ``matrix`` (default: BT.709 when HD-sized,
     BT.601 below, which is what players assume for untagged video) and, with
-    ``tagged``, the stream says so. Raises ``av.error.FFmpegError`` when the codec or
-    container is not available (H.264 needs even sizes; VP9 takes odd ones).
+    ``tagged``, the stream says so. ``crf`` is libx264's (ultrafast: CAVLC, no
+    B-frames); clips with other values carry other parameter sets. Raises
+    ``av.error.FFmpegError`` when the codec or container is not available (H.264 needs
+    even sizes; VP9 takes odd ones).
     """
     path = Path(path)
     width, height = size
@@ -105,7 +108,7 @@ def make_video(
         # A one-second GOP keeps seeks in tests cheap and close to what cameras write.
         options: dict[str, object] = {"g": str(fps)}
         if video_codec == "libx264":
-            options |= {"preset": "ultrafast", "crf": "18"}
+            options |= {"preset": "ultrafast", "crf": str(crf)}
         elif video_codec == "libx265":
             options |= {"preset": "ultrafast", "crf": "18", "x265-params": "log-level=error"}
         elif video_codec.startswith("libvpx"):

@@ -37,11 +37,15 @@ Which timelines take the fast path (anything else returns None and is composed):
   player: limited range, SDR, and a tagged matrix (BT.709 or BT.601), or an untagged
   HD one (BT.709 everywhere). Untagged SD is BT.601 to some players and BT.709 to
   others, where the compose path decides BT.601 and converts.
-- All sources shown carry the same SPS and PPS, byte for byte: clips from one camera or
-  one export preset. Sources with different parameter sets (but the same ids) are
-  composed: copying them would need ``avc3`` with in-band parameter sets, which Media
-  Source Extensions only recommend ("should") where ``avc1`` is required ("must"), or
-  several sample descriptions, which FFmpeg's MP4 muxer cannot write.
+- All sources shown have the same H.264 profile. Their parameter sets may differ (clips
+  from other cameras or export settings, usually all under id 0): each distinct set of
+  SPS/PPS after the first source's gets ids no other set uses, and the copied slices of
+  its sources are rewritten to name them (``remux_h264.Renumbering``: the new id's
+  exp-Golomb code is as long as the old one or whole bytes longer, so the rest of each
+  slice is shifted by whole bytes and CABAC data stays byte-aligned). This keeps one
+  plain ``avc1`` sample description; ``avc3`` with in-band parameter sets is only
+  recommended ("should") by Media Source Extensions, and FFmpeg's MP4 muxer cannot
+  write several sample descriptions.
 
 For a WebM output the sources are WebM/Matroska files of VP9 profile 0 (8-bit 4:2:0,
 no alpha channel) at the output's size and constant frame rate, with the same colour
@@ -67,8 +71,9 @@ How the H.264 video is put together, per run of output frames that show consecut
   with no IDR frame inside is re-encoded whole. Every re-encoded piece starts with an
   IDR frame of its own.
 - Parameter sets: the output is one plain ``avc1`` track whose avcC holds the sources'
-  SPS/PPS and libx264's, numbered apart (x264's ``sps-id``: the lowest id no source SPS
-  or PPS uses), so the two sets live side by side and each slice names its own. The
+  SPS/PPS (renumbered as above) and libx264's, numbered apart (x264's ``sps-id``: the
+  lowest id no source SPS or PPS uses), so the sets live side by side and each slice
+  names its own. The
   active SPS/PPS are also repeated in band at the first access unit of every piece, for
   decoders that use whatever parameter sets came last (hardware decoders, Annex B
   converters): they switch exactly at the piece boundaries, always at an IDR frame.

@@ -4,13 +4,17 @@ Copied packets are MP4-style (each NAL unit behind a big-endian length); libx264
 out Annex B (start codes). Both are turned into lists of NAL units and written back
 with 4-byte lengths. Parameter sets are read only as far as the fields the copy path
 must check: their ids (so re-encoded parts can use ids no source uses), and the SPS
-fields that decide whether a stream is plain progressive 8-bit 4:2:0.
+fields that decide whether a stream is plain progressive 8-bit 4:2:0. A source whose
+parameter sets clash with another's is given new ids: its SPS, PPS and slice headers are
+rewritten (:class:`Renumbering`); SEI messages are left as they are (a buffering-period
+SEI still names the old SPS id, which only HRD conformance checkers read).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Sequence
 
 NAL_SLICE = 1
 NAL_IDR = 5
@@ -87,6 +91,18 @@ class _Bits:
         # are read by the caller directly.
         self._data = nal[skip:].replace(b"\x00\x00\x03", b"\x00\x00")
         self._pos = 0
+
+    @property
+    def payload(self) -> bytes:
+        """The RBSP being read."""
+        return self._data
+
+    @property
+    def position(self) -> int:
+        return self._pos
+
+    def skip(self, n: int) -> None:
+        self._pos += n
 
     def bit(self) -> int:
         byte = self._pos >> 3
@@ -188,6 +204,106 @@ def pps_id(nal: bytes) -> int:
     if nal_type(nal) != NAL_PPS:
         raise BitstreamError("not a picture parameter set")
     return _Bits(nal).ue()
+
+
+# Two zero bytes followed by a byte that could read as a start code: needs 0x03 between.
+_NEEDS_PREVENTION = re.compile(b"\x00\x00(?=[\x00-\x03])")
+
+
+def _ue_length(value: int) -> int:
+    """Bits of the exp-Golomb code of ``value``."""
+    return 2 * (value + 1).bit_length() - 1
+
+
+def rewrite_ue(nal: bytes, lead_bits: int, fields: Sequence[int | None]) -> bytes:
+    """``nal`` with the exp-Golomb fields that follow ``lead_bits`` bits of its payload
+    rewritten: ``fields[i]`` replaces the i-th one, None keeps it.
+
+    Each new code must be as long as the old one or a whole number of bytes longer or
+    shorter: what follows then keeps its byte alignment (CABAC slice data starts on a
+    byte boundary; trailing bits end on one), so the rest is shifted, never re-encoded.
+    Raises BitstreamError when the unit is too short or a length would not work out.
+    """
+    reader = _Bits(nal)
+    reader.skip(lead_bits)
+    edits: list[tuple[int, int, int]] = []
+    for new in fields:
+        start = reader.position
+        old = reader.ue()
+        if new is not None and new != old:
+            if (_ue_length(new) - _ue_length(old)) % 8:
+                raise BitstreamError(f"id {old} cannot become {new} without realignment")
+            edits.append((start, reader.position, new))
+    if not edits:
+        return nal
+    payload = reader.payload
+    total = len(payload) * 8
+    bits = int.from_bytes(payload, "big")
+    out, length, cursor = 0, 0, 0
+    for start, end, new in edits:
+        keep = start - cursor
+        out = (out << keep) | ((bits >> (total - start)) & ((1 << keep) - 1))
+        code_length = _ue_length(new)
+        out = (out << code_length) | (new + 1)
+        length += keep + code_length
+        cursor = end
+    rest = total - cursor
+    out = (out << rest) | (bits & ((1 << rest) - 1))
+    length += rest
+    rbsp = out.to_bytes(length // 8, "big")
+    ebsp = _NEEDS_PREVENTION.sub(b"\x00\x00\x03", rbsp)
+    if ebsp.endswith(b"\x00"):
+        ebsp += b"\x03"  # an RBSP ending in cabac_zero_words
+    return nal[:1] + ebsp
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Renumbering:
+    """New ids for one source's parameter sets, and rewriting its NAL units to match."""
+
+    sps: dict[int, int]
+    pps: dict[int, int]
+
+    def unit(self, nal: bytes) -> bytes:
+        """``nal`` rewritten: an SPS or PPS with its new ids, a slice naming its PPS's new
+        id; anything else unchanged. Raises BitstreamError for an id it has no new one
+        for."""
+        kind = nal_type(nal)
+        try:
+            if kind == NAL_SPS:
+                return rewrite_ue(nal, 24, [self.sps[parse_sps(nal).id]])
+            if kind == NAL_PPS:
+                reader = _Bits(nal)
+                pps, sps = reader.ue(), reader.ue()
+                return rewrite_ue(nal, 0, [self.pps[pps], self.sps[sps]])
+            if kind in (NAL_SLICE, NAL_IDR):
+                reader = _Bits(nal)
+                reader.ue()  # first_mb_in_slice
+                reader.ue()  # slice_type
+                return rewrite_ue(nal, 0, [None, None, self.pps[reader.ue()]])
+        except KeyError as exc:
+            raise BitstreamError(f"a unit names parameter set id {exc} the source lacks") from exc
+        return nal
+
+
+def renumber(
+    sps: tuple[bytes, ...], pps: tuple[bytes, ...], used_sps: set[int], used_pps: set[int]
+) -> Renumbering:
+    """Ids for a source's SPS and PPS that ``used_sps``/``used_pps`` do not hold (added to
+    them), each coded as long as the old one or a whole number of bytes longer, so that
+    :func:`rewrite_ue` can shift instead of re-encode. Raises BitstreamError when the
+    ids run out."""
+
+    def spare(old: int, used: set[int], limit: int) -> int:
+        for candidate in range(limit):
+            if candidate not in used and not (_ue_length(candidate) - _ue_length(old)) % 8:
+                used.add(candidate)
+                return candidate
+        raise BitstreamError(f"no parameter set id left for id {old}")
+
+    sps_map = {s.id: spare(s.id, used_sps, 32) for s in (parse_sps(n) for n in sps)}
+    pps_map = {i: spare(i, used_pps, 256) for i in (pps_id(n) for n in pps)}
+    return Renumbering(sps_map, pps_map)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

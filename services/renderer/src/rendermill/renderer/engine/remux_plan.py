@@ -21,6 +21,7 @@ import numpy.typing as npt
 from rendermill.common import errors, schemas
 from rendermill.common.project import color, model
 from rendermill.renderer.engine import compose, video
+from rendermill.renderer.engine import remux_h264 as h264
 from rendermill.renderer.engine.remux_source import Header, Ineligible, Reader, Readers, Window
 
 # Output formats with a copy path, and the picture codec each copies.
@@ -63,6 +64,16 @@ Piece = Copy | Encode
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class ParameterSets:
+    """A source's SPS and PPS as the output carries them, and how its slices are
+    rewritten to name them (None: they keep their ids)."""
+
+    sps: tuple[bytes, ...]
+    pps: tuple[bytes, ...]
+    renumbering: h264.Renumbering | None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class Plan:
     """The output, piece by piece: each piece covers the next ``len(piece)`` frames."""
 
@@ -72,9 +83,20 @@ class Plan:
     quality: schemas.Quality
     format: str
     pieces: tuple[Piece, ...]
-    # The source whose stream parameters describe the output's, and whose SPS/PPS
-    # (shared by every copied source) the copied packets use.
+    # The source whose stream parameters describe the output's.
     template: Reader
+    # Per source file (H.264): the parameter sets its copied packets use in the output,
+    # renumbered where another source's sets would clash; empty for VP9.
+    sets: Mapping[Path, ParameterSets] = dataclasses.field(default_factory=dict)
+
+    @property
+    def sps(self) -> list[bytes]:
+        """Every SPS the copied packets use, once each."""
+        return list(dict.fromkeys(s for sets in self.sets.values() for s in sets.sps))
+
+    @property
+    def pps(self) -> list[bytes]:
+        return list(dict.fromkeys(p for sets in self.sets.values() for p in sets.pps))
 
     @property
     def header(self) -> Header:
@@ -115,11 +137,10 @@ def plan(
     shown = list({id(iv.reader): iv.reader for iv in intervals}.values())
     first = _header(shown[0])
     for reader in shown[1:]:
-        header = _header(reader)
-        # VP9 keyframes carry everything a decoder needs; H.264 slices name parameter
-        # sets that must be the same in every source (see the remux module).
-        if (header.config, header.profile) != (first.config, first.profile):
-            raise Ineligible("the sources have different H.264 parameter sets")
+        if _header(reader).profile != first.profile:
+            raise Ineligible("the sources have different H.264 profiles")
+    # VP9 keyframes carry everything a decoder needs; H.264 slices name parameter sets.
+    sets = _parameter_sets(shown) if first.config is not None else {}
 
     windows = _windows(intervals, fps)
     pieces: list[Piece] = []
@@ -134,7 +155,39 @@ def plan(
         format=output.format,
         pieces=tuple(pieces),
         template=shown[0],
+        sets=sets,
     )
+
+
+def _parameter_sets(shown: list[Reader]) -> dict[Path, ParameterSets]:
+    """Each source's parameter sets in the output. Sources whose sets are the first
+    source's byte for byte share them; others get ids no earlier source uses, and their
+    slices are rewritten to name them (see ``remux_h264.Renumbering``)."""
+    used_sps: set[int] = set()
+    used_pps: set[int] = set()
+    by_sets: dict[tuple[tuple[bytes, ...], tuple[bytes, ...]], ParameterSets] = {}
+    out: dict[Path, ParameterSets] = {}
+    for reader in shown:
+        config = _header(reader).config
+        assert config is not None
+        key = (config.sps, config.pps)
+        if key not in by_sets:
+            try:
+                if not by_sets:
+                    used_sps.update(h264.parse_sps(s).id for s in config.sps)
+                    used_pps.update(h264.pps_id(p) for p in config.pps)
+                    by_sets[key] = ParameterSets(config.sps, config.pps, None)
+                else:
+                    renumbering = h264.renumber(config.sps, config.pps, used_sps, used_pps)
+                    by_sets[key] = ParameterSets(
+                        tuple(renumbering.unit(s) for s in config.sps),
+                        tuple(renumbering.unit(p) for p in config.pps),
+                        renumbering,
+                    )
+            except h264.BitstreamError as exc:
+                raise Ineligible(f"{reader.path.name}: parameter sets: {exc}") from exc
+        out[reader.path] = by_sets[key]
+    return out
 
 
 def _header(reader: Reader) -> Header:

@@ -112,9 +112,7 @@ def write(
         if any(isinstance(p, Encode) for p in plan.pieces):
             reencoder = _Vp9Reencoder(plan)
     else:
-        config = plan.header.config
-        assert config is not None
-        sps, pps = list(config.sps), list(config.pps)
+        sps, pps = plan.sps, plan.pps
         if any(isinstance(p, Encode) for p in plan.pieces):
             x264 = _Reencoder(plan, _free_id(sps, pps))
             sps += x264.sps
@@ -217,16 +215,21 @@ def _samples(
     """(output frame offset in the piece, sample, keyframe), decode order. H.264 samples
     are NAL units behind 4-byte lengths."""
     if isinstance(piece, Copy):
-        config = plan.header.config
+        sets = plan.sets.get(piece.reader.path)
         packets = piece.reader.packets(piece.window, piece.start, piece.count, plan.fps)
         for n, data in enumerate(packets):
             entry = piece.window.entries[piece.start + n]
-            if n == 0 and config is not None:
-                # The IDR frame a piece starts with carries its parameter sets in band
-                # too, for decoders that switch to whatever parameter sets came last.
-                nals = h264.with_parameter_sets(
-                    h264.split_length_prefixed(data), list(config.sps), list(config.pps)
-                )
+            if sets is not None and (n == 0 or sets.renumbering is not None):
+                nals = h264.split_length_prefixed(data)
+                if sets.renumbering is not None:
+                    try:
+                        nals = [sets.renumbering.unit(nal) for nal in nals]
+                    except h264.BitstreamError as exc:
+                        raise Ineligible(f"{piece.reader.path.name}: {exc}") from exc
+                if n == 0:
+                    # The IDR frame a piece starts with carries its parameter sets in
+                    # band too, for decoders that switch to whatever came last.
+                    nals = h264.with_parameter_sets(nals, list(sets.sps), list(sets.pps))
                 data = h264.join_length_prefixed(nals)
             yield entry.k - piece.first, data, entry.idr
         return
@@ -276,7 +279,7 @@ class _Reencoder:
             "preset": preset,
             "crf": crf,
             "profile": _X264_PROFILES[header.profile or "High"],
-            "level": str(max(s.level for s in header.sps)),
+            "level": str(max(h264.parse_sps(s).level for s in plan.sps)),
             # No B-frames: pieces are short, and without reordering they need no decode
             # delay. sps-id numbers its SPS and PPS apart from the sources' ones.
             "x264-params": f"sps-id={sps_id}:bframes=0",
