@@ -97,6 +97,15 @@ async def test_two_clip_project_end_to_end(db_url: str, tmp_path: Path) -> None:
             size = await client.download(view["result"]["download_url"], out)
             assert size == view["result"]["size_bytes"]
             await asyncio.wait_for(receiver.got.wait(), timeout=30)
+            # The delivery log says so too (the notifier records it just after sending).
+            async with asyncio.timeout(10):
+                while True:
+                    (message,) = (await client.webhooks(job["id"]))["messages"]
+                    if message["status"] == "delivered":
+                        break
+                    await asyncio.sleep(0.1)
+            assert message["event_type"] == "job.succeeded" and message["url"] == receiver.url
+            assert [a["status_code"] for a in message["log"]] == [204]
             for name, counter in (
                 ("scheduler", 'rendermill_launches_total{launcher="local"} 1.0'),
                 ("scheduler", 'rendermill_jobs_finished_total{status="succeeded"} 1.0'),

@@ -16,7 +16,7 @@ import pytest_asyncio
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from rendermill.common import jobs, settings, tenants
+from rendermill.common import jobs, settings, sql, tenants
 from rendermill.common.queue.postgres import PostgresQueue
 from rendermill.common.schemas import JobStatus, Stage
 from rendermill.common.store import fs
@@ -307,6 +307,60 @@ async def test_cancel_ends_a_queued_or_running_job_once(api: Api) -> None:
     assert other.status == 404
     doc = await (await api.client.get("/openapi.json")).json()
     assert "post" in doc["paths"]["/v1/jobs/{job_id}/cancel"]
+
+
+async def test_webhook_delivery_log_and_resend(api: Api) -> None:
+    asset = await api.upload()
+    job = await (await api.submit({"project": PROJECT, "media": {"/media/a.mp4": asset}})).json()
+    job_id = uuid.UUID(job["id"])
+    q = sql.queries("webhooks")
+    message_id = uuid.uuid4()
+    async with api.pool.acquire() as conn:
+        tenant_id = (await jobs.get(conn, job_id)).tenant_id
+        # As the notifier records them: a message, two failed attempts, given up.
+        await conn.execute(
+            q.insert_message,
+            message_id,
+            tenant_id,
+            job_id,
+            3,
+            "job.succeeded",
+            None,
+            "https://hooks.example/rendermill",
+            {"type": "job.succeeded"},
+        )
+        await conn.execute(q.insert_attempt, message_id, 1, 120, 503, None, "busy")
+        await conn.execute(q.insert_attempt, message_id, 2, 5000, None, "TimeoutError: ", None)
+        await conn.execute(q.mark_failed, message_id, 2)
+
+    resp = await api.client.get(f"/v1/jobs/{job_id}/webhooks", headers=api.auth())
+    assert resp.status == 200, await resp.text()
+    (message,) = (await resp.json())["messages"]
+    assert message["id"] == str(message_id) and message["status"] == "failed"
+    assert message["url"] == "https://hooks.example/rendermill" and message["attempts"] == 2
+    assert [(a["attempt"], a["status_code"], a["error"]) for a in message["log"]] == [
+        (1, 503, None),
+        (2, None, "TimeoutError: "),
+    ]
+    assert message["log"][0]["response_body"] == "busy"
+
+    resent = await api.client.post(f"/v1/webhooks/messages/{message_id}/resend", headers=api.auth())
+    assert resent.status == 202
+    assert (await resent.json())["status"] == "pending"
+    async with api.pool.acquire() as conn:
+        due = await conn.fetch(q.claim_due, 10, 30)
+    assert [r["id"] for r in due] == [message_id]  # due now, for the notifier
+
+    async with api.pool.acquire() as conn:
+        _, other_key = await tenants.create(conn, "tenant-b")
+    for method, url in (
+        ("GET", f"/v1/jobs/{job_id}/webhooks"),
+        ("POST", f"/v1/webhooks/messages/{message_id}/resend"),
+        ("POST", f"/v1/webhooks/messages/{uuid.uuid4()}/resend"),
+    ):
+        key = other_key if str(message_id) in url or str(job_id) in url else None
+        other = await api.client.request(method, url, headers=api.auth(key))
+        assert other.status == 404, (method, url)
 
 
 async def test_openapi_and_health(api: Api) -> None:

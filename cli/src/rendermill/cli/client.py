@@ -73,6 +73,11 @@ class Client:
         async with self.session.get(f"{self.api_url}/v1/jobs/{job_id}") as resp:
             return await self._json(resp)
 
+    async def webhooks(self, job_id: str) -> Any:
+        """The job's webhook delivery log."""
+        async with self.session.get(f"{self.api_url}/v1/jobs/{job_id}/webhooks") as resp:
+            return await self._json(resp)
+
     async def cancel(self, job_id: str) -> Any:
         async with self.session.post(f"{self.api_url}/v1/jobs/{job_id}/cancel") as resp:
             return await self._json(resp)

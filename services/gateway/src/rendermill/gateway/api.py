@@ -109,6 +109,40 @@ class EventView(msgspec.Struct, kw_only=True):
     created_at: dt.datetime
 
 
+class WebhookAttemptView(msgspec.Struct, kw_only=True):
+    """One try at a delivery: the receiver's HTTP status (null when unreachable), the
+    error, and the first 2 KiB of its answer."""
+
+    attempt: int
+    started_at: dt.datetime
+    duration_ms: int
+    status_code: int | None
+    error: str | None
+    response_body: str | None
+
+
+class WebhookMessageView(msgspec.Struct, kw_only=True):
+    """One event sent to one target, with every attempt at it."""
+
+    id: str
+    job_id: str
+    event_type: str
+    url: str
+    endpoint_id: str | None
+    status: Literal["pending", "delivered", "failed"]
+    attempts: int
+    next_attempt_at: dt.datetime
+    created_at: dt.datetime
+    delivered_at: dt.datetime | None
+    log: list[WebhookAttemptView]
+
+
+class WebhookLog(msgspec.Struct, kw_only=True):
+    """``GET /v1/jobs/{id}/webhooks``: the job's delivery log."""
+
+    messages: list[WebhookMessageView]
+
+
 class ErrorBody(msgspec.Struct, kw_only=True):
     code: str
     message: str

@@ -20,7 +20,17 @@ from aiohttp import WSMsgType, web
 from opentelemetry import trace
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 
-from rendermill.common import db, errors, jobs, netguard, schemas, settings, telemetry, tenants
+from rendermill.common import (
+    db,
+    deliveries,
+    errors,
+    jobs,
+    netguard,
+    schemas,
+    settings,
+    telemetry,
+    tenants,
+)
 from rendermill.common import logging as rlog
 from rendermill.common.project import model, parse
 from rendermill.common.queue import Queue
@@ -364,6 +374,32 @@ async def cancel_job(request: web.Request) -> web.Response:
     return json_response(job_view(request.app, job))
 
 
+def _message_view(message: deliveries.Message) -> api.WebhookMessageView:
+    return msgspec.convert(msgspec.to_builtins(message), api.WebhookMessageView, strict=False)
+
+
+async def job_webhooks(request: web.Request) -> web.Response:
+    """The job's webhook delivery log: each message (per event and target) with every
+    attempt, its status code, error and the start of the receiver's answer."""
+    tenant = await authenticate(request)
+    job_id = _parse_uuid(request.match_info["job_id"], "job")
+    async with request.app[POOL].acquire() as conn:
+        await jobs.get(conn, job_id, tenant.id)  # 404 for another tenant's job
+        messages = await deliveries.for_job(conn, job_id, tenant.id)
+    return json_response(api.WebhookLog(messages=[_message_view(m) for m in messages]))
+
+
+async def resend_webhook(request: web.Request) -> web.Response:
+    """Send a webhook message again (delivered, given up or still retrying): it is due
+    at once and the notifier delivers it within its poll interval."""
+    tenant = await authenticate(request)
+    message_id = _parse_uuid(request.match_info["message_id"], "webhook message")
+    async with request.app[POOL].acquire() as conn:
+        message = await deliveries.resend(conn, message_id, tenant.id)
+    log.info("webhook_resend", message_id=str(message_id), job_id=str(message.job_id))
+    return json_response(_message_view(message), status=202)
+
+
 async def list_jobs(request: web.Request) -> web.Response:
     tenant = await authenticate(request)
     status = request.query.get("status")
@@ -631,6 +667,8 @@ def create_app(cfg: settings.Gateway) -> web.Application:
     r.add_get("/v1/jobs/{job_id}", get_job)
     r.add_get("/v1/jobs/{job_id}/events", job_events)
     r.add_post("/v1/jobs/{job_id}/cancel", cancel_job)
+    r.add_get("/v1/jobs/{job_id}/webhooks", job_webhooks)
+    r.add_post("/v1/webhooks/messages/{message_id}/resend", resend_webhook)
     r.add_post("/v1/uploads", upload)
     r.add_get(fs.FILES_PREFIX + "{key:.+}", download)
     r.add_post("/api/video/process", seed_process)

@@ -16,6 +16,8 @@ _MODELS: tuple[Any, ...] = (
     api.AssetView,
     api.EventView,
     api.ErrorResponse,
+    api.WebhookLog,
+    api.WebhookMessageView,
     api.SeedProcessRequest,
     api.SeedProcessResponse,
     api.SeedStatus,
@@ -69,6 +71,20 @@ def document() -> dict[str, Any]:
                     "Cancel a queued or running job (409 once it succeeded or failed)",
                     (200, api.JobView),
                     parameters=job_id,
+                )
+            },
+            "/v1/jobs/{job_id}/webhooks": {
+                "get": _op(
+                    "The job's webhook delivery log: messages and every attempt",
+                    (200, api.WebhookLog),
+                    parameters=job_id,
+                )
+            },
+            "/v1/webhooks/messages/{message_id}/resend": {
+                "post": _op(
+                    "Send a webhook message again",
+                    (202, api.WebhookMessageView),
+                    parameters=[{**job_id[0], "name": "message_id"}],
                 )
             },
             "/v1/jobs/{job_id}/events": {

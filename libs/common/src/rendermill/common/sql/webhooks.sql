@@ -53,3 +53,16 @@ SELECT * FROM webhook_messages WHERE job_id = $1 ORDER BY created_at;
 
 -- name: attempts_for_message
 SELECT * FROM webhook_attempts WHERE message_id = $1 ORDER BY attempt;
+
+-- name: messages_for_tenant_job
+SELECT * FROM webhook_messages WHERE job_id = $1 AND tenant_id = $2 ORDER BY created_at, url;
+
+-- name: attempts_for_messages
+SELECT * FROM webhook_attempts WHERE message_id = ANY($1::uuid[]) ORDER BY message_id, attempt;
+
+-- name: resend_message
+-- Due now, whatever it was: delivered, given up or still retrying. Its attempt numbers
+-- continue; the retry schedule allows one more try after the last.
+UPDATE webhook_messages SET status = 'pending', next_attempt_at = now()
+WHERE id = $1 AND tenant_id = $2
+RETURNING *;
