@@ -363,6 +363,80 @@ async def test_webhook_delivery_log_and_resend(api: Api) -> None:
         assert other.status == 404, (method, url)
 
 
+async def test_webhook_endpoints_register_list_recover_and_delete(api: Api) -> None:
+    created = await api.client.post(
+        "/v1/webhooks/endpoints", json={"url": "https://hooks.example/all"}, headers=api.auth()
+    )
+    assert created.status == 201, await created.text()
+    endpoint = await created.json()
+    assert endpoint["enabled"] and endpoint["secret"].startswith("whsec_")
+    listed = await (await api.client.get("/v1/webhooks/endpoints", headers=api.auth())).json()
+    assert [e["id"] for e in listed["endpoints"]] == [endpoint["id"]]
+    assert "secret" not in listed["endpoints"][0]  # shown once, at creation
+
+    # The notifier gave up on two of its messages and disabled it; one is older.
+    endpoint_id = uuid.UUID(endpoint["id"])
+    asset = await api.upload()
+    job = await (await api.submit({"project": PROJECT, "media": {"/media/a.mp4": asset}})).json()
+    q = sql.queries("webhooks")
+    async with api.pool.acquire() as conn:
+        tenant_id = (await jobs.get(conn, uuid.UUID(job["id"]))).tenant_id
+        for seq, age in ((2, "1 hour"), (3, "3 days")):
+            await conn.execute(
+                q.insert_message,
+                uuid.uuid4(),
+                tenant_id,
+                uuid.UUID(job["id"]),
+                seq,
+                "job.failed",
+                endpoint_id,
+                "https://hooks.example/all",
+                {},
+            )
+            await conn.execute(
+                "UPDATE webhook_messages SET status = 'failed', "
+                f"created_at = now() - interval '{age}' WHERE event_seq = $1",
+                seq,
+            )
+        await conn.execute(
+            "UPDATE webhook_endpoints SET enabled = false, failure_count = 5, "
+            "disabled_at = now() WHERE id = $1",
+            endpoint_id,
+        )
+    recovered = await api.client.post(
+        f"/v1/webhooks/endpoints/{endpoint_id}/recover", headers=api.auth()
+    )
+    assert recovered.status == 200, await recovered.text()
+    body = await recovered.json()
+    assert body["resent"] == 1  # the last 24 hours by default
+    assert body["endpoint"]["enabled"] and body["endpoint"]["failure_count"] == 0
+    older = await api.client.post(
+        f"/v1/webhooks/endpoints/{endpoint_id}/recover",
+        json={"since": "2000-01-01T00:00:00Z"},
+        headers=api.auth(),
+    )
+    assert (await older.json())["resent"] == 1  # the 3-day-old one; the other is pending
+
+    async with api.pool.acquire() as conn:
+        _, other_key = await tenants.create(conn, "tenant-b")
+    for method, url in (
+        ("DELETE", f"/v1/webhooks/endpoints/{endpoint_id}"),
+        ("POST", f"/v1/webhooks/endpoints/{endpoint_id}/recover"),
+    ):
+        assert (await api.client.request(method, url, headers=api.auth(other_key))).status == 404
+    deleted = await api.client.delete(f"/v1/webhooks/endpoints/{endpoint_id}", headers=api.auth())
+    assert deleted.status == 204
+    async with api.pool.acquire() as conn:
+        statuses = await conn.fetch("SELECT status FROM webhook_messages")
+    assert {r["status"] for r in statuses} == {"failed"}  # pending ones given up
+    again = await api.client.delete(f"/v1/webhooks/endpoints/{endpoint_id}", headers=api.auth())
+    assert again.status == 404
+    bad = await api.client.post(
+        "/v1/webhooks/endpoints", json={"url": "ftp://x"}, headers=api.auth()
+    )
+    assert bad.status == 400
+
+
 async def test_openapi_and_health(api: Api) -> None:
     doc = await (await api.client.get("/openapi.json")).json()
     assert "/v1/jobs" in doc["paths"] and "JobRequest" in doc["components"]["schemas"]

@@ -13,7 +13,7 @@ import pytest_asyncio
 from aiohttp import web
 
 from rendermill.cli.stack import free_port
-from rendermill.common import jobs, schemas, settings, tenants, webhooks
+from rendermill.common import endpoints, errors, jobs, schemas, settings, tenants, webhooks
 from rendermill.common.schemas import JobStatus
 from rendermill.common.store import fs
 from rendermill.notifier.service import Notifier, RetryPolicy
@@ -115,6 +115,60 @@ async def test_receiver_down_gives_up_after_max_attempts(
     rows = await pool.fetch("SELECT attempt, status_code, error FROM webhook_attempts")
     assert len(rows) == 4 and all(r["status_code"] is None and r["error"] for r in rows)
     assert await pool.fetchval("SELECT status FROM webhook_messages") == "failed"
+
+
+async def test_registered_endpoint_gets_its_own_signature_and_is_disabled_when_dead(
+    pool: asyncpg.Pool, receiver: FlakyReceiver, tmp_path: Path
+) -> None:
+    dead = f"http://127.0.0.1:{free_port()}/gone"
+    tenant, _ = await _finished_job(pool, receiver.url)
+    async with pool.acquire() as conn:
+        live = await endpoints.create(conn, tenant.id, receiver.url)
+        down = await endpoints.create(conn, tenant.id, dead)
+    cfg = settings.load(
+        settings.Notifier,
+        env={},
+        overrides={
+            "allow_private_webhooks": True,
+            "max_attempts": 1,
+            "retry_base_delay": 0.0,
+            "endpoint_disable_after": 2,
+        },
+    )
+    store = fs.FsStore(tmp_path, signing_key="k", public_url="http://127.0.0.1:1")
+    async with aiohttp.ClientSession() as session:
+        notifier = Notifier(cfg, pool, session, store)
+        await notifier.dispatch()
+        await notifier.deliver_due()
+        # Two more finished jobs of the tenant: the dead endpoint's second given-up
+        # message disables it; the third event is not sent to it at all.
+        for _ in range(2):
+            async with pool.acquire() as conn:
+                job, _ = await jobs.create(
+                    conn, tenant_id=tenant.id, project={}, output=schemas.OutputSpec(), media={}
+                )
+                await jobs.start_attempt(conn, job.id, 1)
+                await jobs.finish(conn, job.id, JobStatus.FAILED)
+            await notifier.dispatch()
+            await notifier.deliver_due()
+    async with pool.acquire() as conn:
+        state = {e.url: e for e in await endpoints.list_for_tenant(conn, tenant.id)}
+        sent_to_dead = await conn.fetchval(
+            "SELECT count(*) FROM webhook_messages WHERE endpoint_id = $1", down.id
+        )
+    assert not state[dead].enabled and state[dead].disabled_at is not None
+    assert sent_to_dead == 2
+    assert state[receiver.url].enabled and state[receiver.url].failure_count == 0
+    # The receiver got the job's own webhook (tenant secret) and the endpoint's (its own).
+    signed_with = set()
+    for headers, body in receiver.calls:
+        for name, secret in (("tenant", tenant.webhook_secret), ("endpoint", live.secret)):
+            try:
+                webhooks.verify(secret, headers, body)
+            except errors.Unauthorized:
+                continue
+            signed_with.add(name)
+    assert signed_with == {"tenant", "endpoint"}
 
 
 def test_retry_policy_backs_off_and_stops() -> None:

@@ -100,6 +100,8 @@ class Notifier(Common, frozen=True, kw_only=True):
     max_attempts: int = 5
     retry_base_delay: float = 1.0
     allow_private_webhooks: bool = False
+    # Messages given up on in a row before a registered endpoint is disabled.
+    endpoint_disable_after: int = 5
 
 
 S = TypeVar("S", bound=Common)

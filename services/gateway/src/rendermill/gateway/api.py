@@ -137,6 +137,41 @@ class WebhookMessageView(msgspec.Struct, kw_only=True):
     log: list[WebhookAttemptView]
 
 
+class EndpointRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """``POST /v1/webhooks/endpoints``: a URL to send every terminal job event to."""
+
+    url: str
+
+
+class EndpointView(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """A registered webhook endpoint. ``secret`` (its own ``whsec_`` signing secret) is
+    shown once, when it is created."""
+
+    id: str
+    url: str
+    enabled: bool
+    failure_count: int
+    created_at: dt.datetime
+    disabled_at: dt.datetime | None = None
+    secret: str | None = None
+
+
+class EndpointList(msgspec.Struct, kw_only=True):
+    endpoints: list[EndpointView]
+
+
+class RecoverRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """``POST /v1/webhooks/endpoints/{id}/recover``: resend what failed since ``since``
+    (default: the last 24 hours)."""
+
+    since: dt.datetime | None = None
+
+
+class RecoverResponse(msgspec.Struct, kw_only=True):
+    endpoint: EndpointView
+    resent: int
+
+
 class WebhookLog(msgspec.Struct, kw_only=True):
     """``GET /v1/jobs/{id}/webhooks``: the job's delivery log."""
 

@@ -23,6 +23,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_
 from rendermill.common import (
     db,
     deliveries,
+    endpoints,
     errors,
     jobs,
     netguard,
@@ -400,6 +401,64 @@ async def resend_webhook(request: web.Request) -> web.Response:
     return json_response(_message_view(message), status=202)
 
 
+def _endpoint_view(ep: endpoints.Endpoint, *, secret: bool = False) -> api.EndpointView:
+    return api.EndpointView(
+        id=str(ep.id),
+        url=ep.url,
+        enabled=ep.enabled,
+        failure_count=ep.failure_count,
+        created_at=ep.created_at,
+        disabled_at=ep.disabled_at,
+        secret=ep.secret if secret else None,
+    )
+
+
+async def create_endpoint(request: web.Request) -> web.Response:
+    """Register a webhook endpoint: every terminal job event of the tenant goes to it,
+    signed with the secret this answer carries (once)."""
+    tenant = await authenticate(request)
+    req: api.EndpointRequest = await _decode(request, api.EndpointRequest)
+    cfg = request.app[CFG]
+    await netguard.check_url(req.url, allow_private=cfg.allow_private_webhooks, what="url")
+    async with request.app[POOL].acquire() as conn:
+        ep = await endpoints.create(conn, tenant.id, req.url)
+    log.info("webhook_endpoint_created", endpoint_id=str(ep.id))
+    return json_response(_endpoint_view(ep, secret=True), status=201)
+
+
+async def list_endpoints(request: web.Request) -> web.Response:
+    tenant = await authenticate(request)
+    async with request.app[POOL].acquire() as conn:
+        found = await endpoints.list_for_tenant(conn, tenant.id)
+    return json_response(api.EndpointList(endpoints=[_endpoint_view(e) for e in found]))
+
+
+async def delete_endpoint(request: web.Request) -> web.Response:
+    """Remove an endpoint; messages still pending for it are given up."""
+    tenant = await authenticate(request)
+    endpoint_id = _parse_uuid(request.match_info["endpoint_id"], "webhook endpoint")
+    async with request.app[POOL].acquire() as conn:
+        await endpoints.delete(conn, endpoint_id, tenant.id)
+    return web.Response(status=204)
+
+
+async def recover_endpoint(request: web.Request) -> web.Response:
+    """Enable an endpoint again (after it was disabled for failing) and resend its
+    messages that failed since ``since`` (default: 24 hours ago)."""
+    tenant = await authenticate(request)
+    endpoint_id = _parse_uuid(request.match_info["endpoint_id"], "webhook endpoint")
+    req = api.RecoverRequest()
+    if request.can_read_body:
+        req = await _decode(request, api.RecoverRequest)
+    since = req.since or dt.datetime.now(dt.UTC) - dt.timedelta(hours=24)
+    if since.tzinfo is None:
+        raise errors.InvalidInput("since must carry a time zone (e.g. ...Z)")
+    async with request.app[POOL].acquire() as conn:
+        ep, resent = await endpoints.recover(conn, endpoint_id, tenant.id, since)
+    log.info("webhook_endpoint_recovered", endpoint_id=str(endpoint_id), resent=resent)
+    return json_response(api.RecoverResponse(endpoint=_endpoint_view(ep), resent=resent))
+
+
 async def list_jobs(request: web.Request) -> web.Response:
     tenant = await authenticate(request)
     status = request.query.get("status")
@@ -669,6 +728,10 @@ def create_app(cfg: settings.Gateway) -> web.Application:
     r.add_post("/v1/jobs/{job_id}/cancel", cancel_job)
     r.add_get("/v1/jobs/{job_id}/webhooks", job_webhooks)
     r.add_post("/v1/webhooks/messages/{message_id}/resend", resend_webhook)
+    r.add_post("/v1/webhooks/endpoints", create_endpoint)
+    r.add_get("/v1/webhooks/endpoints", list_endpoints)
+    r.add_delete("/v1/webhooks/endpoints/{endpoint_id}", delete_endpoint)
+    r.add_post("/v1/webhooks/endpoints/{endpoint_id}/recover", recover_endpoint)
     r.add_post("/v1/uploads", upload)
     r.add_get(fs.FILES_PREFIX + "{key:.+}", download)
     r.add_post("/api/video/process", seed_process)

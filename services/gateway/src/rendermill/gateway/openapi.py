@@ -18,6 +18,11 @@ _MODELS: tuple[Any, ...] = (
     api.ErrorResponse,
     api.WebhookLog,
     api.WebhookMessageView,
+    api.EndpointRequest,
+    api.EndpointView,
+    api.EndpointList,
+    api.RecoverRequest,
+    api.RecoverResponse,
     api.SeedProcessRequest,
     api.SeedProcessResponse,
     api.SeedStatus,
@@ -78,6 +83,29 @@ def document() -> dict[str, Any]:
                     "The job's webhook delivery log: messages and every attempt",
                     (200, api.WebhookLog),
                     parameters=job_id,
+                )
+            },
+            "/v1/webhooks/endpoints": {
+                "post": _op(
+                    "Register a webhook endpoint (its secret is in this answer only)",
+                    (201, api.EndpointView),
+                    api.EndpointRequest,
+                ),
+                "get": _op("List webhook endpoints", (200, api.EndpointList)),
+            },
+            "/v1/webhooks/endpoints/{endpoint_id}": {
+                "delete": _op(
+                    "Remove a webhook endpoint",
+                    (204, None),
+                    parameters=[{**job_id[0], "name": "endpoint_id"}],
+                )
+            },
+            "/v1/webhooks/endpoints/{endpoint_id}/recover": {
+                "post": _op(
+                    "Enable an endpoint again and resend what failed since a time",
+                    (200, api.RecoverResponse),
+                    api.RecoverRequest,
+                    parameters=[{**job_id[0], "name": "endpoint_id"}],
                 )
             },
             "/v1/webhooks/messages/{message_id}/resend": {

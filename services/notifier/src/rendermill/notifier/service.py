@@ -129,7 +129,14 @@ class Notifier:
                     msg["url"], allow_private=self.cfg.allow_private_webhooks, what="webhook url"
                 )
                 async with self.pool.acquire() as conn:
-                    secret = await conn.fetchval(Q.tenant_secret, msg["tenant_id"])
+                    # A registered endpoint has a secret of its own; a job's webhook_url
+                    # is signed with the tenant's.
+                    if msg["endpoint_id"] is not None:
+                        secret = await conn.fetchval(Q.endpoint_secret, msg["endpoint_id"])
+                    else:
+                        secret = await conn.fetchval(Q.tenant_secret, msg["tenant_id"])
+                    if secret is None:
+                        raise errors.InvalidInput("the webhook endpoint was deleted")
                 headers = {
                     "content-type": "application/json",
                     "user-agent": "rendermill-webhooks/1",
@@ -152,8 +159,11 @@ class Notifier:
             await conn.execute(
                 Q.insert_attempt, msg["id"], attempt, int(elapsed * 1000), status, error, text
             )
+            endpoint_id = msg["endpoint_id"]
             if ok:
                 await conn.execute(Q.mark_delivered, msg["id"], attempt)
+                if endpoint_id is not None:
+                    await conn.execute(Q.endpoint_delivered, endpoint_id)
                 ATTEMPTS.labels("delivered").inc()
                 bound.info("webhook_delivered", status=status, duration_ms=int(elapsed * 1000))
                 return
@@ -162,6 +172,17 @@ class Notifier:
                 await conn.execute(Q.mark_failed, msg["id"], attempt)
                 ATTEMPTS.labels("gave_up").inc()
                 bound.warning("webhook_failed", status=status, error=error)
+                if endpoint_id is not None:
+                    row = await conn.fetchrow(
+                        Q.endpoint_gave_up, endpoint_id, self.cfg.endpoint_disable_after
+                    )
+                    threshold = self.cfg.endpoint_disable_after
+                    if row is not None and row["failure_count"] == threshold:
+                        bound.warning(
+                            "webhook_endpoint_disabled",
+                            endpoint_id=str(endpoint_id),
+                            given_up=row["failure_count"],
+                        )
             else:
                 await conn.execute(Q.mark_retry, msg["id"], attempt, delay)
                 ATTEMPTS.labels("retry").inc()

@@ -66,3 +66,44 @@ SELECT * FROM webhook_attempts WHERE message_id = ANY($1::uuid[]) ORDER BY messa
 UPDATE webhook_messages SET status = 'pending', next_attempt_at = now()
 WHERE id = $1 AND tenant_id = $2
 RETURNING *;
+
+-- name: insert_endpoint
+INSERT INTO webhook_endpoints (id, tenant_id, url, secret) VALUES ($1, $2, $3, $4) RETURNING *;
+
+-- name: list_endpoints
+SELECT * FROM webhook_endpoints WHERE tenant_id = $1 ORDER BY created_at, id;
+
+-- name: get_endpoint
+SELECT * FROM webhook_endpoints WHERE id = $1 AND tenant_id = $2;
+
+-- name: fail_pending_for_endpoint
+UPDATE webhook_messages SET status = 'failed'
+WHERE endpoint_id = $1 AND tenant_id = $2 AND status = 'pending';
+
+-- name: delete_endpoint
+DELETE FROM webhook_endpoints WHERE id = $1 AND tenant_id = $2;
+
+-- name: enable_endpoint
+UPDATE webhook_endpoints SET enabled = true, failure_count = 0, disabled_at = NULL
+WHERE id = $1 AND tenant_id = $2
+RETURNING *;
+
+-- name: resend_failed_for_endpoint
+UPDATE webhook_messages SET status = 'pending', next_attempt_at = now()
+WHERE endpoint_id = $1 AND tenant_id = $2 AND status = 'failed' AND created_at >= $3;
+
+-- name: endpoint_secret
+SELECT secret FROM webhook_endpoints WHERE id = $1;
+
+-- name: endpoint_delivered
+UPDATE webhook_endpoints SET failure_count = 0 WHERE id = $1 AND failure_count <> 0;
+
+-- name: endpoint_gave_up
+-- One more message given up on; at $2 in a row the endpoint is disabled (no new messages
+-- go to it until it is recovered).
+UPDATE webhook_endpoints
+SET failure_count = failure_count + 1,
+    enabled = enabled AND failure_count + 1 < $2,
+    disabled_at = CASE WHEN enabled AND failure_count + 1 >= $2 THEN now() ELSE disabled_at END
+WHERE id = $1
+RETURNING enabled, failure_count, disabled_at;
