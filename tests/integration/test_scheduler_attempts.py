@@ -24,13 +24,8 @@ def _exits(*codes: int) -> LocalLauncher:
     return LocalLauncher((sys.executable, "-c", script))
 
 
-async def _run_until_final(pool: asyncpg.Pool, launcher: LocalLauncher, db_url: str) -> jobs.Job:
-    cfg = settings.load(
-        settings.Scheduler,
-        env={},
-        overrides={"retry_base_delay": 0.05, "poll_interval": 0.1, "max_attempts": 3},
-    )
-    queue = PostgresQueue(pool)
+async def _queued_job(pool: asyncpg.Pool, queue: PostgresQueue, max_attempts: int) -> jobs.Job:
+    """A new job of a new tenant, with its first attempt's message on the queue."""
     async with pool.acquire() as conn:
         tenant, _ = await tenants.create(conn, "t")
         job, _ = await jobs.create(
@@ -39,9 +34,20 @@ async def _run_until_final(pool: asyncpg.Pool, launcher: LocalLauncher, db_url: 
             project={},
             output=schemas.OutputSpec(),
             media={},
-            max_attempts=cfg.max_attempts,
+            max_attempts=max_attempts,
         )
     await queue.send(schemas.QueueMessage(job_id=job.id, attempt=1))
+    return job
+
+
+async def _run_until_final(pool: asyncpg.Pool, launcher: LocalLauncher, db_url: str) -> jobs.Job:
+    cfg = settings.load(
+        settings.Scheduler,
+        env={},
+        overrides={"retry_base_delay": 0.05, "poll_interval": 0.1, "max_attempts": 3},
+    )
+    queue = PostgresQueue(pool)
+    job = await _queued_job(pool, queue, cfg.max_attempts)
     stop = asyncio.Event()
     scheduler = Scheduler(cfg, pool, queue, launcher, db_url)
     async with lifecycle.supervised(stop, grace=5) as sup:
@@ -130,12 +136,7 @@ async def test_cancel_stops_the_running_render_and_is_not_retried(
 ) -> None:
     cfg = settings.load(settings.Scheduler, env={}, overrides={"poll_interval": 0.1})
     queue = PostgresQueue(pool)
-    async with pool.acquire() as conn:
-        tenant, _ = await tenants.create(conn, "t")
-        job, _ = await jobs.create(
-            conn, tenant_id=tenant.id, project={}, output=schemas.OutputSpec(), media={}
-        )
-    await queue.send(schemas.QueueMessage(job_id=job.id, attempt=1))
+    job = await _queued_job(pool, queue, cfg.max_attempts)
     # A render that would take a minute.
     launcher = LocalLauncher((sys.executable, "-c", "import time; time.sleep(60)"))
     stop = asyncio.Event()

@@ -23,12 +23,18 @@ def _nal(header: int, bits: str) -> bytes:
     return bytes(out)
 
 
+# profile 66, constraints, level 30, seq_parameter_set_id 0, then the rest of an SPS:
+# log2_max_frame_num 0, poc type 2, one ref frame, no gaps, 20x12 MBs, frame MBs only.
+SPS_FIELDS = ("01000010", "11000000", "00011110", "1", "1", "011", "010", "0", "000010101")
+SPS = _nal(0x67, "".join(SPS_FIELDS) + "0001101" + "1")
+# pic_parameter_set_id 0, seq_parameter_set_id 0, then some flags.
+PPS = _nal(0x68, "".join(("1", "1", "1011")))
+
+
 def test_pps_ids_are_rewritten_and_back() -> None:
-    # pic_parameter_set_id 0, seq_parameter_set_id 0, then some flags.
-    pps = _nal(0x68, "1" + "1" + "1011")
-    renumbered = h264.rewrite_ue(pps, 0, [15, 15])
+    renumbered = h264.rewrite_ue(PPS, 0, [15, 15])
     assert h264.pps_id(renumbered) == 15
-    assert h264.rewrite_ue(renumbered, 0, [0, 0]) == pps
+    assert h264.rewrite_ue(renumbered, 0, [0, 0]) == PPS
 
 
 def test_slice_with_start_code_lookalikes_keeps_emulation_prevention() -> None:
@@ -42,51 +48,19 @@ def test_slice_with_start_code_lookalikes_keeps_emulation_prevention() -> None:
 
 
 def test_sps_id_follows_the_three_fixed_bytes() -> None:
-    # profile 66, constraints, level 30, seq_parameter_set_id 0, then the rest of an SPS
-    # (log2_max_frame_num 0, poc type 2, one ref frame, no gaps, 20x12 MBs, frame MBs).
-    sps = _nal(
-        0x67,
-        "01000010"
-        + "11000000"
-        + "00011110"
-        + "1"
-        + "1"
-        + "011"
-        + "010"
-        + "0"
-        + "000010101"
-        + "0001101"
-        + "1",
-    )
-    renumbered = h264.rewrite_ue(sps, 24, [15])
+    renumbered = h264.rewrite_ue(SPS, 24, [15])
     assert h264.parse_sps(renumbered).id == 15
     assert h264.parse_sps(renumbered).level == 30
 
 
 def test_an_id_whose_code_would_shift_by_a_part_of_a_byte_is_refused() -> None:
-    pps = _nal(0x68, "1" + "1" + "1011")
     with pytest.raises(h264.BitstreamError):
-        h264.rewrite_ue(pps, 0, [1, None])  # 1 bit -> 3 bits
+        h264.rewrite_ue(PPS, 0, [1, None])  # 1 bit -> 3 bits
 
 
 def test_renumber_picks_ids_the_others_do_not_use() -> None:
-    sps = _nal(
-        0x67,
-        "01000010"
-        + "11000000"
-        + "00011110"
-        + "1"
-        + "1"
-        + "011"
-        + "010"
-        + "0"
-        + "000010101"
-        + "0001101"
-        + "1",
-    )
-    pps = _nal(0x68, "1" + "1" + "1011")
     used_sps, used_pps = {0}, {0, 15}
-    renumbering = h264.renumber((sps,), (pps,), used_sps, used_pps)
+    renumbering = h264.renumber((SPS,), (PPS,), used_sps, used_pps)
     assert renumbering.sps == {0: 15} and renumbering.pps == {0: 16}
     assert used_sps == {0, 15} and used_pps == {0, 15, 16}
-    assert h264.pps_id(renumbering.unit(pps)) == 16
+    assert h264.pps_id(renumbering.unit(PPS)) == 16
