@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import sys
 import uuid
+from pathlib import Path
 
 import asyncpg
 
@@ -179,3 +180,52 @@ async def test_cancel_stops_the_running_render_and_is_not_retried(
     assert final.status == JobStatus.CANCELED and final.attempt == 1
     assert [a for a, _, _ in await _attempts(pool, job.id)] == [1]
     assert remaining[0] == 0
+
+
+async def test_tenant_cap_holds_a_tenants_second_job_while_another_tenant_runs(
+    pool: asyncpg.Pool, db_url: str, tmp_path: Path
+) -> None:
+    cfg = settings.load(
+        settings.Scheduler,
+        env={},
+        overrides={"poll_interval": 0.1, "concurrency": 2, "tenant_concurrency": 1},
+    )
+    queue = PostgresQueue(pool)
+    a1 = await _queued_job(pool, queue, 1)
+    async with pool.acquire() as conn:
+        a2, _ = await jobs.create(
+            conn, tenant_id=a1.tenant_id, project={}, output=schemas.OutputSpec(), media={}
+        )
+    await queue.send(schemas.QueueMessage(job_id=a2.id, attempt=1))
+    b1 = await _queued_job(pool, queue, 1)
+    # Each render records when it ran, then takes a second.
+    script = (
+        "import sys, time, pathlib\n"
+        "job = sys.argv[sys.argv.index('--job') + 1]\n"
+        "start = time.time(); time.sleep(1.0)\n"
+        f"pathlib.Path({str(tmp_path)!r}, job).write_text(f'{{start}} {{time.time()}}')\n"
+    )
+    scheduler = Scheduler(cfg, pool, queue, LocalLauncher((sys.executable, "-c", script)), db_url)
+    stop = asyncio.Event()
+    async with lifecycle.supervised(stop, grace=5) as sup:
+        runner = asyncio.create_task(scheduler.run(stop, sup))
+        try:
+            async with asyncio.timeout(40):
+                while True:
+                    if len(list(tmp_path.iterdir())) == 3:
+                        break
+                    await asyncio.sleep(0.1)
+        finally:
+            stop.set()
+            with contextlib.suppress(asyncio.CancelledError):
+                await runner
+    ran = {
+        job: tuple(map(float, (tmp_path / str(job)).read_text().split()))
+        for job in (a1.id, a2.id, b1.id)
+    }
+
+    def overlap(x: uuid.UUID, y: uuid.UUID) -> bool:
+        return ran[x][0] < ran[y][1] and ran[y][0] < ran[x][1]
+
+    assert not overlap(a1.id, a2.id)  # never two of tenant A at once
+    assert overlap(b1.id, a1.id) or overlap(b1.id, a2.id)  # B did not wait for A

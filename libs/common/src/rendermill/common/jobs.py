@@ -237,6 +237,14 @@ async def events_after(conn: db.Conn, job_id: uuid.UUID, seq: int, limit: int = 
     return [msgspec.convert(dict(r), Event, strict=False) for r in rows]
 
 
+async def running_for_tenant(conn: db.Conn, tenant_id: uuid.UUID) -> int:
+    """How many of the tenant's jobs run now, after taking the tenant's start lock (held
+    until the caller's transaction ends, so that two schedulers cannot both start the
+    job that fills the tenant's share)."""
+    await conn.execute(Q.lock_tenant, str(tenant_id))
+    return int(await conn.fetchval(Q.count_running_for_tenant, tenant_id))
+
+
 async def count_active(conn: db.Conn) -> dict[JobStatus, int]:
     """How many jobs are queued and running now (both keys always present)."""
     counts = {JobStatus.QUEUED: 0, JobStatus.RUNNING: 0}

@@ -74,6 +74,9 @@ class Scheduler(Common, frozen=True, kw_only=True):
     heartbeat_timeout: float = 120.0
     # On SIGTERM, running renders get this long to finish before they are stopped.
     drain_seconds: float = 30.0
+    # At most this many renders of one tenant at once (0: no limit but concurrency), so
+    # that one tenant's burst does not hold every slot; its other jobs wait their turn.
+    tenant_concurrency: int = 0
 
 
 class Renderer(Common, frozen=True, kw_only=True):

@@ -12,6 +12,7 @@ import datetime as dt
 import random
 import time
 import uuid
+from typing import Any
 
 import asyncpg
 import msgspec
@@ -34,6 +35,9 @@ RUNNING = Gauge("rendermill_attempts_running", "Attempts running now")
 QUEUE_DEPTH = Gauge("rendermill_queue_depth", "Messages waiting or in flight")
 QUEUE_AGE = Gauge("rendermill_queue_oldest_seconds", "Age of the oldest message")
 JOBS = Gauge("rendermill_jobs", "Jobs queued or running now", ["status"])
+DEFERRED = Counter(
+    "rendermill_tenant_deferrals_total", "Attempts held back by a tenant's concurrency cap"
+)
 FINISHED = Counter(
     "rendermill_jobs_finished_total", "Jobs whose attempt ended in a final state", ["status"]
 )
@@ -52,6 +56,8 @@ REALTIME = Histogram(
 # Exit codes of the renderer launch contract (DESIGN.md).
 # How often a running attempt's job is looked at for a cancel.
 CANCEL_POLL_SECONDS = 2.0
+# How soon (times 1 to 5) a job held back by its tenant's cap is looked at again.
+TENANT_RETRY_SECONDS = 2.0
 EXIT_OK = 0
 EXIT_INVALID_PROJECT = 2
 EXIT_BAD_MEDIA = 3
@@ -161,6 +167,10 @@ class Scheduler:
             attributes={"job_id": str(job.id), "attempt": msg.attempt},
         ):
             async with self.pool.acquire() as conn, conn.transaction():
+                cap = self.cfg.tenant_concurrency
+                if cap and await jobs.running_for_tenant(conn, job.tenant_id) >= cap:
+                    await self._defer(received, bound)
+                    return
                 if await jobs.insert_attempt(conn, job.id, msg.attempt, self.launcher.name) is None:
                     bound.info("attempt_exists")
                 try:
@@ -207,6 +217,16 @@ class Scheduler:
             await self._attempt_ended(
                 job.id, msg.attempt, rc, job.max_attempts, received, launched=launched
             )
+
+    async def _defer(self, received: Received, bound: Any) -> None:
+        """The tenant has its share running: the message goes back, due again shortly,
+        as a new message (a redelivery would count towards dead-lettering)."""
+        # Spread out: a burst of one tenant's jobs is not looked at all at once.
+        delay = TENANT_RETRY_SECONDS * random.uniform(1.0, 5.0)
+        await self.queue.send(received.message, delay=delay)
+        await self.queue.delete(received.receipt)
+        DEFERRED.inc()
+        bound.info("tenant_at_capacity", cap=self.cfg.tenant_concurrency)
 
     async def _keepalive(
         self, job_id: uuid.UUID, attempt: int, received: Received, task_id: str

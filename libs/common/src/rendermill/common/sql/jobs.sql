@@ -88,3 +88,10 @@ SELECT * FROM job_attempts WHERE job_id = $1 ORDER BY attempt;
 
 -- name: count_active
 SELECT status, count(*) AS n FROM jobs WHERE status IN ('queued', 'running') GROUP BY status;
+
+-- name: lock_tenant
+-- Serialises attempt starts of one tenant (for its concurrency cap) until commit.
+SELECT pg_advisory_xact_lock(hashtextextended($1::text, 0));
+
+-- name: count_running_for_tenant
+SELECT count(*) FROM jobs WHERE tenant_id = $1 AND status = 'running';
