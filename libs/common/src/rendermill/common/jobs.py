@@ -237,6 +237,17 @@ async def events_after(conn: db.Conn, job_id: uuid.UUID, seq: int, limit: int = 
     return [msgspec.convert(dict(r), Event, strict=False) for r in rows]
 
 
+async def mark_enqueued(conn: db.Conn, job_id: uuid.UUID) -> None:
+    """Record that the job's first queue message was sent (not a state change)."""
+    await conn.execute(Q.mark_enqueued, job_id)
+
+
+async def never_enqueued(conn: db.Conn) -> list[asyncpg.Record]:
+    """Queued jobs over a minute old whose first message was never sent:
+    (id, attempt, traceparent)."""
+    return list(await conn.fetch(Q.never_enqueued))
+
+
 async def running_for_tenant(conn: db.Conn, tenant_id: uuid.UUID) -> int:
     """How many of the tenant's jobs run now, after taking the tenant's start lock (held
     until the caller's transaction ends, so that two schedulers cannot both start the

@@ -26,7 +26,13 @@ class Common(msgspec.Struct, frozen=True, kw_only=True):
     database_url: str | None = None
     # Directory for embedded state: the embedded Postgres data, the fs store, secrets.
     home: str = ".rendermill"
-    queue: Literal["postgres"] = "postgres"
+    queue: Literal["postgres", "sqs"] = "postgres"
+    # With queue=sqs: the queue's URL (give it a redrive policy to a dead-letter queue),
+    # its region, and an endpoint for AWS-compatible servers (credentials come from the
+    # usual AWS environment variables, profile or role).
+    sqs_queue_url: str = ""
+    aws_region: str = "us-east-1"
+    aws_endpoint_url: str | None = None
     store: Literal["fs"] = "fs"
     store_path: str | None = None
     launcher: Literal["local"] = "local"

@@ -34,8 +34,7 @@ from rendermill.common import (
 )
 from rendermill.common import logging as rlog
 from rendermill.common.project import model, parse
-from rendermill.common.queue import Queue
-from rendermill.common.queue.postgres import PostgresQueue
+from rendermill.common.queue import Queue, open_queue
 from rendermill.common.store import fs, source_key
 from rendermill.gateway import api, openapi
 from rendermill.gateway.hub import EventHub
@@ -244,6 +243,8 @@ async def submit(
                 job_id=job.id, attempt=1, traceparent=telemetry.current_traceparent()
             )
         )
+        async with app[POOL].acquire() as conn:
+            await jobs.mark_enqueued(conn, job.id)
         JOBS_CREATED.inc()
         log.info("job_created", job_id=str(job.id), tenant_id=str(tenant.id), frames=frames)
     return job, created
@@ -709,7 +710,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
         # One LISTEN connection per process feeds every WebSocket/SSE stream.
         listener = await stack.enter_async_context(db.Listener(url, db.EVENTS_CHANNEL))
         listener.add(hub.on_notify)
-        app[QUEUE] = PostgresQueue(app[POOL])
+        app[QUEUE] = await stack.enter_async_context(open_queue(cfg, app[POOL]))
         yield
 
 

@@ -22,8 +22,7 @@ from rendermill.common import db, errors, jobs, lifecycle, schemas, settings, te
 from rendermill.common import logging as rlog
 from rendermill.common.launch import Launcher
 from rendermill.common.launch.local import LocalLauncher
-from rendermill.common.queue import Queue, Received
-from rendermill.common.queue.postgres import PostgresQueue
+from rendermill.common.queue import Queue, Received, open_queue
 from rendermill.common.schemas import JobStatus
 
 log = rlog.get(__name__)
@@ -381,11 +380,18 @@ class Scheduler:
             async with self.pool.acquire() as conn:
                 for status, n in (await jobs.count_active(conn)).items():
                     JOBS.labels(status.value).set(n)
-                rows = await conn.fetch(
-                    "SELECT j.id, j.attempt, j.traceparent FROM jobs j WHERE j.status = 'queued'"
-                    " AND j.updated_at < now() - interval '60 seconds' AND NOT EXISTS ("
-                    "  SELECT 1 FROM queue_messages m WHERE m.body->>'job_id' = j.id::text)"
-                )
+                if self.cfg.queue == "postgres":
+                    # The Postgres queue can be searched: any queued job without a
+                    # message (never sent, or lost) gets one.
+                    rows = await conn.fetch(
+                        "SELECT j.id, j.attempt, j.traceparent FROM jobs j"
+                        " WHERE j.status = 'queued'"
+                        " AND j.updated_at < now() - interval '60 seconds' AND NOT EXISTS ("
+                        "  SELECT 1 FROM queue_messages m WHERE m.body->>'job_id' = j.id::text)"
+                    )
+                else:
+                    # SQS cannot: a job whose first message was never sent says so.
+                    rows = await jobs.never_enqueued(conn)
             for row in rows:
                 log.warning("orphan_job_requeued", job_id=str(row["id"]))
                 await self.queue.send(
@@ -393,6 +399,8 @@ class Scheduler:
                         job_id=row["id"], attempt=row["attempt"] + 1, traceparent=row["traceparent"]
                     )
                 )
+                async with self.pool.acquire() as conn:
+                    await jobs.mark_enqueued(conn, row["id"])
             await lifecycle.wait_or_stop(stop, asyncio.Event(), 30.0)
 
 
@@ -404,8 +412,10 @@ async def main(cfg: settings.Scheduler) -> int:
     url = db.dsn(cfg)
     async with contextlib.AsyncExitStack() as stack:
         pool = await stack.enter_async_context(db.pool(url, max_size=5))
+        queue = await stack.enter_async_context(open_queue(cfg, pool))
+        # The Postgres queue NOTIFYs on send (SQS is polled).
         listener = await stack.enter_async_context(db.Listener(url, db.QUEUE_CHANNEL))
-        scheduler = Scheduler(cfg, pool, PostgresQueue(pool), LocalLauncher(), url)
+        scheduler = Scheduler(cfg, pool, queue, LocalLauncher(), url)
         listener.add(scheduler.on_notify)
         # Drain before closing the pool: attempts record their end in Postgres.
         sup = await stack.enter_async_context(

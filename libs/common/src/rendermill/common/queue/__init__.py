@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from typing import Protocol
 
+import asyncpg
 import msgspec
 
-from rendermill.common import schemas
+from rendermill.common import errors, schemas, settings
 
 
 class Received(msgspec.Struct, frozen=True):
@@ -29,3 +32,22 @@ class Queue(Protocol):
     async def depth(self) -> tuple[int, float]:
         """(messages waiting or in flight, age in seconds of the oldest)."""
         ...
+
+
+@contextlib.asynccontextmanager
+async def open_queue(cfg: settings.Common, pool: asyncpg.Pool) -> AsyncIterator[Queue]:
+    """The queue ``cfg.queue`` names: the Postgres queue on ``pool``, or SQS at
+    ``cfg.sqs_queue_url``. Raises InvalidInput when SQS is chosen without a URL."""
+    if cfg.queue == "sqs":
+        from rendermill.common.queue.sqs import SqsQueue  # only SQS setups load aioboto3
+
+        if not cfg.sqs_queue_url:
+            raise errors.InvalidInput("RENDERMILL_QUEUE=sqs needs RENDERMILL_SQS_QUEUE_URL")
+        async with SqsQueue.open(
+            cfg.sqs_queue_url, region=cfg.aws_region, endpoint_url=cfg.aws_endpoint_url
+        ) as queue:
+            yield queue
+        return
+    from rendermill.common.queue.postgres import PostgresQueue
+
+    yield PostgresQueue(pool)

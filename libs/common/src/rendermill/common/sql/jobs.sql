@@ -95,3 +95,10 @@ SELECT pg_advisory_xact_lock(hashtextextended($1::text, 0));
 
 -- name: count_running_for_tenant
 SELECT count(*) FROM jobs WHERE tenant_id = $1 AND status = 'running';
+
+-- name: mark_enqueued
+UPDATE jobs SET enqueued_at = now() WHERE id = $1 AND enqueued_at IS NULL;
+
+-- name: never_enqueued
+SELECT id, attempt, traceparent FROM jobs
+WHERE status = 'queued' AND enqueued_at IS NULL AND created_at < now() - interval '60 seconds';
