@@ -7,10 +7,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import sys
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +18,7 @@ import asyncpg
 import pytest
 import pytest_asyncio
 from aiohttp.test_utils import TestClient, TestServer
-from moto.server import ThreadedMotoServer
 
-from rendermill.cli.stack import free_port
 from rendermill.common import jobs, lifecycle, schemas, settings, tenants
 from rendermill.common.launch.local import LocalLauncher
 from rendermill.common.queue import Queue, open_queue
@@ -31,25 +28,6 @@ from rendermill.gateway.app import create_app
 from rendermill.scheduler.service import Scheduler
 
 REGION = "us-east-1"
-
-
-@pytest.fixture(scope="module")
-def moto_url() -> Iterator[str]:
-    """A local AWS-compatible endpoint, with dummy credentials for the client."""
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    saved = {k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
-    os.environ["AWS_ACCESS_KEY_ID"] = os.environ["AWS_SECRET_ACCESS_KEY"] = "testing"
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.stop()
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 async def _sqs_queues(endpoint: str, max_receives: int) -> tuple[str, str]:

@@ -33,8 +33,10 @@ class Common(msgspec.Struct, frozen=True, kw_only=True):
     sqs_queue_url: str = ""
     aws_region: str = "us-east-1"
     aws_endpoint_url: str | None = None
-    store: Literal["fs"] = "fs"
+    store: Literal["fs", "s3"] = "fs"
     store_path: str | None = None
+    # With store=s3: the bucket (region and endpoint as for SQS below).
+    s3_bucket: str = ""
     launcher: Literal["local"] = "local"
     # HMAC key that signs download URLs; shared by gateway and renderer.
     url_signing_key: str = ""

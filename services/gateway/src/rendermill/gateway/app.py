@@ -35,7 +35,7 @@ from rendermill.common import (
 from rendermill.common import logging as rlog
 from rendermill.common.project import model, parse
 from rendermill.common.queue import Queue, open_queue
-from rendermill.common.store import fs, source_key
+from rendermill.common.store import Store, fs, open_store, source_key
 from rendermill.gateway import api, openapi
 from rendermill.gateway.hub import EventHub
 
@@ -44,7 +44,7 @@ tracer = telemetry.tracer("rendermill.gateway")
 
 CFG = web.AppKey("settings", settings.Gateway)
 POOL = web.AppKey("pool", asyncpg.Pool)
-STORE = web.AppKey("store", fs.FsStore)
+STORE = web.AppKey("store", Store)
 QUEUE = web.AppKey("queue", Queue)
 HUB = web.AppKey("hub", EventHub)
 TENANT = "tenant"
@@ -605,10 +605,12 @@ async def job_events(request: web.Request) -> web.StreamResponse:
 
 
 async def download(request: web.Request) -> web.StreamResponse:
+    """A signed link of the filesystem store (an S3 store's links go to S3 itself)."""
     key = request.match_info["key"]
-    path = request.app[STORE].verify(
-        key, request.query.get("expires", ""), request.query.get("sig", "")
-    )
+    store = request.app[STORE]
+    if not isinstance(store, fs.FsStore):
+        raise errors.NotFound(f"object {key} not found")
+    path = store.verify(key, request.query.get("expires", ""), request.query.get("sig", ""))
     resp = web.FileResponse(path, chunk_size=1 << 18)
     resp.headers["Content-Disposition"] = f'attachment; filename="{path.name}"'
     resp.headers["Cache-Control"] = "private, max-age=300"
@@ -711,15 +713,13 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
         listener = await stack.enter_async_context(db.Listener(url, db.EVENTS_CHANNEL))
         listener.add(hub.on_notify)
         app[QUEUE] = await stack.enter_async_context(open_queue(cfg, app[POOL]))
+        app[STORE] = await stack.enter_async_context(open_store(cfg))
         yield
 
 
 def create_app(cfg: settings.Gateway) -> web.Application:
     app = web.Application(middlewares=[error_middleware], client_max_size=cfg.max_project_bytes)
     app[CFG] = cfg
-    app[STORE] = fs.FsStore(
-        cfg.store_root, signing_key=cfg.url_signing_key, public_url=cfg.public_url
-    )
     app.cleanup_ctx.append(_resources)
     r = app.router
     r.add_post("/v1/jobs", create_job)

@@ -23,7 +23,7 @@ from prometheus_client import Counter, Histogram, start_http_server
 
 from rendermill.common import db, errors, lifecycle, netguard, settings, sql, telemetry, webhooks
 from rendermill.common import logging as rlog
-from rendermill.common.store import fs
+from rendermill.common.store import Store, open_store
 
 Q = sql.queries("webhooks")
 log = rlog.get(__name__)
@@ -55,7 +55,7 @@ class Notifier:
         cfg: settings.Notifier,
         pool: asyncpg.Pool,
         session: aiohttp.ClientSession,
-        store: fs.FsStore,
+        store: Store,
     ) -> None:
         self.cfg = cfg
         self.pool = pool
@@ -203,9 +203,9 @@ async def main(cfg: settings.Notifier) -> int:
     if cfg.metrics_port is not None:
         start_http_server(cfg.metrics_port, addr=cfg.metrics_host)
     url = db.dsn(cfg)
-    store = fs.FsStore(cfg.store_root, signing_key=cfg.url_signing_key, public_url=cfg.public_url)
     async with contextlib.AsyncExitStack() as stack:
         pool = await stack.enter_async_context(db.pool(url, max_size=5))
+        store = await stack.enter_async_context(open_store(cfg))
         session = await stack.enter_async_context(aiohttp.ClientSession())
         listener = await stack.enter_async_context(db.Listener(url, db.EVENTS_CHANNEL))
         notifier = Notifier(cfg, pool, session, store)

@@ -28,7 +28,7 @@ from rendermill.common import logging as rlog
 from rendermill.common import tenants as tenants_repo
 from rendermill.common.project import model
 from rendermill.common.schemas import JobStatus, Stage
-from rendermill.common.store import fs, output_key
+from rendermill.common.store import Store, open_store, output_key
 from rendermill.renderer import engine
 
 log = rlog.get(__name__)
@@ -100,7 +100,7 @@ class Attempt:
         self,
         cfg: settings.Renderer,
         pool: asyncpg.Pool,
-        store: fs.FsStore,
+        store: Store,
         job_id: uuid.UUID,
         attempt: int,
     ) -> None:
@@ -370,12 +370,11 @@ async def main(cfg: settings.Renderer) -> int:
     structlog.contextvars.bind_contextvars(job_id=str(job_id), attempt=cfg.attempt)
     stop = asyncio.Event()
     lifecycle.install_signal_handlers(stop)
-    store = fs.FsStore(cfg.store_root, signing_key=cfg.url_signing_key, public_url=cfg.public_url)
     scratch_root = Path(cfg.scratch_dir) if cfg.scratch_dir else None
     if scratch_root:
         scratch_root.mkdir(parents=True, exist_ok=True)
     ctx = telemetry.context_from(os.environ.get("TRACEPARENT"))
-    async with db.pool(db.dsn(cfg), min_size=1, max_size=3) as pool:
+    async with db.pool(db.dsn(cfg), min_size=1, max_size=3) as pool, open_store(cfg) as store:
         attempt = Attempt(cfg, pool, store, job_id, cfg.attempt)
         scratch = Path(tempfile.mkdtemp(prefix=f"rendermill-{job_id}-", dir=scratch_root))
         try:
