@@ -252,6 +252,16 @@ class SoundPlan:
         return max(abs(s.shift - _exact(s.action, s.lo)) for s in self.segments)
 
 
+def sound_media(track: model.Track, sources: Mapping[str, Path]) -> probe.Media:
+    """What a sounding track's file holds, its sound only probed (the copy plan checked
+    the picture). Raises Ineligible when no file was given, MediaError when it is
+    unusable."""
+    path = sources.get(track.url)
+    if path is None:
+        raise Ineligible(f"no local file for {track.url!r}")
+    return probe.probe(probe.Source(track=track, path=Path(path)), picture=False, sound=True)
+
+
 def plan(
     project: model.Project,
     sources: Mapping[str, Path],
@@ -266,19 +276,16 @@ def plan(
     for track in project.tracks:
         if not audio.sounds(track):
             continue
-        path = sources.get(track.url)
-        if path is None:
-            raise Ineligible(f"no local file for {track.url!r}")
         try:
-            media = probe.probe(
-                probe.Source(track=track, path=Path(path)), picture=False, sound=True
-            )
+            media = sound_media(track, sources)
         except errors.MediaError as exc:  # the mixers raise it again for the user
             raise Ineligible(f"{track.url!r}: {exc}") from exc
         medias[track.id] = media
         if media.audio is None:
             continue  # silent, as the mixers treat it
-        sounding.append((track, audio.spans(track), files.get(Path(path), media.origin), media))
+        sounding.append(
+            (track, audio.spans(track), files.get(media.source.path, media.origin), media)
+        )
 
     raw = _segments(sounding, total)
     template = raw[0].file

@@ -23,7 +23,7 @@ from av.video.stream import VideoStream
 
 from rendermill.common import schemas
 from rendermill.common.project import model
-from rendermill.renderer.engine import audio, compose, encode, probe, remux_audio
+from rendermill.renderer.engine import audio, compose, encode, remux_audio
 from rendermill.renderer.engine import remux_h264 as h264
 from rendermill.renderer.engine.remux_plan import Copy, Encode, Piece, Plan
 from rendermill.renderer.engine.remux_source import Ineligible
@@ -62,15 +62,9 @@ def mixers(
         for track in project.tracks:
             if not audio.sounds(track):
                 continue
-            path = sources.get(track.url)
-            if path is None:
-                raise Ineligible(f"no local file for {track.url!r}")
             media = copied_sound.medias.get(track.id) if copied_sound is not None else None
             if media is None:
-                # Only the sound is probed: the picture was checked by the plan.
-                media = probe.probe(
-                    probe.Source(track=track, path=Path(path)), picture=False, sound=True
-                )
+                media = remux_audio.sound_media(track, sources)
             if media.audio is None:
                 continue
             if copied_sound is not None:
