@@ -35,6 +35,11 @@ _JPEG_HEAD = 1 << 17
 _EXIF_ORIENTATION = 0x0112
 # A stream that ends this much earlier than its own index says is a truncated file.
 TRUNCATION_TOLERANCE = 1.0
+# MP4/MOV declare every stream's parameters, times and duration in the movie header, so
+# whoever needs only the sound can skip avformat's stream probing, which decodes the
+# first pictures (30 ms for a 1080p H.264 file, ~40 % of a four-clip stream copy).
+_HEADER_DECLARED = "mov,mp4,m4a,3gp,3g2,mj2"
+_NO_PROBING = {"probesize": "32", "analyzeduration": "0"}
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -53,9 +58,23 @@ class Source:
             url=self.track.url,
         )
 
-    def open(self) -> av.container.InputContainer:
-        """Open the file for reading; raises MediaError when it cannot be opened."""
+    def open(self, *, sound_only: bool = False) -> av.container.InputContainer:
+        """Open the file for reading; raises MediaError when it cannot be opened.
+
+        ``sound_only``: the caller reads only the sound, so an MP4/MOV file is opened
+        without probing its streams (other files are probed as always).
+        """
         try:
+            if sound_only:
+                container = av.open(
+                    str(self.path), "r", metadata_errors="ignore", container_options=_NO_PROBING
+                )
+                if container.format.name == _HEADER_DECLARED and all(
+                    s.codec_context.sample_rate and s.codec_context.channels
+                    for s in container.streams.audio
+                ):
+                    return container
+                container.close()
             return av.open(str(self.path), "r", metadata_errors="ignore")
         except (av.FFmpegError, OSError, UnicodeDecodeError) as exc:
             raise self.error(f"cannot be read ({reason(exc)})") from exc
@@ -106,7 +125,7 @@ def probe(source: Source, *, picture: bool, sound: bool) -> Media:
     Returns the source's streams, size, alpha and duration. Raises MediaError when the
     file cannot be opened or decoded, or holds neither of the streams its track needs.
     """
-    with source.open() as container:
+    with source.open(sound_only=not picture) as container:
         try:
             return _probe(source, container, picture=picture, sound=sound)
         except (av.FFmpegError, OSError) as exc:
