@@ -266,7 +266,7 @@ def _intervals(
         for action in layer.actions:
             for edge in (action.start, action.end):
                 cuts.add(min(total, _frame_at_or_after(edge, fps)))
-    intervals: list[_Interval] = []
+    tops: list[tuple[int, int, _Layer, model.Action]] = []
     for lo, hi in itertools.pairwise(sorted(cuts)):
         t = lo / fps
         top: tuple[_Layer, model.Action] | None = None
@@ -278,10 +278,15 @@ def _intervals(
         if top is None:
             raise Ineligible(f"nothing covers the canvas at {t:.3f} s")
         layer, action = top
-        # The action first: it needs no file opened.
+        # Every action first: they need no file opened, and most timelines that are not
+        # cuts (an overlay, a title) fail here before any source is opened.
         problem = _action_problem(action, project, output, size)
         if problem is not None:
             raise Ineligible(f"action {action.id!r} at {t:.3f} s: {problem}")
+        tops.append((lo, hi, layer, action))
+    intervals: list[_Interval] = []
+    for lo, hi, layer, action in tops:
+        t = lo / fps
         problem = _header(layer.reader).copy_problem(size, fps, output.format)
         if problem is not None:
             raise Ineligible(f"action {action.id!r} at {t:.3f} s: {problem}")
