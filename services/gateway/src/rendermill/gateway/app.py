@@ -514,7 +514,11 @@ async def upload(request: web.Request) -> web.Response:
             sha256=digest.hexdigest(),
         )
     log.info("asset_uploaded", asset_id=str(asset.id), size=size, tenant_id=str(tenant.id))
-    view = api.AssetView(
+    return json_response(_asset_view(asset), 201)
+
+
+def _asset_view(asset: tenants.Asset) -> api.AssetView:
+    return api.AssetView(
         id=str(asset.id),
         name=asset.name,
         size=asset.size,
@@ -522,7 +526,29 @@ async def upload(request: web.Request) -> web.Response:
         content_type=asset.content_type,
         created_at=asset.created_at,
     )
-    return json_response(view, 201)
+
+
+async def upload_part(request: web.Request) -> web.Response:
+    """A part URL of the filesystem store: the body becomes the part, its MD5 the ETag (an
+    S3 store's part URLs go to S3 itself)."""
+    key = request.match_info["key"]
+    store = request.app[STORE]
+    if not isinstance(store, fs.FsStore):
+        raise errors.NotFound(f"object {key} not found")
+    target = store.verify_part(key, request.query)
+    if request.content_length is not None and request.content_length > target.max_bytes:
+        raise errors.PayloadTooLarge(
+            f"part {target.number} is {target.max_bytes} bytes, not {request.content_length}: "
+            "send exactly the bytes the upload plan gives for it"
+        )
+    etag = await store.put_part(
+        key,
+        target.upload_id,
+        target.number,
+        request.content.iter_chunked(1 << 20),
+        max_bytes=target.max_bytes,
+    )
+    return web.Response(status=200, headers={"ETag": etag})
 
 
 async def _event_stream(
@@ -735,6 +761,7 @@ def create_app(cfg: settings.Gateway) -> web.Application:
     r.add_post("/v1/webhooks/endpoints/{endpoint_id}/recover", recover_endpoint)
     r.add_post("/v1/uploads", upload)
     r.add_get(fs.FILES_PREFIX + "{key:.+}", download)
+    r.add_put(fs.FILES_PREFIX + "{key:.+}", upload_part)
     r.add_post("/api/video/process", seed_process)
     r.add_get("/api/video/status/{job_id}", seed_status)
     r.add_get("/healthz", healthz)
