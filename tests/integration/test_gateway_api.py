@@ -440,6 +440,12 @@ async def test_webhook_endpoints_register_list_recover_and_delete(api: Api) -> N
 async def test_openapi_and_health(api: Api) -> None:
     doc = await (await api.client.get("/openapi.json")).json()
     assert "/v1/jobs" in doc["paths"] and "JobRequest" in doc["components"]["schemas"]
+    for path in ("/v1/uploads/direct", "/v1/uploads/{upload_id}/complete"):
+        assert "post" in doc["paths"][path]
+    assert "put" in doc["paths"]["/v1/files/{key}"]
+    assert {"DirectUploadRequest", "DirectUploadView", "UploadPartTarget"} <= set(
+        doc["components"]["schemas"]
+    )
     assert (await api.client.get("/healthz")).status == 200
     assert (await api.client.get("/readyz")).status == 200
     metrics = await (await api.client.get("/metrics")).text()

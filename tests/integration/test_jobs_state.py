@@ -49,6 +49,7 @@ async def test_fresh_migrate_gives_expected_schema(db_url: str) -> None:
         "webhook_attempts",
         "queue_messages",
         "queue_dead_letters",
+        "direct_uploads",
         "schema_migrations",
     } <= tables
 

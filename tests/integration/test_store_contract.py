@@ -1,8 +1,11 @@
 """The object-store contract, run against both adapters: the filesystem store, and S3
-through the real aioboto3 client against moto in server mode on 127.0.0.1."""
+through the real aioboto3 client against moto in server mode on 127.0.0.1. Multipart
+uploads are driven through their part URLs over HTTP, as clients do: the filesystem
+store's are served by a running gateway."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import AsyncIterator
@@ -17,12 +20,23 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from rendermill.common import errors, jobs, schemas, settings, tenants
 from rendermill.common.schemas import JobStatus
-from rendermill.common.store import Store
+from rendermill.common.store import Part, Store
 from rendermill.common.store.fs import FsStore
 from rendermill.common.store.s3 import PART_SIZE, S3Store
+from rendermill.common.testing import free_port
 from rendermill.gateway.app import create_app
 
 REGION = "us-east-1"
+
+
+@contextlib.asynccontextmanager
+async def _s3_store(endpoint: str) -> AsyncIterator[S3Store]:
+    """An S3 store on a new bucket of the moto server at ``endpoint``."""
+    bucket = f"rendermill-{uuid.uuid4().hex[:12]}"
+    async with aioboto3.Session().client("s3", region_name=REGION, endpoint_url=endpoint) as c:
+        await c.create_bucket(Bucket=bucket)
+    async with S3Store.open(bucket, region=REGION, endpoint_url=endpoint) as s3:
+        yield s3
 
 
 @pytest_asyncio.fixture(params=["fs", "s3"])
@@ -30,12 +44,38 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
     if request.param == "fs":
         yield FsStore(tmp_path / "store", signing_key="k", public_url="http://127.0.0.1:1")
         return
-    endpoint = request.getfixturevalue("moto_url")
-    bucket = f"rendermill-{uuid.uuid4().hex[:12]}"
-    async with aioboto3.Session().client("s3", region_name=REGION, endpoint_url=endpoint) as c:
-        await c.create_bucket(Bucket=bucket)
-    async with S3Store.open(bucket, region=REGION, endpoint_url=endpoint) as s3:
+    async with _s3_store(request.getfixturevalue("moto_url")) as s3:
         yield s3
+
+
+@pytest_asyncio.fixture(params=["fs", "s3"])
+async def served_store(
+    request: pytest.FixtureRequest, tmp_path: Path, db_url: str
+) -> AsyncIterator[Store]:
+    """A store whose part URLs work: S3's go to moto, the filesystem store's to a gateway
+    on the same directory and signing key."""
+    if request.param == "s3":
+        async with _s3_store(request.getfixturevalue("moto_url")) as s3:
+            yield s3
+        return
+    port = free_port()
+    public_url = f"http://127.0.0.1:{port}"
+    cfg = settings.load(
+        settings.Gateway,
+        env={},
+        overrides={
+            "database_url": db_url,
+            "store_path": str(tmp_path / "store"),
+            "url_signing_key": "k",
+            "public_url": public_url,
+        },
+    )
+    server = TestServer(create_app(cfg), host="127.0.0.1", port=port)
+    await server.start_server()
+    try:
+        yield FsStore(cfg.store_root, signing_key="k", public_url=public_url)
+    finally:
+        await server.close()
 
 
 async def _chunks(data: bytes, size: int = 1 << 20) -> AsyncIterator[bytes]:
@@ -70,6 +110,86 @@ async def test_small_file_missing_key_and_delete(store: Store, tmp_path: Path) -
     await store.delete("outputs/t/j/poster.jpg")
     with pytest.raises(errors.NotFound):
         await store.size("outputs/t/j/poster.jpg")
+
+
+async def _put(url: str, data: bytes) -> str:
+    """PUT ``data`` to a part URL as a client does; returns the ETag it answers with."""
+    async with aiohttp.ClientSession() as session, session.put(url, data=data) as resp:
+        assert resp.status == 200, await resp.text()
+        return resp.headers["ETag"]
+
+
+async def test_multipart_upload_by_part_urls(served_store: Store, tmp_path: Path) -> None:
+    store = served_store
+    # A first part of the store's minimum size and a short last one.
+    first, last = os.urandom(max(store.min_part_size, 1000)), os.urandom(777)
+    key = "sources/t/u/clip one.mp4"
+    upload_id = await store.start_multipart(key)
+    urls = [
+        store.presign_part(key, upload_id, n, ttl=60, max_bytes=len(data))
+        for n, data in ((1, first), (2, last))
+    ]
+    etag_last = await _put(urls[1], last)  # in any order
+    etag_first = await _put(urls[0], first)
+    parts = await store.list_parts(key, upload_id)
+    assert parts == [Part(1, len(first), etag_first), Part(2, len(last), etag_last)]
+    with pytest.raises(errors.NotFound):
+        await store.size(key)  # nothing to see before completion
+
+    assert await store.complete_multipart(key, upload_id, parts) == len(first) + len(last)
+    dest = tmp_path / "back.mp4"
+    await store.get_file(key, dest)
+    assert dest.read_bytes() == first + last
+    with pytest.raises(errors.NotFound):
+        await store.list_parts(key, upload_id)
+    await store.abort_multipart(key, upload_id)  # over already: nothing happens
+    assert await store.size(key) == len(first) + len(last)
+
+
+async def test_a_part_sent_again_replaces_the_earlier_one(
+    served_store: Store, tmp_path: Path
+) -> None:
+    key = "sources/t/u/again.mp4"
+    upload_id = await served_store.start_multipart(key)
+    url = served_store.presign_part(key, upload_id, 1, ttl=60, max_bytes=100)
+    first = await _put(url, b"first try")
+    second = await _put(url, b"second, right")
+    assert first != second
+    parts = await served_store.list_parts(key, upload_id)
+    assert parts == [Part(1, 13, second)]
+    assert await served_store.complete_multipart(key, upload_id, parts) == 13
+    await served_store.get_file(key, tmp_path / "x")
+    assert (tmp_path / "x").read_bytes() == b"second, right"
+
+
+async def test_completion_refuses_a_part_the_store_does_not_hold(served_store: Store) -> None:
+    key = "sources/t/u/etag.mp4"
+    upload_id = await served_store.start_multipart(key)
+    url = served_store.presign_part(key, upload_id, 1, ttl=60, max_bytes=100)
+    etag = await _put(url, b"abc")
+    with pytest.raises(errors.InvalidInput):
+        await served_store.complete_multipart(
+            key, upload_id, [Part(1, 3, '"0123456789abcdef0123456789abcdef"')]
+        )
+    # Still in progress: it completes with the part it holds.
+    assert await served_store.complete_multipart(key, upload_id, [Part(1, 3, etag)]) == 3
+
+
+async def test_abort_drops_the_upload_and_its_parts(served_store: Store) -> None:
+    key = "sources/t/u/aborted.mp4"
+    upload_id = await served_store.start_multipart(key)
+    url = served_store.presign_part(key, upload_id, 1, ttl=60, max_bytes=100)
+    await _put(url, b"abc")
+    await served_store.abort_multipart(key, upload_id)
+    with pytest.raises(errors.NotFound):
+        await served_store.list_parts(key, upload_id)
+    with pytest.raises(errors.NotFound):
+        await served_store.size(key)
+    await served_store.abort_multipart(key, upload_id)  # again: nothing happens
+    async with aiohttp.ClientSession() as session, session.put(url, data=b"late") as resp:
+        assert resp.status >= 400  # the upload takes no more parts
+    with pytest.raises(errors.NotFound):
+        await served_store.list_parts(key, "no-such-upload")
 
 
 async def test_s3_download_url_is_a_working_presigned_get(moto_url: str, tmp_path: Path) -> None:

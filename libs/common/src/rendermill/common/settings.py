@@ -59,6 +59,13 @@ class Gateway(Common, frozen=True, kw_only=True):
     host: str = "127.0.0.1"
     port: int = 8080
     max_upload_bytes: int = 2 * 1024**3
+    # Direct uploads (the client PUTs parts straight to the store): parts of this size
+    # (raised to the store's minimum, 5 MiB on S3), a file no larger in one PUT; the plan
+    # and its URLs expire after direct_upload_ttl_seconds; uploads that ended without an
+    # asset are cleaned up by a sweep every upload_sweep_seconds.
+    upload_part_bytes: int = 64 * 1024**2
+    direct_upload_ttl_seconds: int = 6 * 3600
+    upload_sweep_seconds: float = 60.0
     max_project_bytes: int = 5 * 1024**2
     download_ttl_seconds: int = 24 * 3600
     # The seed's React hook polls /api/video/status/{jobId} without credentials; the job id

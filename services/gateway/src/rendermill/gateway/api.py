@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -100,6 +100,59 @@ class AssetView(msgspec.Struct, kw_only=True):
     sha256: str
     content_type: str
     created_at: dt.datetime
+
+
+class DirectUploadRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """``POST /v1/uploads/direct``: a file the client will PUT straight to the store."""
+
+    name: str
+    # The file's exact length in bytes.
+    size: Annotated[int, msgspec.Meta(ge=1)]
+    content_type: Annotated[str, msgspec.Meta(min_length=1, max_length=255)] = (
+        "application/octet-stream"
+    )
+    # The file's SHA-256 in hex, recorded on the asset as given (the bytes never pass
+    # through the gateway, so it is not checked).
+    sha256: Annotated[str, msgspec.Meta(pattern="^[0-9a-fA-F]{64}$")] | None = None
+
+
+class UploadPartTarget(msgspec.Struct, kw_only=True):
+    """Where one part goes: PUT the file's bytes ``[offset, offset + size)`` to ``url``."""
+
+    number: int
+    offset: int
+    size: int
+    url: str
+
+
+class DirectUploadView(msgspec.Struct, kw_only=True):
+    """An upload plan. PUT each part's bytes to its URL (each answers with the part's
+    ``ETag``), then ``POST complete_url``; ``url`` is set when the whole file goes in
+    one PUT (then it is also the one part's). Everything expires at ``expires_at``."""
+
+    id: str
+    name: str
+    size: int
+    content_type: str
+    part_size: int
+    parts: list[UploadPartTarget]
+    url: str | None
+    expires_at: dt.datetime
+    complete_url: str
+    abort_url: str
+
+
+class UploadedPart(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    number: int
+    etag: str
+
+
+class CompleteUploadRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """``POST /v1/uploads/{id}/complete``. ``parts``: the ETag each part's PUT answered
+    with, to make sure the store holds those very bytes; without it (or with no body) the
+    parts the store holds are used, once each is checked to have its planned size."""
+
+    parts: list[UploadedPart] | None = None
 
 
 class EventView(msgspec.Struct, kw_only=True):

@@ -36,7 +36,7 @@ from rendermill.common import logging as rlog
 from rendermill.common.project import model, parse
 from rendermill.common.queue import Queue, open_queue
 from rendermill.common.store import Store, fs, open_store, source_key
-from rendermill.gateway import api, openapi
+from rendermill.gateway import api, direct, openapi
 from rendermill.gateway.hub import EventHub
 
 log = rlog.get(__name__)
@@ -212,7 +212,7 @@ async def submit(
                     errors.Problem(
                         f"media[{url!r}]",
                         f"no uploaded asset {asset_id!r}: upload the file with POST /v1/uploads "
-                        "and use the id it returns",
+                        "(or complete its direct upload) and use the id it returns",
                     )
                 )
     if problems:
@@ -514,7 +514,11 @@ async def upload(request: web.Request) -> web.Response:
             sha256=digest.hexdigest(),
         )
     log.info("asset_uploaded", asset_id=str(asset.id), size=size, tenant_id=str(tenant.id))
-    view = api.AssetView(
+    return json_response(_asset_view(asset), 201)
+
+
+def _asset_view(asset: tenants.Asset) -> api.AssetView:
+    return api.AssetView(
         id=str(asset.id),
         name=asset.name,
         size=asset.size,
@@ -522,7 +526,60 @@ async def upload(request: web.Request) -> web.Response:
         content_type=asset.content_type,
         created_at=asset.created_at,
     )
+
+
+async def start_direct_upload(request: web.Request) -> web.Response:
+    """Plan an upload that the client PUTs straight to the store, part by part."""
+    tenant = await authenticate(request)
+    req: api.DirectUploadRequest = await _decode(request, api.DirectUploadRequest)
+    req = msgspec.structs.replace(req, name=_safe_name(req.name))
+    app = request.app
+    view = await direct.start(app[POOL], app[STORE], app[CFG], tenant.id, req)
     return json_response(view, 201)
+
+
+async def complete_direct_upload(request: web.Request) -> web.Response:
+    """Turn an upload whose parts are all in the store into an asset: 201 the first time,
+    200 with the same asset when completed again."""
+    tenant = await authenticate(request)
+    upload_id = _parse_uuid(request.match_info["upload_id"], "upload")
+    req = api.CompleteUploadRequest()
+    if request.can_read_body:
+        req = await _decode(request, api.CompleteUploadRequest)
+    app = request.app
+    asset, created = await direct.complete(app[POOL], app[STORE], tenant.id, upload_id, req.parts)
+    return json_response(_asset_view(asset), 201 if created else 200)
+
+
+async def abort_direct_upload(request: web.Request) -> web.Response:
+    """Give up a pending upload; its parts are removed from the store."""
+    tenant = await authenticate(request)
+    upload_id = _parse_uuid(request.match_info["upload_id"], "upload")
+    await direct.abort(request.app[POOL], request.app[STORE], tenant.id, upload_id)
+    return web.Response(status=204)
+
+
+async def upload_part(request: web.Request) -> web.Response:
+    """A part URL of the filesystem store: the body becomes the part, its MD5 the ETag (an
+    S3 store's part URLs go to S3 itself)."""
+    key = request.match_info["key"]
+    store = request.app[STORE]
+    if not isinstance(store, fs.FsStore):
+        raise errors.NotFound(f"object {key} not found")
+    target = store.verify_part(key, request.query)
+    if request.content_length is not None and request.content_length > target.max_bytes:
+        raise errors.PayloadTooLarge(
+            f"part {target.number} is {target.max_bytes} bytes, not {request.content_length}: "
+            "send exactly the bytes the upload plan gives for it"
+        )
+    etag = await store.put_part(
+        key,
+        target.upload_id,
+        target.number,
+        request.content.iter_chunked(1 << 20),
+        max_bytes=target.max_bytes,
+    )
+    return web.Response(status=200, headers={"ETag": etag})
 
 
 async def _event_stream(
@@ -714,7 +771,19 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
         listener.add(hub.on_notify)
         app[QUEUE] = await stack.enter_async_context(open_queue(cfg, app[POOL]))
         app[STORE] = await stack.enter_async_context(open_store(cfg))
+        # Registered after the pool and store, so it stops before they close.
+        sweeper = asyncio.create_task(
+            direct.sweep_forever(app[POOL], app[STORE], cfg.upload_sweep_seconds),
+            name="upload-sweep",
+        )
+        stack.push_async_callback(_cancel, sweeper)
         yield
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 def create_app(cfg: settings.Gateway) -> web.Application:
@@ -734,7 +803,11 @@ def create_app(cfg: settings.Gateway) -> web.Application:
     r.add_delete("/v1/webhooks/endpoints/{endpoint_id}", delete_endpoint)
     r.add_post("/v1/webhooks/endpoints/{endpoint_id}/recover", recover_endpoint)
     r.add_post("/v1/uploads", upload)
+    r.add_post("/v1/uploads/direct", start_direct_upload)
+    r.add_post("/v1/uploads/{upload_id}/complete", complete_direct_upload)
+    r.add_post("/v1/uploads/{upload_id}/abort", abort_direct_upload)
     r.add_get(fs.FILES_PREFIX + "{key:.+}", download)
+    r.add_put(fs.FILES_PREFIX + "{key:.+}", upload_part)
     r.add_post("/api/video/process", seed_process)
     r.add_get("/api/video/status/{job_id}", seed_status)
     r.add_get("/healthz", healthz)

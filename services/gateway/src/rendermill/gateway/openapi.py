@@ -14,6 +14,9 @@ _MODELS: tuple[Any, ...] = (
     api.JobView,
     api.JobList,
     api.AssetView,
+    api.DirectUploadRequest,
+    api.DirectUploadView,
+    api.CompleteUploadRequest,
     api.EventView,
     api.ErrorResponse,
     api.WebhookLog,
@@ -58,6 +61,7 @@ def document() -> dict[str, Any]:
         _MODELS, ref_template="#/components/schemas/{name}"
     )
     job_id = [{"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}]
+    upload_id = [{**job_id[0], "name": "upload_id"}]
     return {
         "openapi": "3.1.0",
         "info": {"title": "rendermill", "version": "1"},
@@ -128,6 +132,67 @@ def document() -> dict[str, Any]:
                     "requestBody": {
                         "content": {"application/octet-stream": {"schema": {"type": "string"}}}
                     },
+                }
+            },
+            "/v1/uploads/direct": {
+                "post": _op(
+                    "Start a direct upload: the file's parts go straight to the store, one PUT "
+                    "to each part URL (each answers with the part's ETag header)",
+                    (201, api.DirectUploadView),
+                    api.DirectUploadRequest,
+                )
+            },
+            "/v1/uploads/{upload_id}/complete": {
+                "post": {
+                    **_op(
+                        "Complete a direct upload into an asset (201; 200 with the same asset "
+                        "when completed before). Parts missing or of the wrong size are a 400 "
+                        "and the upload stays open to be fixed; aborted or expired ones a 409",
+                        (201, api.AssetView),
+                        parameters=upload_id,
+                    ),
+                    "requestBody": {"required": False, **_json(api.CompleteUploadRequest)},
+                }
+            },
+            "/v1/uploads/{upload_id}/abort": {
+                "post": _op(
+                    "Abort a direct upload; its parts are removed from the store",
+                    (204, None),
+                    parameters=upload_id,
+                )
+            },
+            "/v1/files/{key}": {
+                "put": {
+                    "summary": "A part URL of the filesystem store, served by the gateway: "
+                    "use it as the upload plan gives it (signed and expiring; no API key)",
+                    "parameters": [
+                        {
+                            "name": "key",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "string"},
+                        },
+                        *(
+                            {
+                                "name": n,
+                                "in": "query",
+                                "required": True,
+                                "schema": {"type": "string"},
+                            }
+                            for n in ("upload_id", "part", "max_bytes", "expires", "sig")
+                        ),
+                    ],
+                    "requestBody": {
+                        "content": {"application/octet-stream": {"schema": {"type": "string"}}}
+                    },
+                    "responses": {
+                        "200": {
+                            "description": "part stored",
+                            "headers": {"ETag": {"schema": {"type": "string"}}},
+                        },
+                        "default": {"description": "error", **_json(api.ErrorResponse)},
+                    },
+                    "security": [],
                 }
             },
             "/api/video/process": {

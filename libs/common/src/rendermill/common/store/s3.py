@@ -2,8 +2,9 @@
 presigned GET URLs straight from S3 (the gateway serves nothing).
 
 Uploads of any size go through multipart upload in 8 MiB parts (S3's parts are at least
-5 MiB but the last), so memory stays bounded; a failed upload is aborted. Presigning is
-local computation: a plain botocore client signs, with the same credentials.
+5 MiB but the last), so memory stays bounded; a failed upload is aborted. Clients upload
+directly by presigned UploadPart URLs. Presigning is local computation: a plain botocore
+client signs, with the same credentials.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import urllib.parse
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,12 +22,16 @@ import botocore.exceptions
 import botocore.session
 
 from rendermill.common import errors
+from rendermill.common.store import Part
 
 PART_SIZE = 8 * 1024 * 1024
+MIN_PART_SIZE = 5 * 1024 * 1024
 _READ_SIZE = 1024 * 1024
 
 
 class S3Store:
+    min_part_size = MIN_PART_SIZE
+
     def __init__(self, client: Any, signer: Any, bucket: str) -> None:
         """``client``: an open aioboto3 S3 client; ``signer``: a botocore S3 client for
         presigning (see :meth:`open`)."""
@@ -137,10 +142,79 @@ class S3Store:
         url: str = self._signer.generate_presigned_url("get_object", Params=params, ExpiresIn=ttl)
         return url
 
+    async def start_multipart(self, key: str) -> str:
+        upload = await self._client.create_multipart_upload(Bucket=self._bucket, Key=key)
+        upload_id: str = upload["UploadId"]
+        return upload_id
+
+    def presign_part(
+        self, key: str, upload_id: str, number: int, *, ttl: int, max_bytes: int
+    ) -> str:
+        # S3 cannot bound a presigned PUT's body without the client sending a signed
+        # Content-Length; completion checks every part's size instead.
+        params = {"Bucket": self._bucket, "Key": key, "UploadId": upload_id, "PartNumber": number}
+        url: str = self._signer.generate_presigned_url("upload_part", Params=params, ExpiresIn=ttl)
+        return url
+
+    async def list_parts(self, key: str, upload_id: str) -> list[Part]:
+        parts: list[Part] = []
+        marker = 0
+        while True:
+            try:
+                resp = await self._client.list_parts(
+                    Bucket=self._bucket, Key=key, UploadId=upload_id, PartNumberMarker=marker
+                )
+            except botocore.exceptions.ClientError as exc:
+                raise _upload_error(exc, upload_id) from exc
+            parts += [Part(p["PartNumber"], p["Size"], p["ETag"]) for p in resp.get("Parts", [])]
+            if not resp.get("IsTruncated"):
+                return parts
+            marker = int(resp["NextPartNumberMarker"])
+
+    async def complete_multipart(self, key: str, upload_id: str, parts: Sequence[Part]) -> int:
+        try:
+            await self._client.complete_multipart_upload(
+                Bucket=self._bucket,
+                Key=key,
+                UploadId=upload_id,
+                MultipartUpload={
+                    "Parts": [{"PartNumber": p.number, "ETag": p.etag} for p in parts]
+                },
+            )
+        except botocore.exceptions.ClientError as exc:
+            raise _upload_error(exc, upload_id) from exc
+        return await self.size(key)
+
+    async def abort_multipart(self, key: str, upload_id: str) -> None:
+        try:
+            await self._client.abort_multipart_upload(
+                Bucket=self._bucket, Key=key, UploadId=upload_id
+            )
+        except botocore.exceptions.ClientError as exc:
+            if _code(exc) != "NoSuchUpload":
+                raise
+
+
+def _code(exc: botocore.exceptions.ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def _upload_error(exc: botocore.exceptions.ClientError, upload_id: str) -> Exception:
+    """S3's answer about a multipart upload in the error taxonomy, when it has a place."""
+    code = _code(exc)
+    if code == "NoSuchUpload":
+        return errors.NotFound(
+            f"upload {upload_id} is not in progress (completed, aborted or expired)"
+        )
+    if code in ("InvalidPart", "InvalidPartOrder", "EntityTooSmall"):
+        message = str(exc.response.get("Error", {}).get("Message", code))
+        return errors.InvalidInput(f"the store refused the parts ({code}): {message}")
+    error: Exception = exc
+    return error
+
 
 def _not_found(exc: botocore.exceptions.ClientError, key: str) -> Exception:
-    code = str(exc.response.get("Error", {}).get("Code", ""))
-    if code in ("NoSuchKey", "404", "NotFound"):
+    if _code(exc) in ("NoSuchKey", "404", "NotFound"):
         return errors.NotFound(f"object {key} not found")
     error: Exception = exc
     return error
