@@ -15,6 +15,7 @@ from typing import Any
 
 import aioboto3
 import asyncpg
+import msgspec
 import pytest
 import pytest_asyncio
 from aiohttp.test_utils import TestClient, TestServer
@@ -87,7 +88,8 @@ async def test_send_receive_delete(adapter: Adapter) -> None:
     sent = _msg()
     await q.send(sent)
     got = await q.receive(max_messages=5, visibility_timeout=30)
-    assert [r.message for r in got] == [sent] and got[0].receive_count == 1
+    assert [r.message.job_id for r in got] == [sent.job_id] and got[0].receive_count == 1
+    assert got[0].message == msgspec.structs.replace(sent, queued_at=got[0].message.queued_at)
     assert await q.receive(max_messages=5, visibility_timeout=30) == []  # invisible
     assert (await q.depth())[0] == 1  # in flight still counts
     await q.delete(got[0].receipt)
