@@ -1,4 +1,7 @@
--- Priority tiers.
+-- Priority tiers. A job's priority is its tier's rank: 1 high, 0 normal, -1 low. Integer
+-- priorities accepted before tiers existed (never acted on) count by their sign.
+UPDATE jobs SET priority = sign(priority) WHERE priority NOT BETWEEN -1 AND 1;
+ALTER TABLE jobs ADD CONSTRAINT jobs_priority_tier CHECK (priority BETWEEN -1 AND 1);
 
 -- A queue message's tier rank, when its attempt joined the queue (kept when a deferral
 -- sends it again), and its turn: that time moved earlier by the aging period for a high
