@@ -107,7 +107,8 @@ async def test_two_clip_project_end_to_end(db_url: str, tmp_path: Path) -> None:
             assert message["event_type"] == "job.succeeded" and message["url"] == receiver.url
             assert [a["status_code"] for a in message["log"]] == [204]
             for name, counter in (
-                ("scheduler", 'rendermill_launches_total{launcher="local"} 1.0'),
+                ("scheduler", 'rendermill_launches_total{launcher="local",tier="normal"} 1.0'),
+                ("scheduler", 'rendermill_queue_wait_seconds_count{tier="normal"} 1.0'),
                 ("scheduler", 'rendermill_jobs_finished_total{status="succeeded"} 1.0'),
                 ("scheduler", 'rendermill_render_seconds_count{outcome="ok"} 1.0'),
                 ("scheduler", "rendermill_render_realtime_factor_count 1.0"),

@@ -171,6 +171,44 @@ async def test_submit_get_idempotency_and_tenant_isolation(api: Api) -> None:
     assert [(str(r.message.job_id), r.message.attempt) for r in received] == [(job["id"], 1)]
 
 
+async def test_priority_is_a_tier_or_an_integer_and_its_errors_say_what_to_send(
+    api: Api,
+) -> None:
+    asset = await api.upload()
+    body = {"project": PROJECT, "media": {"/media/a.mp4": asset}}
+    # Tier names, and integers (the form from before tiers) counted by their sign.
+    given: list[Any] = [None, "high", "normal", "low", 0, 7, -1, 100, -100]
+    expected = ["normal", "high", "normal", "low", "normal", "high", "low", "high", "low"]
+    ids = []
+    for value in given:
+        resp = await api.submit(body if value is None else {**body, "priority": value})
+        assert resp.status == 202, await resp.text()
+        view = await resp.json()
+        assert view["priority"] == expected[given.index(value)]
+        ids.append(view["id"])
+    got = await api.client.get(f"/v1/jobs/{ids[1]}", headers=api.auth())
+    assert (await got.json())["priority"] == "high"
+    async with api.pool.acquire() as conn:
+        stored = [(await jobs.get(conn, uuid.UUID(i))).priority for i in ids]
+    assert stored == [0, 1, 0, -1, 0, 1, -1, 1, -1]
+    # Each message carries its job's tier, and the queue hands out the high ones first.
+    received = await PostgresQueue(api.pool).receive(max_messages=20, visibility_timeout=30)
+    assert [r.message.tier.value for r in received] == sorted(
+        expected, key=["high", "normal", "low"].index
+    )
+    assert [str(r.message.job_id) for r in received][:3] == [ids[1], ids[5], ids[7]]
+
+    for bad in ("urgent", "HIGH", 101, -1000, True, 1.5, None, ["high"]):
+        resp = await api.submit({**body, "priority": bad})
+        assert resp.status == 400, bad
+        err = (await resp.json())["error"]
+        assert err["code"] == "invalid_request" and err["detail"] == {"path": "priority"}
+        assert "priority: " in err["message"], err["message"]
+        assert '"high", "normal" or "low", or an integer from -100 to 100' in err["message"]
+    async with api.pool.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM jobs") == len(given)
+
+
 async def test_upload_is_stored_with_its_digest(api: Api) -> None:
     data = bytes(range(256)) * 1000
     asset_id = await api.upload(data, name="../../evil name.mp4")
@@ -505,3 +543,30 @@ async def test_sue_container_job_stores_embedded_media(api: Api) -> None:
     )
     assert truncated.status == 422
     assert "music.mp3" in (await truncated.json())["error"]["message"]
+
+    # A container's priority is a query parameter too, checked before anything is stored.
+    for value, tier in (("low", "low"), ("5", "high"), ("-2", "low")):
+        resp = await api.client.post(
+            "/v1/jobs",
+            data=data,
+            params={"resolution": "320x180", "priority": value},
+            headers={**api.auth(), "Content-Type": "application/octet-stream"},
+        )
+        assert resp.status == 202, await resp.text()
+        assert (await resp.json())["priority"] == tier
+    async with api.pool.acquire() as conn:
+        assets_before = await conn.fetchval("SELECT count(*) FROM assets")
+    for value in ("urgent", "1000", "1.5"):
+        resp = await api.client.post(
+            "/v1/jobs",
+            data=data,
+            params={"priority": value},
+            headers={**api.auth(), "Content-Type": "application/octet-stream"},
+        )
+        assert resp.status == 400
+        err = (await resp.json())["error"]
+        assert err["message"].startswith("priority ") and value in err["message"]
+        assert '"high", "normal" or "low", or an integer from -100 to 100' in err["message"]
+        assert err["detail"] == {"path": "priority", "allowed": ["high", "normal", "low"]}
+    async with api.pool.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM assets") == assets_before

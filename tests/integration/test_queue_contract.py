@@ -8,20 +8,22 @@ import asyncio
 import contextlib
 import json
 import sys
+import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import aioboto3
 import asyncpg
+import msgspec
 import pytest
 import pytest_asyncio
 from aiohttp.test_utils import TestClient, TestServer
 
 from rendermill.common import jobs, lifecycle, schemas, settings, tenants
 from rendermill.common.launch.local import LocalLauncher
-from rendermill.common.queue import Queue, open_queue
+from rendermill.common.queue import Queue, Received, open_queue
 from rendermill.common.queue.postgres import PostgresQueue
 from rendermill.common.queue.sqs import SqsQueue
 from rendermill.gateway.app import create_app
@@ -30,8 +32,9 @@ from rendermill.scheduler.service import Scheduler
 REGION = "us-east-1"
 
 
-async def _sqs_queues(endpoint: str, max_receives: int) -> tuple[str, str]:
-    """A fresh queue with a redrive policy to a fresh dead-letter queue: (url, dlq url)."""
+async def _sqs_queues(endpoint: str, max_receives: int) -> tuple[dict[schemas.Tier, str], str]:
+    """A fresh queue per tier, each with a redrive policy to one fresh dead-letter queue:
+    ({tier: url}, dlq url)."""
     name = f"render-{uuid.uuid4().hex[:12]}"
     async with aioboto3.Session().client("sqs", region_name=REGION, endpoint_url=endpoint) as c:
         dlq = (await c.create_queue(QueueName=f"{name}-dlq"))["QueueUrl"]
@@ -39,18 +42,43 @@ async def _sqs_queues(endpoint: str, max_receives: int) -> tuple[str, str]:
             "Attributes"
         ]["QueueArn"]
         policy = json.dumps({"deadLetterTargetArn": arn, "maxReceiveCount": str(max_receives)})
-        url = (await c.create_queue(QueueName=name, Attributes={"RedrivePolicy": policy}))[
-            "QueueUrl"
-        ]
-    return url, dlq
+        urls = {
+            tier: (
+                await c.create_queue(
+                    QueueName=f"{name}-{tier.value}", Attributes={"RedrivePolicy": policy}
+                )
+            )["QueueUrl"]
+            for tier in schemas.Tier
+        }
+    return urls, dlq
+
+
+def _tiered(client: Any, urls: dict[schemas.Tier, str], aging: float = 300.0) -> SqsQueue:
+    return SqsQueue(
+        client,
+        urls[schemas.Tier.NORMAL],
+        high_url=urls[schemas.Tier.HIGH],
+        low_url=urls[schemas.Tier.LOW],
+        aging=aging,
+    )
 
 
 class Adapter:
-    """One adapter under test, and how to look into its dead-letter store."""
+    """One adapter under test (high, normal and low tiers), how to look into its
+    dead-letter store, how to send a body as written before tiers existed, and how to
+    make a fresh, empty queue of the same kind with another aging period."""
 
-    def __init__(self, queue: Queue, dead_letters: Any) -> None:
+    def __init__(
+        self,
+        queue: Queue,
+        dead_letters: Callable[[], Awaitable[int]],
+        send_raw: Callable[[dict[str, Any]], Awaitable[None]],
+        fresh: Callable[[float], Awaitable[Queue]],
+    ) -> None:
         self.queue = queue
         self.dead_letters = dead_letters
+        self.send_raw = send_raw
+        self.fresh = fresh
 
 
 @pytest_asyncio.fixture(params=["postgres", "sqs"])
@@ -60,26 +88,42 @@ async def adapter(request: pytest.FixtureRequest, pool: asyncpg.Pool) -> AsyncIt
         async def pg_dead() -> int:
             return int(await pool.fetchval("SELECT count(*) FROM queue_dead_letters"))
 
-        yield Adapter(PostgresQueue(pool, max_receives=2), pg_dead)
+        async def pg_raw(body: dict[str, Any]) -> None:
+            await pool.execute(
+                "INSERT INTO queue_messages (queue, body) VALUES ('render', $1)", body
+            )
+
+        async def pg_fresh(aging: float) -> Queue:
+            return PostgresQueue(pool, f"render-{uuid.uuid4().hex[:8]}", aging=aging)
+
+        yield Adapter(PostgresQueue(pool, max_receives=2), pg_dead, pg_raw, pg_fresh)
         return
     endpoint = request.getfixturevalue("moto_url")
-    url, dlq = await _sqs_queues(endpoint, max_receives=2)
-    async with contextlib.AsyncExitStack() as stack:
-        queue = await stack.enter_async_context(
-            SqsQueue.open(url, region=REGION, endpoint_url=endpoint)
-        )
-        dead = await stack.enter_async_context(
-            SqsQueue.open(dlq, region=REGION, endpoint_url=endpoint)
-        )
+    urls, dlq = await _sqs_queues(endpoint, max_receives=2)
+    session = aioboto3.Session()
+    async with session.client("sqs", region_name=REGION, endpoint_url=endpoint) as client:
 
         async def sqs_dead() -> int:
-            return (await dead.depth())[0]
+            return (await SqsQueue(client, dlq).depth())[0]
 
-        yield Adapter(queue, sqs_dead)
+        async def sqs_raw(body: dict[str, Any]) -> None:
+            url = urls[schemas.Tier.NORMAL]
+            await client.send_message(QueueUrl=url, MessageBody=json.dumps(body))
+
+        async def sqs_fresh(aging: float) -> Queue:
+            return _tiered(client, (await _sqs_queues(endpoint, max_receives=5))[0], aging)
+
+        yield Adapter(_tiered(client, urls), sqs_dead, sqs_raw, sqs_fresh)
 
 
-def _msg() -> schemas.QueueMessage:
-    return schemas.QueueMessage(job_id=uuid.uuid4(), attempt=1, traceparent="00-ab-cd-01")
+def _msg(tier: schemas.Tier = schemas.Tier.NORMAL) -> schemas.QueueMessage:
+    return schemas.QueueMessage(
+        job_id=uuid.uuid4(), attempt=1, traceparent="00-ab-cd-01", tier=tier
+    )
+
+
+def _ids(got: list[Received]) -> list[uuid.UUID]:
+    return [r.message.job_id for r in got]
 
 
 async def test_send_receive_delete(adapter: Adapter) -> None:
@@ -87,7 +131,10 @@ async def test_send_receive_delete(adapter: Adapter) -> None:
     sent = _msg()
     await q.send(sent)
     got = await q.receive(max_messages=5, visibility_timeout=30)
-    assert [r.message for r in got] == [sent] and got[0].receive_count == 1
+    assert _ids(got) == [sent.job_id] and got[0].receive_count == 1
+    # As sent, plus when it joined the queue.
+    assert got[0].message.queued_at is not None
+    assert got[0].message == msgspec.structs.replace(sent, queued_at=got[0].message.queued_at)
     assert await q.receive(max_messages=5, visibility_timeout=30) == []  # invisible
     assert (await q.depth())[0] == 1  # in flight still counts
     await q.delete(got[0].receipt)
@@ -132,11 +179,92 @@ async def test_message_received_too_often_is_dead_lettered(adapter: Adapter) -> 
     assert await adapter.dead_letters() == 1
 
 
+async def test_higher_tiers_first_and_fifo_within_a_tier(adapter: Adapter) -> None:
+    q = adapter.queue
+    high, normal, low = schemas.Tier.HIGH, schemas.Tier.NORMAL, schemas.Tier.LOW
+    sent = [_msg(t) for t in (low, normal, high, low, normal, high)]
+    for m in sent:
+        await q.send(m)
+    expected = [sent[i].job_id for i in (2, 5, 1, 4, 0, 3)]
+    # One at a time, as a scheduler with one free slot takes them...
+    one_by_one = [await q.receive(max_messages=1, visibility_timeout=30) for _ in sent]
+    assert [len(got) for got in one_by_one] == [1] * len(sent)
+    assert [got[0].message.job_id for got in one_by_one] == expected
+    assert [got[0].message.tier for got in one_by_one] == [high, high, normal, normal, low, low]
+    for got in one_by_one:
+        await q.delete(got[0].receipt)
+    # ...and in one batch.
+    for m in sent:
+        await q.send(m)
+    assert _ids(await q.receive(max_messages=10, visibility_timeout=30)) == expected
+
+
+async def test_a_message_from_before_tiers_is_normal(adapter: Adapter) -> None:
+    job_id = uuid.uuid4()
+    await adapter.send_raw({"job_id": str(job_id), "attempt": 2, "traceparent": None})
+    await adapter.queue.send(_msg(schemas.Tier.LOW))
+    got = await adapter.queue.receive(max_messages=5, visibility_timeout=30)
+    assert got[0].message.job_id == job_id and got[0].message.attempt == 2
+    assert got[0].message.tier == schemas.Tier.NORMAL and got[0].message.queued_at is not None
+    assert [r.message.tier for r in got] == [schemas.Tier.NORMAL, schemas.Tier.LOW]
+
+
+@pytest.mark.parametrize("above", [schemas.Tier.NORMAL, schemas.Tier.HIGH])
+async def test_a_lower_tier_is_overtaken_for_one_aging_period_per_tier_step(
+    adapter: Adapter, above: schemas.Tier
+) -> None:
+    """A steady stream of higher-tier work, taken one message at a time as it arrives,
+    goes first until the low message has waited one aging period per tier step."""
+    q = await adapter.fresh(1.0)
+    steps = above.rank - schemas.Tier.LOW.rank
+    low = _msg(schemas.Tier.LOW)
+    await q.send(low)
+    sent = time.monotonic()
+    overtaken = 0
+    async with asyncio.timeout(10):
+        while True:
+            await q.send(_msg(above))
+            got = await q.receive(max_messages=1, visibility_timeout=30)
+            if got[0].message.job_id == low.job_id:
+                break
+            assert got[0].message.tier == above
+            await q.delete(got[0].receipt)
+            overtaken += 1
+            await asyncio.sleep(0.1)
+    waited = time.monotonic() - sent
+    assert overtaken >= 3  # the higher tier went first while the low message was fresh
+    assert steps - 0.3 <= waited <= steps + 1.0, waited
+
+
+async def test_sqs_without_tier_queues_shares_one_queue(moto_url: str) -> None:
+    """Only the normal tier's queue: every tier goes there, keeps its tier, and a batch
+    comes back in turn order."""
+    urls, _ = await _sqs_queues(moto_url, max_receives=5)
+    url = urls[schemas.Tier.NORMAL]
+    sent = [_msg(t) for t in (schemas.Tier.LOW, schemas.Tier.NORMAL, schemas.Tier.HIGH)]
+    async with SqsQueue.open(url, region=REGION, endpoint_url=moto_url) as q:
+        for m in sent:
+            await q.send(m)
+        got = await q.receive(max_messages=10, visibility_timeout=30)
+        assert _ids(got) == [sent[2].job_id, sent[1].job_id, sent[0].job_id]
+        assert (await q.depth())[0] == 3
+    for tier in (schemas.Tier.HIGH, schemas.Tier.LOW):
+        async with SqsQueue.open(urls[tier], region=REGION, endpoint_url=moto_url) as other:
+            assert (await other.depth())[0] == 0
+
+
 async def test_services_use_sqs_when_configured(
     pool: asyncpg.Pool, db_url: str, moto_url: str, tmp_path: Path
 ) -> None:
-    url, _ = await _sqs_queues(moto_url, max_receives=5)
-    sqs = {"queue": "sqs", "sqs_queue_url": url, "aws_endpoint_url": moto_url, "aws_region": REGION}
+    urls, _ = await _sqs_queues(moto_url, max_receives=5)
+    sqs = {
+        "queue": "sqs",
+        "sqs_queue_url": urls[schemas.Tier.NORMAL],
+        "sqs_queue_url_high": urls[schemas.Tier.HIGH],
+        "sqs_queue_url_low": urls[schemas.Tier.LOW],
+        "aws_endpoint_url": moto_url,
+        "aws_region": REGION,
+    }
     # The gateway sends a job's first message to SQS and says so on the job.
     cfg = settings.load(
         settings.Gateway,
@@ -155,21 +283,34 @@ async def test_services_use_sqs_when_configured(
         assert resp.status == 422  # an empty project is refused before anything is sent
         raw = {"id": "t", "controllerName": "video", "url": "https://media.example/a.mp4"}
         body["project"]["tracks"] = [{**raw, "actions": [{"id": "a", "start": 0, "end": 1}]}]
-        resp = await client.post("/v1/jobs", json=body, headers={"Authorization": f"Bearer {key}"})
-        assert resp.status == 202, await resp.text()
-        job_id = uuid.UUID((await resp.json())["id"])
+        job_ids: dict[schemas.Tier, uuid.UUID] = {}
+        for tier in (schemas.Tier.NORMAL, schemas.Tier.HIGH):
+            resp = await client.post(
+                "/v1/jobs",
+                json={**body, "priority": tier.value},
+                headers={"Authorization": f"Bearer {key}"},
+            )
+            assert resp.status == 202, await resp.text()
+            job_ids[tier] = uuid.UUID((await resp.json())["id"])
     finally:
         await client.close()
-    async with SqsQueue.open(url, region=REGION, endpoint_url=moto_url) as sent_to:
-        got = await sent_to.receive(max_messages=10, visibility_timeout=0)
-    assert [r.message.job_id for r in got] == [job_id]
-    assert await pool.fetchval("SELECT enqueued_at FROM jobs WHERE id = $1", job_id) is not None
+    # Each job's message went to its tier's queue.
+    for tier, job_id in job_ids.items():
+        async with SqsQueue.open(urls[tier], region=REGION, endpoint_url=moto_url) as sent_to:
+            got = await sent_to.receive(max_messages=10, visibility_timeout=0)
+        assert [(r.message.job_id, r.message.tier) for r in got] == [(job_id, tier)]
+        assert await pool.fetchval("SELECT enqueued_at FROM jobs WHERE id = $1", job_id)
 
     # A job whose first message was never sent (the gateway died in between) is found by
     # the scheduler's sweep, sent to SQS, and rendered.
     async with pool.acquire() as conn:
         orphan, _ = await jobs.create(
-            conn, tenant_id=tenant.id, project={}, output=schemas.OutputSpec(), media={}
+            conn,
+            tenant_id=tenant.id,
+            project={},
+            output=schemas.OutputSpec(),
+            media={},
+            tier=schemas.Tier.LOW,
         )
         await conn.execute(
             "UPDATE jobs SET created_at = now() - interval '2 minutes' WHERE id = $1", orphan.id

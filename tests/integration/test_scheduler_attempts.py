@@ -8,10 +8,13 @@ import sys
 import uuid
 from pathlib import Path
 
+import aioboto3
 import asyncpg
+import pytest
 
 from rendermill.common import jobs, lifecycle, schemas, settings, tenants
 from rendermill.common.launch.local import LocalLauncher
+from rendermill.common.queue import Queue, open_queue
 from rendermill.common.queue.postgres import PostgresQueue
 from rendermill.common.schemas import JobStatus
 from rendermill.scheduler.service import Scheduler
@@ -25,19 +28,28 @@ def _exits(*codes: int) -> LocalLauncher:
     return LocalLauncher((sys.executable, "-c", script))
 
 
-async def _queued_job(pool: asyncpg.Pool, queue: PostgresQueue, max_attempts: int) -> jobs.Job:
-    """A new job of a new tenant, with its first attempt's message on the queue."""
+async def _queued_job(
+    pool: asyncpg.Pool,
+    queue: Queue,
+    max_attempts: int,
+    tier: schemas.Tier = schemas.Tier.NORMAL,
+    tenant_id: uuid.UUID | None = None,
+) -> jobs.Job:
+    """A new job (of a new tenant unless given), with its first attempt's message on the
+    queue."""
     async with pool.acquire() as conn:
-        tenant, _ = await tenants.create(conn, "t")
+        if tenant_id is None:
+            tenant_id = (await tenants.create(conn, "t"))[0].id
         job, _ = await jobs.create(
             conn,
-            tenant_id=tenant.id,
+            tenant_id=tenant_id,
             project={},
             output=schemas.OutputSpec(),
             media={},
             max_attempts=max_attempts,
+            tier=tier,
         )
-    await queue.send(schemas.QueueMessage(job_id=job.id, attempt=1))
+    await queue.send(schemas.QueueMessage(job_id=job.id, attempt=1, tier=tier))
     return job
 
 
@@ -229,3 +241,124 @@ async def test_tenant_cap_holds_a_tenants_second_job_while_another_tenant_runs(
 
     assert not overlap(a1.id, a2.id)  # never two of tenant A at once
     assert overlap(b1.id, a1.id) or overlap(b1.id, a2.id)  # B did not wait for A
+
+
+async def _sqs_settings(endpoint: str) -> dict[str, str]:
+    """Settings of a fresh SQS queue per tier on ``endpoint``."""
+    name = f"sched-{uuid.uuid4().hex[:12]}"
+    urls = {}
+    async with aioboto3.Session().client(
+        "sqs", region_name="us-east-1", endpoint_url=endpoint
+    ) as c:
+        for tier in schemas.Tier:
+            urls[tier] = (await c.create_queue(QueueName=f"{name}-{tier.value}"))["QueueUrl"]
+    return {
+        "queue": "sqs",
+        "sqs_queue_url": urls[schemas.Tier.NORMAL],
+        "sqs_queue_url_high": urls[schemas.Tier.HIGH],
+        "sqs_queue_url_low": urls[schemas.Tier.LOW],
+        "aws_endpoint_url": endpoint,
+        "aws_region": "us-east-1",
+    }
+
+
+@pytest.mark.parametrize("kind", ["postgres", "sqs"])
+async def test_one_slot_launches_a_mixed_backlog_higher_tiers_first(
+    pool: asyncpg.Pool, db_url: str, request: pytest.FixtureRequest, kind: str
+) -> None:
+    overrides: dict[str, object] = {"poll_interval": 0.1, "concurrency": 1}
+    if kind == "sqs":
+        overrides.update(await _sqs_settings(request.getfixturevalue("moto_url")))
+    cfg = settings.load(settings.Scheduler, env={}, overrides=overrides)
+    high, normal, low = schemas.Tier.HIGH, schemas.Tier.NORMAL, schemas.Tier.LOW
+    async with contextlib.AsyncExitStack() as stack:
+        queue = await stack.enter_async_context(open_queue(cfg, pool))
+        backlog = [
+            await _queued_job(pool, queue, 1, tier)
+            for tier in (low, normal, high, low, normal, high, normal)
+        ]
+        scheduler = Scheduler(cfg, pool, queue, _exits(0), db_url)
+        stop = asyncio.Event()
+        sup = await stack.enter_async_context(lifecycle.supervised(stop, grace=5))
+        runner = asyncio.create_task(scheduler.run(stop, sup))
+        try:
+            async with asyncio.timeout(60):
+                while True:
+                    async with pool.acquire() as conn:
+                        done = [(await jobs.get(conn, j.id)).status.terminal for j in backlog]
+                    if all(done):
+                        break
+                    await asyncio.sleep(0.2)
+        finally:
+            stop.set()
+            with contextlib.suppress(asyncio.CancelledError):
+                await runner
+    async with pool.acquire() as conn:
+        started = {j.id: (await jobs.list_attempts(conn, j.id))[0].started_at for j in backlog}
+    launched = sorted(backlog, key=lambda j: started[j.id])
+    assert [j.id for j in launched] == [backlog[i].id for i in (2, 5, 1, 4, 6, 0, 3)]
+    assert [j.tier for j in launched] == [high, high, normal, normal, normal, low, low]
+
+
+async def test_retry_and_tenant_deferral_keep_the_tier(pool: asyncpg.Pool, db_url: str) -> None:
+    """A retried attempt goes back in the job's tier; a job held back by its tenant's cap
+    goes back in its tier and keeps the time it joined the queue."""
+    cfg = settings.load(
+        settings.Scheduler,
+        env={},
+        overrides={
+            "poll_interval": 0.1,
+            "concurrency": 2,
+            "tenant_concurrency": 1,
+            "retry_base_delay": 60.0,  # the retry waits on the queue for the test to see
+            "drain_seconds": 0.5,
+        },
+    )
+    queue = PostgresQueue(pool)
+    failing = await _queued_job(pool, queue, 2, schemas.Tier.LOW)
+    # Two high-tier jobs of one tenant: one renders at length, the other is held back.
+    one = await _queued_job(pool, queue, 1, schemas.Tier.HIGH)
+    two = await _queued_job(pool, queue, 1, schemas.Tier.HIGH, tenant_id=one.tenant_id)
+    first_queued_at = {
+        r["job_id"]: r["queued_at"]
+        for r in await pool.fetch("SELECT body->>'job_id' AS job_id, queued_at FROM queue_messages")
+    }
+    script = (
+        "import sys, time\n"
+        "job = sys.argv[sys.argv.index('--job') + 1]\n"
+        f"if job == {str(failing.id)!r}: sys.exit(75)\n"
+        "time.sleep(30)\n"
+    )
+    scheduler = Scheduler(cfg, pool, queue, LocalLauncher((sys.executable, "-c", script)), db_url)
+    stop = asyncio.Event()
+
+    async def messages(*job_ids: uuid.UUID) -> list[asyncpg.Record]:
+        return list(
+            await pool.fetch(
+                "SELECT body, priority, queued_at, created_at FROM queue_messages"
+                " WHERE body->>'job_id' = ANY($1::text[])",
+                [str(j) for j in job_ids],
+            )
+        )
+
+    async with lifecycle.supervised(stop, grace=5) as sup:
+        runner = asyncio.create_task(scheduler.run(stop, sup))
+        try:
+            async with asyncio.timeout(30):
+                while True:
+                    retry = [m for m in await messages(failing.id) if m["body"]["attempt"] == 2]
+                    deferred = [
+                        m
+                        for m in await messages(one.id, two.id)
+                        if m["created_at"] > first_queued_at[m["body"]["job_id"]]
+                    ]
+                    if retry and deferred:
+                        break
+                    await asyncio.sleep(0.1)
+        finally:
+            stop.set()
+            with contextlib.suppress(asyncio.CancelledError):
+                await runner
+    assert retry[0]["body"]["tier"] == "low" and retry[0]["priority"] == -1
+    assert deferred[0]["body"]["tier"] == "high" and deferred[0]["priority"] == 1
+    assert deferred[0]["queued_at"] == first_queued_at[deferred[0]["body"]["job_id"]]

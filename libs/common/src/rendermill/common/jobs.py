@@ -50,6 +50,11 @@ class Job(msgspec.Struct, frozen=True, kw_only=True):
     started_at: dt.datetime | None
     finished_at: dt.datetime | None
 
+    @property
+    def tier(self) -> schemas.Tier:
+        """The job's priority tier (``priority`` holds its rank)."""
+        return schemas.Tier.from_rank(self.priority)
+
     def snapshot(self) -> dict[str, Any]:
         """The public state carried by every event of this job."""
         return {
@@ -113,7 +118,7 @@ async def create(
     webhook_url: str | None = None,
     idempotency_key: str | None = None,
     max_attempts: int = 3,
-    priority: int = 0,
+    tier: schemas.Tier = schemas.Tier.NORMAL,
     trace_id: str | None = None,
     traceparent: str | None = None,
 ) -> tuple[Job, bool]:
@@ -132,7 +137,7 @@ async def create(
             webhook_url,
             idempotency_key,
             max_attempts,
-            priority,
+            tier.rank,
             trace_id,
             traceparent,
         )
@@ -244,7 +249,7 @@ async def mark_enqueued(conn: db.Conn, job_id: uuid.UUID) -> None:
 
 async def never_enqueued(conn: db.Conn) -> list[asyncpg.Record]:
     """Queued jobs over a minute old whose first message was never sent:
-    (id, attempt, traceparent)."""
+    (id, attempt, traceparent, priority)."""
     return list(await conn.fetch(Q.never_enqueued))
 
 

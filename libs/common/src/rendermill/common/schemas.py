@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import enum
 import re
 import uuid
@@ -93,12 +94,66 @@ def parse_resolution(value: str) -> tuple[int, int]:
     )
 
 
+class Tier(enum.StrEnum):
+    """A job's priority tier. Higher tiers are launched first; time spent waiting counts
+    too, so a lower tier is delayed by later work above it, never starved."""
+
+    HIGH = "high"
+    NORMAL = "normal"
+    LOW = "low"
+
+    @property
+    def rank(self) -> int:
+        """1, 0 or -1: the tier as stored (``jobs.priority``, ``queue_messages.priority``)."""
+        return _RANK[self]
+
+    @classmethod
+    def from_rank(cls, rank: int) -> Tier:
+        """The tier of a stored rank; an integer priority from before tiers counts by its
+        sign (above 0 high, 0 normal, below 0 low)."""
+        return cls.HIGH if rank > 0 else cls.LOW if rank < 0 else cls.NORMAL
+
+
+_RANK = {Tier.HIGH: 1, Tier.NORMAL: 0, Tier.LOW: -1}
+_BY_NAME = {t.value: t for t in Tier}
+# Integer priorities (the API's form before tiers) are accepted in -LIMIT..LIMIT.
+PRIORITY_LIMIT = 100
+PRIORITY_HELP = (
+    'use "high", "normal" or "low", or an integer from '
+    f"-{PRIORITY_LIMIT} to {PRIORITY_LIMIT} (above 0: high, 0: normal, below 0: low)"
+)
+
+
+def parse_priority(value: object, *, path: str = "priority") -> Tier:
+    """The tier a request's ``priority`` names: a tier name, or an integer in
+    -PRIORITY_LIMIT..PRIORITY_LIMIT counted by its sign. Raises InvalidInput naming
+    ``path`` and the allowed values otherwise."""
+    if isinstance(value, str) and value in _BY_NAME:
+        return _BY_NAME[value]
+    if isinstance(value, int) and not isinstance(value, bool):
+        if -PRIORITY_LIMIT <= value <= PRIORITY_LIMIT:
+            return Tier.from_rank(value)
+        problem = "is out of range"
+    else:
+        problem = "is not a priority tier"
+    raise errors.InvalidInput(
+        f"{path} {msgspec.json.encode(value).decode()} {problem}: {PRIORITY_HELP}",
+        detail={"path": path, "allowed": [t.value for t in Tier]},
+    )
+
+
 class QueueMessage(msgspec.Struct, frozen=True, kw_only=True):
     """What travels on the queue: a pointer, never the project."""
 
     job_id: uuid.UUID
     attempt: int
     traceparent: str | None = None
+    # The job's tier (messages sent before tiers existed carry none: normal).
+    tier: Tier = Tier.NORMAL
+    # When this attempt joined the queue: set by the queue when the message is first sent
+    # (None until then) and kept when the message is sent again (a tenant-cap deferral),
+    # so that it keeps its place in line.
+    queued_at: dt.datetime | None = None
 
 
 class JobEventHint(msgspec.Struct, frozen=True):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Annotated, Literal, TypeVar
 
 import msgspec
 
@@ -31,8 +31,16 @@ class Common(msgspec.Struct, frozen=True, kw_only=True):
     # its region, and an endpoint for AWS-compatible servers (credentials come from the
     # usual AWS environment variables, profile or role).
     sqs_queue_url: str = ""
+    # With queue=sqs: a queue of its own for high-tier and for low-tier jobs (each with its
+    # redrive policy), polled in tier order; a tier without one shares sqs_queue_url.
+    sqs_queue_url_high: str = ""
+    sqs_queue_url_low: str = ""
     aws_region: str = "us-east-1"
     aws_endpoint_url: str | None = None
+    # Priority tiers: every this many seconds a message has waited counts as one tier up
+    # against later messages, so that a lower tier is overtaken by newer work for at most
+    # this long per tier step, never forever. Gateway and scheduler must agree on it.
+    priority_aging_seconds: Annotated[float, msgspec.Meta(gt=0)] = 300.0
     store: Literal["fs", "s3"] = "fs"
     store_path: str | None = None
     # With store=s3: the bucket (region and endpoint as for SQS below).
@@ -147,6 +155,11 @@ def load(
     try:
         return msgspec.convert(raw, cls, strict=False)
     except msgspec.ValidationError as exc:
+        # msgspec says "<problem> - at `$.field`": name the variable to fix instead.
+        problem, _, at = str(exc).rpartition(" - at `$.")
+        field = at.rstrip("`")
+        if problem and field in cls.__struct_fields__:
+            raise errors.InvalidInput(f"bad setting {PREFIX}{field.upper()}: {problem}") from exc
         raise errors.InvalidInput(f"bad setting ({PREFIX}…): {exc}") from exc
 
 

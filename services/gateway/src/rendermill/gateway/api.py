@@ -19,7 +19,12 @@ class JobRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     media: dict[str, str] = {}
     webhook_url: str | None = None
     idempotency_key: str | None = None
-    priority: int = 0
+    # A tier, or an integer (the form from before tiers) counted by its sign.
+    priority: Annotated[
+        Annotated[int, msgspec.Meta(ge=-schemas.PRIORITY_LIMIT, le=schemas.PRIORITY_LIMIT)]
+        | schemas.Tier,
+        msgspec.Meta(description=f"Priority tier: {schemas.PRIORITY_HELP}."),
+    ] = schemas.Tier.NORMAL
 
 
 class SeedProcessRequest(msgspec.Struct, kw_only=True):
@@ -78,6 +83,7 @@ class JobView(msgspec.Struct, kw_only=True):
     frames_total: int
     message: str
     attempt: int
+    priority: schemas.Tier
     output: schemas.OutputSpec
     webhook_url: str | None
     result: ResultView | None

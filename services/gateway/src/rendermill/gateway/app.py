@@ -51,7 +51,7 @@ TENANT = "tenant"
 
 REQUESTS = Counter("rendermill_http_requests_total", "HTTP requests", ["method", "route", "status"])
 LATENCY = Histogram("rendermill_http_request_seconds", "HTTP request latency", ["route"])
-JOBS_CREATED = Counter("rendermill_jobs_created_total", "Jobs accepted")
+JOBS_CREATED = Counter("rendermill_jobs_created_total", "Jobs accepted", ["tier"])
 
 _json = msgspec.json.Encoder()
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -115,6 +115,10 @@ async def authenticate(request: web.Request) -> tenants.Tenant:
         return await tenants.authenticate(conn, token)
 
 
+# Request fields whose type alone does not say what to send: the hint their errors carry.
+_HINTS = {"priority": schemas.PRIORITY_HELP}
+
+
 def _parse_uuid(value: str, what: str) -> uuid.UUID:
     try:
         return uuid.UUID(value)
@@ -130,7 +134,16 @@ async def _decode(request: web.Request, typ: type[Any]) -> Any:
     try:
         return msgspec.json.decode(body, type=typ)
     except msgspec.ValidationError as exc:
-        raise errors.InvalidInput(f"invalid request body: {exc}") from exc
+        # msgspec says "<problem> - at `$.path`": name the field, and what it takes when
+        # its type alone does not say.
+        problem, _, at = str(exc).rpartition(" - at `$.")
+        if not problem:
+            raise errors.InvalidInput(f"invalid request body: {exc}") from exc
+        path = at.removesuffix("`")
+        hint = f": {_HINTS[path]}" if path in _HINTS else ""
+        raise errors.InvalidInput(
+            f"invalid request body: {path}: {problem}{hint}", detail={"path": path}
+        ) from exc
     except msgspec.DecodeError as exc:
         raise errors.InvalidInput(f"request body is not valid JSON: {exc}") from exc
 
@@ -158,6 +171,7 @@ def job_view(app: web.Application, job: jobs.Job) -> api.JobView:
         frames_total=job.frames_total,
         message=job.message,
         attempt=job.attempt,
+        priority=job.tier,
         output=msgspec.convert(job.output, schemas.OutputSpec),
         webhook_url=job.webhook_url,
         result=_result_view(app, job),
@@ -188,6 +202,7 @@ async def submit(
         project = parse.from_json(req.project)
     problems = list(parse.unresolved(project, req.media))
     req.output.size()  # raises InvalidInput naming output.resolution
+    tier = schemas.parse_priority(req.priority)
     frames = project.frame_count(req.output.fps)
     if frames == 0:
         problems.append(
@@ -231,7 +246,7 @@ async def submit(
             media=req.media,
             webhook_url=req.webhook_url,
             idempotency_key=idempotency_key or req.idempotency_key,
-            priority=req.priority,
+            tier=tier,
             trace_id=format(span.trace_id, "032x") if span.is_valid else None,
             traceparent=telemetry.current_traceparent(),
         )
@@ -240,13 +255,22 @@ async def submit(
         # scheduler's sweep picks up, so nothing accepted is lost.
         await app[QUEUE].send(
             schemas.QueueMessage(
-                job_id=job.id, attempt=1, traceparent=telemetry.current_traceparent()
+                job_id=job.id,
+                attempt=1,
+                traceparent=telemetry.current_traceparent(),
+                tier=job.tier,
             )
         )
         async with app[POOL].acquire() as conn:
             await jobs.mark_enqueued(conn, job.id)
-        JOBS_CREATED.inc()
-        log.info("job_created", job_id=str(job.id), tenant_id=str(tenant.id), frames=frames)
+        JOBS_CREATED.labels(job.tier.value).inc()
+        log.info(
+            "job_created",
+            job_id=str(job.id),
+            tenant_id=str(tenant.id),
+            frames=frames,
+            tier=job.tier.value,
+        )
     return job, created
 
 
@@ -284,6 +308,8 @@ async def _container_request(
         )
     except msgspec.ValidationError as exc:
         raise errors.InvalidInput(f"invalid output option: {exc}") from exc
+    # Checked before the container is spooled and its media stored.
+    priority = _query_priority(q.get("priority", schemas.Tier.NORMAL.value))
     with tempfile.TemporaryFile() as spool:
         size = 0
         async for chunk in request.content.iter_chunked(1 << 20):
@@ -334,8 +360,16 @@ async def _container_request(
         media=media,
         webhook_url=q.get("webhook_url"),
         idempotency_key=q.get("idempotency_key"),
+        priority=priority,
     )
     return req, project
+
+
+def _query_priority(value: str) -> schemas.Tier:
+    """The tier a ``priority`` query parameter names (a tier name or an integer); raises
+    InvalidInput naming it."""
+    number = re.fullmatch(r"[+-]?\d{1,9}", value)
+    return schemas.parse_priority(int(value) if number else value)
 
 
 async def get_job(request: web.Request) -> web.Response:

@@ -2,6 +2,11 @@
 
 It is idempotent on (job_id, attempt): a redelivered message whose attempt is already
 running is watched through its heartbeat rather than launched twice.
+
+It takes only as many messages as it has free slots, and the queue hands them out next in
+line first (higher priority tiers, aged so that lower ones never starve): when slots are
+scarce, higher-tier work is launched first. A retry or a tenant-cap deferral goes back
+on the queue in the job's tier; a deferral keeps its place in line.
 """
 
 from __future__ import annotations
@@ -28,7 +33,13 @@ from rendermill.common.schemas import JobStatus
 log = rlog.get(__name__)
 tracer = telemetry.tracer("rendermill.scheduler")
 
-LAUNCHES = Counter("rendermill_launches_total", "Renderer attempts launched", ["launcher"])
+LAUNCHES = Counter("rendermill_launches_total", "Renderer attempts launched", ["launcher", "tier"])
+QUEUE_WAIT = Histogram(
+    "rendermill_queue_wait_seconds",
+    "Time from joining the queue to launch, by priority tier",
+    ["tier"],
+    buckets=(1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200),
+)
 FAILURES = Counter("rendermill_attempt_failures_total", "Failed attempts by reason", ["reason"])
 RUNNING = Gauge("rendermill_attempts_running", "Attempts running now")
 QUEUE_DEPTH = Gauge("rendermill_queue_depth", "Messages waiting or in flight")
@@ -139,7 +150,7 @@ class Scheduler:
 
     async def handle(self, received: Received, stop: asyncio.Event) -> None:
         msg = received.message
-        bound = log.bind(job_id=str(msg.job_id), attempt=msg.attempt)
+        bound = log.bind(job_id=str(msg.job_id), attempt=msg.attempt, tier=msg.tier.value)
         async with self.pool.acquire() as conn:
             try:
                 job = await jobs.get(conn, msg.job_id)
@@ -168,7 +179,7 @@ class Scheduler:
             async with self.pool.acquire() as conn, conn.transaction():
                 cap = self.cfg.tenant_concurrency
                 if cap and await jobs.running_for_tenant(conn, job.tenant_id) >= cap:
-                    await self._defer(received, bound)
+                    await self._defer(received, job.tier, bound)
                     return
                 if await jobs.insert_attempt(conn, job.id, msg.attempt, self.launcher.name) is None:
                     bound.info("attempt_exists")
@@ -191,9 +202,17 @@ class Scheduler:
                 bound.error("launch_failed", error=repr(exc))
                 await self._attempt_ended(job.id, msg.attempt, 1, job.max_attempts, received)
                 return
-            LAUNCHES.labels(self.launcher.name).inc()
+            LAUNCHES.labels(self.launcher.name, job.tier.value).inc()
             launched = time.monotonic()
-            bound.info("attempt_launched", task_id=task_id)
+            waited = None
+            if msg.queued_at is not None:
+                waited = (dt.datetime.now(dt.UTC) - msg.queued_at).total_seconds()
+                QUEUE_WAIT.labels(job.tier.value).observe(max(0.0, waited))
+            bound.info(
+                "attempt_launched",
+                task_id=task_id,
+                queue_wait_ms=None if waited is None else round(waited * 1000),
+            )
             async with self.pool.acquire() as conn:
                 await jobs.set_attempt_task(conn, job.id, msg.attempt, task_id)
             keep = asyncio.create_task(self._keepalive(job.id, msg.attempt, received, task_id))
@@ -217,12 +236,14 @@ class Scheduler:
                 job.id, msg.attempt, rc, job.max_attempts, received, launched=launched
             )
 
-    async def _defer(self, received: Received, bound: Any) -> None:
+    async def _defer(self, received: Received, tier: schemas.Tier, bound: Any) -> None:
         """The tenant has its share running: the message goes back, due again shortly,
-        as a new message (a redelivery would count towards dead-lettering)."""
+        as a new message (a redelivery would count towards dead-lettering) in the job's
+        ``tier`` and with the time it joined the queue, so that it keeps its place in
+        line."""
         # Spread out: a burst of one tenant's jobs is not looked at all at once.
         delay = TENANT_RETRY_SECONDS * random.uniform(1.0, 5.0)
-        await self.queue.send(received.message, delay=delay)
+        await self.queue.send(msgspec.structs.replace(received.message, tier=tier), delay=delay)
         await self.queue.delete(received.receipt)
         DEFERRED.inc()
         bound.info("tenant_at_capacity", cap=self.cfg.tenant_concurrency)
@@ -316,7 +337,10 @@ class Scheduler:
                 else:
                     await self.queue.send(
                         schemas.QueueMessage(
-                            job_id=job_id, attempt=attempt + 1, traceparent=job.traceparent
+                            job_id=job_id,
+                            attempt=attempt + 1,
+                            traceparent=job.traceparent,
+                            tier=job.tier,
                         ),
                         delay=delay,
                     )
@@ -384,7 +408,7 @@ class Scheduler:
                     # The Postgres queue can be searched: any queued job without a
                     # message (never sent, or lost) gets one.
                     rows = await conn.fetch(
-                        "SELECT j.id, j.attempt, j.traceparent FROM jobs j"
+                        "SELECT j.id, j.attempt, j.traceparent, j.priority FROM jobs j"
                         " WHERE j.status = 'queued'"
                         " AND j.updated_at < now() - interval '60 seconds' AND NOT EXISTS ("
                         "  SELECT 1 FROM queue_messages m WHERE m.body->>'job_id' = j.id::text)"
@@ -396,7 +420,10 @@ class Scheduler:
                 log.warning("orphan_job_requeued", job_id=str(row["id"]))
                 await self.queue.send(
                     schemas.QueueMessage(
-                        job_id=row["id"], attempt=row["attempt"] + 1, traceparent=row["traceparent"]
+                        job_id=row["id"],
+                        attempt=row["attempt"] + 1,
+                        traceparent=row["traceparent"],
+                        tier=schemas.Tier.from_rank(row["priority"]),
                     )
                 )
                 async with self.pool.acquire() as conn:

@@ -1,4 +1,12 @@
-"""The queue port: at-least-once delivery of small messages with a visibility timeout."""
+"""The queue port: at-least-once delivery of small messages with a visibility timeout,
+higher priority tiers first.
+
+Both adapters hand out a higher tier before a lower one and keep each tier FIFO, and
+both age: every ``priority_aging_seconds`` a message has waited counts as one tier up, so
+later work of a higher tier overtakes it for a bounded time, never forever. The Postgres
+queue does this exactly, per message; SQS, which cannot sort a queue, keeps one queue
+per tier and polls them in the same order by the age of what each holds (see ``sqs``).
+"""
 
 from __future__ import annotations
 
@@ -22,7 +30,9 @@ class Queue(Protocol):
     async def send(self, message: schemas.QueueMessage, *, delay: float = 0.0) -> None: ...
 
     async def receive(self, *, max_messages: int, visibility_timeout: float) -> list[Received]:
-        """Claim up to ``max_messages``; poison messages go to the dead-letter store."""
+        """Claim up to ``max_messages``, the next in line first (higher tiers, then
+        older); each message's ``queued_at`` is set. Poison messages go to the
+        dead-letter store."""
         ...
 
     async def delete(self, receipt: str) -> None: ...
@@ -37,17 +47,26 @@ class Queue(Protocol):
 @contextlib.asynccontextmanager
 async def open_queue(cfg: settings.Common, pool: asyncpg.Pool) -> AsyncIterator[Queue]:
     """The queue ``cfg.queue`` names: the Postgres queue on ``pool``, or SQS at
-    ``cfg.sqs_queue_url``. Raises InvalidInput when SQS is chosen without a URL."""
+    ``cfg.sqs_queue_url`` (and the tier queues beside it). Raises InvalidInput when SQS is
+    chosen without a URL."""
     if cfg.queue == "sqs":
         from rendermill.common.queue.sqs import SqsQueue  # only SQS setups load aioboto3
 
         if not cfg.sqs_queue_url:
-            raise errors.InvalidInput("RENDERMILL_QUEUE=sqs needs RENDERMILL_SQS_QUEUE_URL")
+            raise errors.InvalidInput(
+                "RENDERMILL_QUEUE=sqs needs RENDERMILL_SQS_QUEUE_URL (the normal tier's "
+                "queue; RENDERMILL_SQS_QUEUE_URL_HIGH and _LOW are optional)"
+            )
         async with SqsQueue.open(
-            cfg.sqs_queue_url, region=cfg.aws_region, endpoint_url=cfg.aws_endpoint_url
+            cfg.sqs_queue_url,
+            high_url=cfg.sqs_queue_url_high,
+            low_url=cfg.sqs_queue_url_low,
+            aging=cfg.priority_aging_seconds,
+            region=cfg.aws_region,
+            endpoint_url=cfg.aws_endpoint_url,
         ) as queue:
             yield queue
         return
     from rendermill.common.queue.postgres import PostgresQueue
 
-    yield PostgresQueue(pool)
+    yield PostgresQueue(pool, aging=cfg.priority_aging_seconds)

@@ -100,5 +100,5 @@ SELECT count(*) FROM jobs WHERE tenant_id = $1 AND status = 'running';
 UPDATE jobs SET enqueued_at = now() WHERE id = $1 AND enqueued_at IS NULL;
 
 -- name: never_enqueued
-SELECT id, attempt, traceparent FROM jobs
+SELECT id, attempt, traceparent, priority FROM jobs
 WHERE status = 'queued' AND enqueued_at IS NULL AND created_at < now() - interval '60 seconds';
