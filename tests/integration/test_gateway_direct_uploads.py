@@ -487,9 +487,9 @@ async def test_another_tenants_upload_is_not_found(gw: Gateway) -> None:
 
 async def test_bad_requests_say_what_is_wrong(gw: Gateway) -> None:
     cases: list[tuple[dict[str, Any], int, str]] = [
-        ({"name": "a.mp4", "size": 0}, 400, "$.size"),
+        ({"name": "a.mp4", "size": 0}, 400, "size: Expected `int` >= 1"),
         ({"name": "a.mp4", "size": 21 * 1024**2}, 413, "limited to 20971520 bytes"),
-        ({"name": "a.mp4", "size": 10, "sha256": "abc"}, 400, "$.sha256"),
+        ({"name": "a.mp4", "size": 10, "sha256": "abc"}, 400, "sha256: "),
         ({"size": 10}, 400, "name"),
         ({"name": "a.mp4", "size": 10, "parts": 3}, 400, "parts"),
     ]
@@ -501,7 +501,7 @@ async def test_bad_requests_say_what_is_wrong(gw: Gateway) -> None:
     assert resp.status == 401
     plan = await gw.plan(b"abc")
     resp = await gw.complete(plan["id"], {"parts": "all of them"})
-    assert resp.status == 400 and "$.parts" in (await resp.json())["error"]["message"]
+    assert resp.status == 400 and "parts: " in (await resp.json())["error"]["message"]
     async with gw.pool.acquire() as conn:
         assert await conn.fetchval("SELECT count(*) FROM direct_uploads") == 1
 
