@@ -85,7 +85,7 @@ def _bench(uv: str, rest: list[str]) -> int:
     if rc := _run(*sync, "--quiet", "--compile-bytecode", env=env):
         return rc
     python = ROOT / ".venv-bench" / ("Scripts" if os.name == "nt" else "bin") / "python"
-    sources = [str(p) for p in sorted(ROOT.glob("*/*/src")) + [ROOT / "cli" / "src"]]
+    sources = [str(p) for p in [*sorted(ROOT.glob("*/*/src")), ROOT / "cli" / "src"]]
     if rc := _run(str(python), "-m", "compileall", "-q", *sources, env=env):
         return rc
     return _run(
