@@ -1,5 +1,7 @@
 """The ECS launcher through the real aioboto3 client against moto in server mode on
-127.0.0.1: RunTask as ECS records it, waiting, stopping, lost tasks and refused requests.
+127.0.0.1: RunTask as ECS records it, waiting, stopping, lost tasks and refused requests;
+then the scheduler on it, with a real Postgres: a larger task after an out-of-memory
+exit, a cancel that stops the task, and a restarted scheduler following a task by ARN.
 
 moto's Fargate tasks never run a container: DescribeTasks moves a task one state on per
 call until STOPPED with no exit code, unless the tests hold it in RUNNING (moto's state
@@ -9,21 +11,26 @@ manager, over its HTTP API) so that only a StopTask ends it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
 import aioboto3
 import aiohttp
+import asyncpg
 import botocore.config
 import msgspec
 import pytest
 import pytest_asyncio
 
 from rendermill.cli.stack import free_port
-from rendermill.common import errors, settings
-from rendermill.common.launch import EXIT_NOT_RUN, EXIT_STOPPED, open_launcher
+from rendermill.common import errors, jobs, lifecycle, schemas, settings, tenants
+from rendermill.common.launch import EXIT_NOT_RUN, EXIT_STOPPED, Launcher, open_launcher
 from rendermill.common.launch.ecs import STOP_REASON_PREFIX, EcsConfig, EcsLauncher
+from rendermill.common.queue.postgres import PostgresQueue
+from rendermill.common.schemas import JobStatus
+from rendermill.scheduler.service import Scheduler
 
 REGION = "us-east-1"
 POLL = 0.05
@@ -277,3 +284,127 @@ async def test_open_launcher_builds_it_from_the_settings(moto_url: str, config: 
     with pytest.raises(errors.InvalidInput, match="needs RENDERMILL_ECS_SUBNETS"):
         async with open_launcher(settings.load(settings.Scheduler, env=env)):
             pass
+
+
+def _scheduler_settings(moto_url: str, config: EcsConfig) -> settings.Scheduler:
+    return settings.load(
+        settings.Scheduler,
+        env={
+            "RENDERMILL_LAUNCHER": "ecs",
+            "RENDERMILL_POLL_INTERVAL": "0.1",
+            "RENDERMILL_AWS_ENDPOINT_URL": moto_url,
+            "RENDERMILL_ECS_CLUSTER": config.cluster,
+            "RENDERMILL_ECS_TASK_DEFINITION": config.task_definition,
+            "RENDERMILL_ECS_SUBNETS": ",".join(config.subnets),
+            "RENDERMILL_ECS_SECURITY_GROUPS": ",".join(config.security_groups),
+            "RENDERMILL_ECS_POLL_INTERVAL": str(POLL),
+        },
+    )
+
+
+async def _job(pool: asyncpg.Pool) -> jobs.Job:
+    async with pool.acquire() as conn:
+        tenant, _ = await tenants.create(conn, "t")
+        job, _ = await jobs.create(
+            conn, tenant_id=tenant.id, project={}, output=schemas.OutputSpec(), media={}
+        )
+    return job
+
+
+async def _attempt_where(
+    pool: asyncpg.Pool, job_id: uuid.UUID, attempt: int, *, finished: bool
+) -> jobs.Attempt:
+    """The attempt once it has a task id (and, with ``finished``, once it has ended)."""
+    async with asyncio.timeout(20):
+        while True:
+            async with pool.acquire() as conn:
+                att = await jobs.get_attempt(conn, job_id, attempt)
+            if att is not None and att.task_id and (att.finished_at is not None or not finished):
+                return att
+            await asyncio.sleep(0.05)
+
+
+async def _cancel(pool: asyncpg.Pool, job_id: uuid.UUID) -> None:
+    async with pool.acquire() as conn:
+        await jobs.finish(
+            conn, job_id, JobStatus.CANCELED, expect=(JobStatus.RUNNING,), message="canceled"
+        )
+
+
+@contextlib.asynccontextmanager
+async def _running(
+    cfg: settings.Scheduler, pool: asyncpg.Pool, launcher: Launcher, db_url: str
+) -> AsyncIterator[PostgresQueue]:
+    """A scheduler on the Postgres queue and ``launcher`` while the context lasts."""
+    queue = PostgresQueue(pool)
+    stop = asyncio.Event()
+    async with lifecycle.supervised(stop, grace=5) as sup:
+        runner = asyncio.create_task(Scheduler(cfg, pool, queue, launcher, db_url).run(stop, sup))
+        try:
+            yield queue
+        finally:
+            stop.set()
+            with contextlib.suppress(asyncio.CancelledError):
+                await runner
+    assert sup.failed is None
+
+
+async def test_scheduler_runs_a_larger_task_after_an_oom_and_stops_it_on_cancel(
+    pool: asyncpg.Pool, db_url: str, moto_url: str, config: EcsConfig
+) -> None:
+    cfg = _scheduler_settings(moto_url, config)
+    job = await _job(pool)
+    # Its first attempt was killed for its memory: the second is due.
+    async with pool.acquire() as conn:
+        await jobs.insert_attempt(conn, job.id, 1, "ecs")
+        await jobs.start_attempt(conn, job.id, 1)
+        await jobs.finish_attempt(conn, job.id, 1, 137, "killed")
+        await jobs.requeue(conn, job.id, 1, message="retrying", error={"code": "killed"})
+    async with open_launcher(cfg) as launcher, _running(cfg, pool, launcher, db_url) as queue:
+        await queue.send(schemas.QueueMessage(job_id=job.id, attempt=2))
+        running = await _attempt_where(pool, job.id, 2, finished=False)
+        assert running.task_id is not None
+        task = await describe(moto_url, config.cluster, running.task_id)
+        assert (task["overrides"]["cpu"], task["overrides"]["memory"]) == ("2048", "4096")
+        (container,) = task["overrides"]["containerOverrides"]
+        env = {e["name"]: e["value"] for e in container["environment"]}
+        assert (env["RENDERMILL_JOB_ID"], env["RENDERMILL_ATTEMPT"]) == (str(job.id), "2")
+        assert "RENDERMILL_DATABASE_URL" not in env
+
+        await _cancel(pool, job.id)
+        ended = await _attempt_where(pool, job.id, 2, finished=True)
+    assert (ended.launcher, ended.task_id) == ("ecs", running.task_id)
+    assert (ended.exit_code, ended.reason) == (EXIT_STOPPED, "terminated")
+    async with pool.acquire() as conn:
+        final = await jobs.get(conn, job.id)
+    assert final.status == JobStatus.CANCELED and final.attempt == 2
+    task = await describe(moto_url, config.cluster, running.task_id)
+    assert task["lastStatus"] == "STOPPED"
+    assert task["stoppedReason"] == STOP_REASON_PREFIX + "the job was canceled"
+
+
+async def test_restarted_scheduler_follows_the_running_task_by_its_arn(
+    pool: asyncpg.Pool, db_url: str, moto_url: str, config: EcsConfig
+) -> None:
+    cfg = _scheduler_settings(moto_url, config)
+    job = await _job(pool)
+    # An earlier scheduler started attempt 1 on ECS and died; its message comes back.
+    async with EcsLauncher.open(config, region=REGION, endpoint_url=moto_url) as earlier:
+        arn = await earlier.launch(str(job.id), 1, _env(str(job.id), 1))
+    async with pool.acquire() as conn:
+        await jobs.insert_attempt(conn, job.id, 1, "ecs")
+        await jobs.start_attempt(conn, job.id, 1)
+        await jobs.set_attempt_task(conn, job.id, 1, arn)
+    async with open_launcher(cfg) as launcher, _running(cfg, pool, launcher, db_url) as queue:
+        await queue.send(schemas.QueueMessage(job_id=job.id, attempt=1))
+        await asyncio.sleep(0.5)  # adopted: followed, not launched again
+        await _cancel(pool, job.id)
+        ended = await _attempt_where(pool, job.id, 1, finished=True)
+    assert (ended.task_id, ended.exit_code) == (arn, EXIT_STOPPED)
+    async with pool.acquire() as conn:
+        assert [a.attempt for a in await jobs.list_attempts(conn, job.id)] == [1]
+    async with aioboto3.Session().client("ecs", region_name=REGION, endpoint_url=moto_url) as c:
+        listed = await c.list_tasks(cluster=config.cluster, startedBy="rendermill")
+    assert listed["taskArns"] == [arn]
+    task = await describe(moto_url, config.cluster, arn)
+    assert task["stoppedReason"] == STOP_REASON_PREFIX + "the job was canceled"
