@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import aioboto3
@@ -34,6 +36,7 @@ from rendermill.scheduler.service import Scheduler
 
 REGION = "us-east-1"
 POLL = 0.05
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "ecs"
 
 
 class Network(msgspec.Struct, frozen=True):
@@ -408,3 +411,19 @@ async def test_restarted_scheduler_follows_the_running_task_by_its_arn(
     assert listed["taskArns"] == [arn]
     task = await describe(moto_url, config.cluster, arn)
     assert task["stoppedReason"] == STOP_REASON_PREFIX + "the job was canceled"
+
+
+async def test_the_shipped_task_definition_registers_and_runs(
+    moto_url: str, config: EcsConfig
+) -> None:
+    definition = json.loads((DEPLOY / "renderer-task-definition.json").read_text())
+    async with aioboto3.Session().client("ecs", region_name=REGION, endpoint_url=moto_url) as c:
+        # The client checks every field against the ECS API before sending.
+        registered = (await c.register_task_definition(**definition))["taskDefinition"]
+    shipped = msgspec.structs.replace(config, task_definition=registered["taskDefinitionArn"])
+    async with EcsLauncher.open(shipped, region=REGION, endpoint_url=moto_url) as launcher:
+        job_id = str(uuid.uuid4())
+        arn = await launcher.launch(job_id, 1, _env(job_id, 1))
+    task = await describe(moto_url, config.cluster, arn)
+    assert task["taskDefinitionArn"] == registered["taskDefinitionArn"]
+    assert task["overrides"]["containerOverrides"][0]["name"] == "renderer"
