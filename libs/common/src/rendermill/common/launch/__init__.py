@@ -45,7 +45,8 @@ class Launcher(Protocol):
     async def stop(self, task_id: str, *, grace: float = 10.0, reason: str = "") -> None:
         """Ask the task to stop (SIGTERM), killing it after ``grace`` seconds; ``reason``
         says why, where the platform records it. Raises errors.RetryLater when the
-        request could not be made now."""
+        request could not be made now, errors.InvalidInput when the platform refuses it
+        (a setting or a permission is wrong)."""
         ...
 
 
