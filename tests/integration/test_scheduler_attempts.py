@@ -362,3 +362,46 @@ async def test_retry_and_tenant_deferral_keep_the_tier(pool: asyncpg.Pool, db_ur
     assert retry[0]["body"]["tier"] == "low" and retry[0]["priority"] == -1
     assert deferred[0]["body"]["tier"] == "high" and deferred[0]["priority"] == 1
     assert deferred[0]["queued_at"] == first_queued_at[deferred[0]["body"]["job_id"]]
+
+
+async def test_restarted_scheduler_watches_the_heartbeat_of_a_process_it_cannot_follow(
+    pool: asyncpg.Pool, db_url: str
+) -> None:
+    cfg = settings.load(
+        settings.Scheduler,
+        env={},
+        overrides={"retry_base_delay": 0.05, "poll_interval": 0.1, "max_attempts": 2},
+    )
+    queue = PostgresQueue(pool)
+    job = await _queued_job(pool, queue, cfg.max_attempts)
+    # An earlier scheduler started attempt 1 as a local process, and both died long ago:
+    # no launcher can wait for that process, and its heartbeat has stopped.
+    async with pool.acquire() as conn:
+        await jobs.insert_attempt(conn, job.id, 1, "local")
+        await jobs.start_attempt(conn, job.id, 1)
+        await jobs.set_attempt_task(conn, job.id, 1, "pid-999999")
+        await conn.execute(
+            "UPDATE job_attempts SET heartbeat_at = now() - interval '1 hour' WHERE job_id = $1",
+            job.id,
+        )
+    stop = asyncio.Event()
+    scheduler = Scheduler(cfg, pool, queue, _exits(0, 0), db_url)
+    async with lifecycle.supervised(stop, grace=5) as sup:
+        runner = asyncio.create_task(scheduler.run(stop, sup))
+        try:
+            async with asyncio.timeout(30):
+                while True:
+                    async with pool.acquire() as conn:
+                        current = await jobs.get(conn, job.id)
+                    if current.status.terminal:
+                        break
+                    await asyncio.sleep(0.1)
+        finally:
+            stop.set()
+            with contextlib.suppress(asyncio.CancelledError):
+                await runner
+    assert sup.failed is None
+    # The lost attempt counts as transient; the next one ran (and, as exit 0 with no
+    # result, failed the job).
+    assert await _attempts(pool, job.id) == [(1, 75, "transient"), (2, 0, "ok")]
+    assert current.error is not None and current.error["code"] == "no_result"

@@ -45,7 +45,8 @@ class Common(msgspec.Struct, frozen=True, kw_only=True):
     store_path: str | None = None
     # With store=s3: the bucket (region and endpoint as for SQS below).
     s3_bucket: str = ""
-    launcher: Literal["local"] = "local"
+    # Where renderer attempts run: subprocesses here, or Fargate tasks (the ecs_* settings).
+    launcher: Literal["local", "ecs"] = "local"
     # HMAC key that signs download URLs; shared by gateway and renderer.
     url_signing_key: str = ""
     # Where clients reach the gateway; signed URLs are built on it.
@@ -100,6 +101,20 @@ class Scheduler(Common, frozen=True, kw_only=True):
     # At most this many renders of one tenant at once (0: no limit but concurrency), so
     # that one tenant's burst does not hold every slot; its other jobs wait their turn.
     tenant_concurrency: int = 0
+    # With launcher=ecs (AWS Fargate; region and endpoint as for SQS): the cluster, the
+    # renderer's task definition (family, family:revision or ARN) and the name of its
+    # container, the awsvpc network (comma-separated ids), the size classes attempts go
+    # through after out-of-memory exits (NAME=CPU/MEMORY in CPU units, 1024 per vCPU, and
+    # MiB, smallest first), and how often running tasks are described. Scheduler-only
+    # settings: they never travel to the renderer.
+    ecs_cluster: str = ""
+    ecs_task_definition: str = ""
+    ecs_container: str = "renderer"
+    ecs_subnets: str = ""
+    ecs_security_groups: str = ""
+    ecs_assign_public_ip: bool = False
+    ecs_size_classes: str = "small=1024/2048,medium=2048/4096,large=4096/8192"
+    ecs_poll_interval: float = 5.0
 
 
 class Renderer(Common, frozen=True, kw_only=True):

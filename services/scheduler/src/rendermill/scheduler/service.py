@@ -17,6 +17,7 @@ import datetime as dt
 import random
 import time
 import uuid
+from collections.abc import Iterable
 from typing import Any
 
 import asyncpg
@@ -25,8 +26,7 @@ from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 from rendermill.common import db, errors, jobs, lifecycle, schemas, settings, telemetry
 from rendermill.common import logging as rlog
-from rendermill.common.launch import Launcher
-from rendermill.common.launch.local import LocalLauncher
+from rendermill.common.launch import EXIT_NOT_RUN, Launcher, open_launcher
 from rendermill.common.queue import Queue, Received, open_queue
 from rendermill.common.schemas import JobStatus
 
@@ -93,7 +93,15 @@ def classify(exit_code: int) -> Outcome:
         return Outcome("killed", True, "the renderer was killed (out of memory?)")
     if exit_code in (143, 130):
         return Outcome("terminated", True, "the renderer was stopped")
+    if exit_code == EXIT_NOT_RUN:
+        return Outcome("infrastructure", True, "the render task failed to start or was lost")
     return Outcome("infrastructure", True, f"the renderer exited with code {exit_code}")
+
+
+def size_step(exit_codes: Iterable[int | None]) -> int:
+    """The size class of a job's next attempt, given its earlier attempts' exit codes: one
+    step larger for each that was killed for its memory (0 is the launcher's smallest)."""
+    return sum(1 for code in exit_codes if code == EXIT_KILLED)
 
 
 class Scheduler:
@@ -188,6 +196,8 @@ class Scheduler:
                 except errors.Conflict:
                     await self.queue.delete(received.receipt)
                     return
+                earlier = await jobs.list_attempts(conn, job.id)
+            size = size_step(a.exit_code for a in earlier if a.attempt < msg.attempt)
             env = {
                 **settings.to_env(self.cfg),
                 "RENDERMILL_DATABASE_URL": self.database_url,
@@ -197,10 +207,15 @@ class Scheduler:
             if tp := telemetry.current_traceparent():
                 env["TRACEPARENT"] = tp
             try:
-                task_id = await self.launcher.launch(str(job.id), msg.attempt, env)
-            except OSError as exc:
-                bound.error("launch_failed", error=repr(exc))
-                await self._attempt_ended(job.id, msg.attempt, 1, job.max_attempts, received)
+                task_id = await self.launcher.launch(str(job.id), msg.attempt, env, size=size)
+            except (OSError, errors.RendermillError) as exc:
+                # No capacity now is transient; anything else (a missing command, a
+                # setting or permission the platform refuses) is the infrastructure's.
+                transient = isinstance(exc, errors.RetryLater)
+                rc = EXIT_TRANSIENT if transient else EXIT_NOT_RUN
+                report = bound.warning if transient else bound.error
+                report("launch_failed", error=str(exc) or repr(exc), exit_code=rc)
+                await self._attempt_ended(job.id, msg.attempt, rc, job.max_attempts, received)
                 return
             LAUNCHES.labels(self.launcher.name, job.tier.value).inc()
             launched = time.monotonic()
@@ -211,30 +226,43 @@ class Scheduler:
             bound.info(
                 "attempt_launched",
                 task_id=task_id,
+                size=size,
                 queue_wait_ms=None if waited is None else round(waited * 1000),
             )
             async with self.pool.acquire() as conn:
                 await jobs.set_attempt_task(conn, job.id, msg.attempt, task_id)
-            keep = asyncio.create_task(self._keepalive(job.id, msg.attempt, received, task_id))
-            waiter = asyncio.create_task(self.launcher.wait(task_id))
-            try:
-                stopping = asyncio.ensure_future(stop.wait())
-                await asyncio.wait([waiter, stopping], return_when=asyncio.FIRST_COMPLETED)
-                stopping.cancel()
-                if not waiter.done():
-                    # Shutting down: let the render finish within the drain period, then
-                    # stop it; its message comes back for a retry.
-                    done, _ = await asyncio.wait([waiter], timeout=self.cfg.drain_seconds)
-                    if not done:
-                        await self.launcher.stop(task_id, grace=10)
-                rc = await waiter
-            finally:
-                keep.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await keep
+            rc = await self._watch(job.id, msg.attempt, received, task_id, stop)
             await self._attempt_ended(
                 job.id, msg.attempt, rc, job.max_attempts, received, launched=launched
             )
+
+    async def _watch(
+        self,
+        job_id: uuid.UUID,
+        attempt: int,
+        received: Received,
+        task_id: str,
+        stop: asyncio.Event,
+    ) -> int:
+        """Wait for the task to end while keeping its message invisible; returns its exit
+        code. Raises errors.NotFound when the launcher cannot follow the task."""
+        keep = asyncio.create_task(self._keepalive(job_id, attempt, received, task_id))
+        waiter = asyncio.create_task(self.launcher.wait(task_id))
+        try:
+            stopping = asyncio.ensure_future(stop.wait())
+            await asyncio.wait([waiter, stopping], return_when=asyncio.FIRST_COMPLETED)
+            stopping.cancel()
+            if not waiter.done():
+                # Shutting down: let the render finish within the drain period, then
+                # stop it; its message comes back for a retry.
+                done, _ = await asyncio.wait([waiter], timeout=self.cfg.drain_seconds)
+                if not done:
+                    await self.launcher.stop(task_id, grace=10, reason="the scheduler stopped")
+            return await waiter
+        finally:
+            keep.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keep
 
     async def _defer(self, received: Received, tier: schemas.Tier, bound: Any) -> None:
         """The tenant has its share running: the message goes back, due again shortly,
@@ -266,19 +294,44 @@ class Scheduler:
                 job = await jobs.get(conn, job_id)
             if job.status == JobStatus.CANCELED:
                 log.info("render_canceled", job_id=str(job_id), attempt=attempt)
-                await self.launcher.stop(task_id, grace=5)
-                return
-            if att and self._stale(att):
+                reason = "the job was canceled"
+            elif att and self._stale(att):
                 log.warning("heartbeat_lost", job_id=str(job_id), attempt=attempt)
-                await self.launcher.stop(task_id, grace=5)
-                return
+                reason = "the renderer's heartbeat was lost"
+            else:
+                continue
+            try:
+                await self.launcher.stop(task_id, grace=5, reason=reason)
+            except errors.RetryLater as exc:
+                # Asked again on the next round.
+                log.warning("stop_failed", job_id=str(job_id), attempt=attempt, error=exc.message)
+                continue
+            return
 
     def _stale(self, att: jobs.Attempt) -> bool:
         age = (dt.datetime.now(dt.UTC) - att.heartbeat_at).total_seconds()
         return age > self.cfg.heartbeat_timeout
 
     async def _adopt(self, job: jobs.Job, received: Received, stop: asyncio.Event) -> None:
-        """Watch an attempt started by an earlier scheduler until it ends or goes silent."""
+        """Watch an attempt started by an earlier scheduler until it ends: through the
+        launcher by its task id where the launcher can follow it (an ECS task), else by
+        its heartbeat until it goes silent."""
+        async with self.pool.acquire() as conn:
+            att = await jobs.get_attempt(conn, job.id, job.attempt)
+        if (
+            att is not None
+            and att.task_id
+            and att.finished_at is None
+            and att.launcher == self.launcher.name
+        ):
+            try:
+                rc = await self._watch(job.id, job.attempt, received, att.task_id, stop)
+            except errors.NotFound:
+                pass  # e.g. a local process: only its heartbeat can be watched
+            else:
+                log.info("attempt_adopted", job_id=str(job.id), attempt=job.attempt, exit_code=rc)
+                await self._attempt_ended(job.id, job.attempt, rc, job.max_attempts, received)
+                return
         while not stop.is_set():
             async with self.pool.acquire() as conn:
                 att = await jobs.get_attempt(conn, job.id, job.attempt)
@@ -440,15 +493,17 @@ async def main(cfg: settings.Scheduler) -> int:
     async with contextlib.AsyncExitStack() as stack:
         pool = await stack.enter_async_context(db.pool(url, max_size=5))
         queue = await stack.enter_async_context(open_queue(cfg, pool))
+        # Closed after the supervisor below has drained: renders still wait on it.
+        launcher = await stack.enter_async_context(open_launcher(cfg))
         # The Postgres queue NOTIFYs on send (SQS is polled).
         listener = await stack.enter_async_context(db.Listener(url, db.QUEUE_CHANNEL))
-        scheduler = Scheduler(cfg, pool, queue, LocalLauncher(), url)
+        scheduler = Scheduler(cfg, pool, queue, launcher, url)
         listener.add(scheduler.on_notify)
         # Drain before closing the pool: attempts record their end in Postgres.
         sup = await stack.enter_async_context(
             lifecycle.supervised(stop, grace=cfg.drain_seconds + 20)
         )
-        log.info("scheduler_started", concurrency=cfg.concurrency)
+        log.info("scheduler_started", concurrency=cfg.concurrency, launcher=launcher.name)
         await scheduler.run(stop, sup)
         log.info("scheduler_stopping")
     return 1 if sup.failed else 0

@@ -1,4 +1,9 @@
-"""The local launcher: one ``python -m rendermill.renderer`` subprocess per attempt."""
+"""The local launcher: one ``python -m rendermill.renderer`` subprocess per attempt.
+
+Processes are followed by their handle in this scheduler's memory: one started by an
+earlier scheduler cannot be waited for (the scheduler then watches its heartbeat). There
+are no size classes on one machine: every attempt gets what the machine has.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,8 @@ import os
 import signal
 import sys
 from collections.abc import Mapping, Sequence
+
+from rendermill.common import errors
 
 
 class LocalLauncher:
@@ -19,7 +26,9 @@ class LocalLauncher:
         self._command = tuple(command)
         self._procs: dict[str, asyncio.subprocess.Process] = {}
 
-    async def launch(self, job_id: str, attempt: int, env: Mapping[str, str]) -> str:
+    async def launch(
+        self, job_id: str, attempt: int, env: Mapping[str, str], *, size: int = 0
+    ) -> str:
         full_env = {**os.environ, **env}
         proc = await asyncio.create_subprocess_exec(
             *self._command,
@@ -38,7 +47,9 @@ class LocalLauncher:
         return task_id
 
     async def wait(self, task_id: str) -> int:
-        proc = self._procs[task_id]
+        proc = self._procs.get(task_id)
+        if proc is None:
+            raise errors.NotFound(f"no renderer process {task_id} started by this scheduler")
         try:
             rc = await proc.wait()
         finally:
@@ -46,7 +57,7 @@ class LocalLauncher:
         # A signal death is reported as -N by asyncio; use the shell's 128+N convention.
         return 128 - rc if rc < 0 else rc
 
-    async def stop(self, task_id: str, *, grace: float = 10.0) -> None:
+    async def stop(self, task_id: str, *, grace: float = 10.0, reason: str = "") -> None:
         proc = self._procs.get(task_id)
         if proc is None or proc.returncode is not None:
             return
