@@ -25,8 +25,8 @@ from rendermill.common import schemas
 from rendermill.common.project import model
 from rendermill.renderer.engine import audio, compose, encode, remux_audio
 from rendermill.renderer.engine import remux_h264 as h264
-from rendermill.renderer.engine.remux_plan import Copy, Encode, Plan
-from rendermill.renderer.engine.remux_source import Ineligible, Reader
+from rendermill.renderer.engine.remux_plan import Copy, Encode, Piece, Plan
+from rendermill.renderer.engine.remux_source import Ineligible
 from rendermill.renderer.engine.result import ProgressCallback
 
 # libx264 preset and CRF for re-encoded pieces. They sit between copied frames of the
@@ -120,7 +120,6 @@ def write(
     options = {} if vp9 else {"movflags": "+faststart"}
     container = av.open(str(dest), "w", format=plan.format, options=options)
     sound: _Sound | remux_audio.CopiedSound | None = None
-    ahead = _Ahead(plan, reencoder)
     try:
         vstream = _video_stream(container, plan, extradata)
         if copied_sound is not None:
@@ -135,9 +134,8 @@ def write(
         time_base = Fraction(1, plan.fps)
         done = 0
         first_frame = 0
-        for n, piece in enumerate(plan.pieces):
-            samples = ahead.take(n) if isinstance(piece, Encode) else _copied(piece, plan)
-            for offset, data, key in samples:
+        for piece in plan.pieces:
+            for offset, data, key in _samples(piece, plan, reencoder):
                 packet = Packet(data)
                 packet.stream = vstream
                 packet.time_base = time_base
@@ -162,8 +160,6 @@ def write(
         with contextlib.suppress(av.FFmpegError, OSError):
             container.close()
         raise
-    finally:
-        ahead.close()
 
 
 def total_samples(plan: Plan) -> int:
@@ -207,87 +203,32 @@ def _video_stream(
     return stream
 
 
-# One sample of the output's picture stream: (output frame offset in its piece, sample,
-# keyframe). H.264 samples are NAL units behind 4-byte lengths.
-Sample = tuple[int, bytes, bool]
-
-
-def _copied(piece: Copy, plan: Plan) -> Iterator[Sample]:
-    """The samples of a copied piece, in decode order."""
-    sets = plan.sets.get(piece.reader.path)
-    packets = piece.reader.packets(piece.window, piece.start, piece.count, plan.fps)
-    for n, data in enumerate(packets):
-        entry = piece.window.entries[piece.start + n]
-        if sets is not None and (n == 0 or sets.renumbering is not None):
-            nals = h264.split_length_prefixed(data)
-            if sets.renumbering is not None:
-                try:
-                    nals = [sets.renumbering.unit(nal) for nal in nals]
-                except h264.BitstreamError as exc:
-                    raise Ineligible(f"{piece.reader.path.name}: {exc}") from exc
-            if n == 0:
-                # The IDR frame a piece starts with carries its parameter sets in
-                # band too, for decoders that switch to whatever came last.
-                nals = h264.with_parameter_sets(nals, list(sets.sps), list(sets.pps))
-            data = h264.join_length_prefixed(nals)
-        yield entry.k - piece.first, data, entry.idr
-
-
-class _Ahead:
-    """The re-encoded pieces of a plan, made ahead on worker threads while the caller
-    copies packets: decoding, the encoder and muxing overlap (a mid-GOP cut costs a
-    decode from its keyframe and an encode; on two cores two cuts take the time of one).
-
-    Each piece is made with a reader of its own (a container serves one iterator at a
-    time, and the caller's readers copy packets meanwhile). At most WORKERS + 1 pieces
-    are made ahead of the caller, so memory stays bounded whatever the number of cuts.
-    """
-
-    WORKERS = 1
-
-    def __init__(self, plan: Plan, reencoder: _Reencoder | _Vp9Reencoder | None) -> None:
-        self._plan = plan
-        self._reencoder = reencoder
-        self._todo = collections.deque(
-            n for n, piece in enumerate(plan.pieces) if isinstance(piece, Encode)
-        )
-        self._made: dict[int, concurrent.futures.Future[list[Sample]]] = {}
-        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
-        if self._todo:
-            self._pool = concurrent.futures.ThreadPoolExecutor(
-                self.WORKERS, thread_name_prefix="remux-piece"
-            )
-            self._fill()
-
-    def take(self, n: int) -> list[Sample]:
-        """The samples of piece ``n`` (an Encode piece), in decode order; raises what
-        making it raised (Ineligible when the source cannot be decoded)."""
-        made = self._made.pop(n)
-        self._fill()
-        return made.result()
-
-    def close(self) -> None:
-        """Stop making pieces (waits for those under way)."""
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-
-    def _fill(self) -> None:
-        assert self._pool is not None or not self._todo
-        while self._todo and len(self._made) <= self.WORKERS:
-            n = self._todo.popleft()
-            piece = self._plan.pieces[n]
-            assert isinstance(piece, Encode) and self._pool is not None
-            self._made[n] = self._pool.submit(self._make, piece)
-
-    def _make(self, piece: Encode) -> list[Sample]:
-        assert self._reencoder is not None
-        try:
-            reader = Reader(piece.reader.path)
-        except (av.FFmpegError, OSError, UnicodeDecodeError) as exc:
-            raise Ineligible(f"{piece.reader.path.name} cannot be opened ({exc})") from exc
-        with contextlib.closing(reader):
-            frames = reader.decode(piece.window, piece.first, piece.end, self._plan.fps)
-            return list(self._reencoder.encode(frames))
+def _samples(
+    piece: Piece, plan: Plan, reencoder: _Reencoder | _Vp9Reencoder | None
+) -> Iterator[tuple[int, bytes, bool]]:
+    """(output frame offset in the piece, sample, keyframe), decode order. H.264 samples
+    are NAL units behind 4-byte lengths."""
+    if isinstance(piece, Copy):
+        sets = plan.sets.get(piece.reader.path)
+        packets = piece.reader.packets(piece.window, piece.start, piece.count, plan.fps)
+        for n, data in enumerate(packets):
+            entry = piece.window.entries[piece.start + n]
+            if sets is not None and (n == 0 or sets.renumbering is not None):
+                nals = h264.split_length_prefixed(data)
+                if sets.renumbering is not None:
+                    try:
+                        nals = [sets.renumbering.unit(nal) for nal in nals]
+                    except h264.BitstreamError as exc:
+                        raise Ineligible(f"{piece.reader.path.name}: {exc}") from exc
+                if n == 0:
+                    # The IDR frame a piece starts with carries its parameter sets in
+                    # band too, for decoders that switch to whatever came last.
+                    nals = h264.with_parameter_sets(nals, list(sets.sps), list(sets.pps))
+                data = h264.join_length_prefixed(nals)
+            yield entry.k - piece.first, data, entry.idr
+        return
+    assert reencoder is not None
+    yield from reencoder.encode(piece.reader.decode(piece.window, piece.first, piece.end, plan.fps))
 
 
 def _free_id(sps: list[bytes], pps: list[bytes]) -> int:
