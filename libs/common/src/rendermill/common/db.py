@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import urllib.parse
 from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeAlias
 
@@ -31,6 +32,16 @@ def dsn(cfg: settings.Common) -> str:
     if cfg.database_url:
         return cfg.database_url
     return embedded.start(cfg.home_path)
+
+
+def describe(dsn: str) -> str:
+    """``dsn`` without its credentials (host, port, database), for messages and logs."""
+    parts = urllib.parse.urlsplit(dsn)
+    if not parts.scheme:
+        return "a key=value DSN"
+    host = parts.hostname or "local socket"
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{host}{port}{parts.path}"
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:

@@ -374,7 +374,8 @@ async def main(cfg: settings.Renderer) -> int:
     if scratch_root:
         scratch_root.mkdir(parents=True, exist_ok=True)
     ctx = telemetry.context_from(os.environ.get("TRACEPARENT"))
-    async with db.pool(db.dsn(cfg), min_size=1, max_size=3) as pool, open_store(cfg) as store:
+    pool_dsn = db.dsn(cfg)
+    async with db.pool(pool_dsn, min_size=1, max_size=3) as pool, open_store(cfg) as store:
         attempt = Attempt(cfg, pool, store, job_id, cfg.attempt)
         scratch = Path(tempfile.mkdtemp(prefix=f"rendermill-{job_id}-", dir=scratch_root))
         try:
@@ -399,6 +400,16 @@ async def main(cfg: settings.Renderer) -> int:
             log.warning("render_media_error", error=exc.message)
             await asyncio.shield(_fail_job(pool, job_id, exc.code, exc.message, exc.detail))
             return EXIT_BAD_MEDIA
+        except errors.NotFound as exc:
+            # Nearly always a renderer pointed at another database than the scheduler's
+            # (a task definition without RENDERMILL_DATABASE_URL runs on an empty one).
+            log.error(
+                "render_job_not_found",
+                error=exc.message,
+                database=db.describe(pool_dsn),
+                hint="RENDERMILL_DATABASE_URL must name the scheduler's database",
+            )
+            return EXIT_INFRA
         except errors.Conflict as exc:
             # The job moved on (canceled, or another attempt took over): nothing to record.
             log.warning("render_superseded", error=exc.message)
