@@ -10,7 +10,7 @@ import signal
 import sys
 from pathlib import Path
 
-from rendermill.common import errors, settings
+from rendermill.common import admin, errors, settings
 from rendermill.common import logging as rlog
 from rendermill.common.project import parse
 
@@ -37,24 +37,6 @@ def _validate(args: argparse.Namespace) -> int:
     )
     for problem in parse.unresolved(project, {}):
         print(f"  note: {problem.path}: {problem.message}")
-    return 0
-
-
-def _migrate(_args: argparse.Namespace) -> int:
-    # Imported here: `render` and `validate` never touch the database (start-up time).
-    from rendermill.common import db, migrate
-
-    cfg = settings.load(settings.Common)
-
-    async def run() -> list[int]:
-        conn = await db.connect(db.dsn(cfg))
-        try:
-            return await migrate.migrate(conn)
-        finally:
-            await conn.close()
-
-    applied = asyncio.run(run())
-    print(f"applied {len(applied)} migration(s)" + (f": {applied}" if applied else ""))
     return 0
 
 
@@ -130,8 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_arguments(r)
     r.set_defaults(func=_render)
 
-    m = sub.add_parser("migrate", help="apply database migrations")
-    m.set_defaults(func=_migrate)
+    admin.add_commands(sub)
 
     home = settings.load(settings.Common).home
     u = sub.add_parser("up", help="run the whole stack on this machine")
@@ -157,6 +138,8 @@ def main(argv: list[str] | None = None) -> None:
     level = os.environ.get("RENDERMILL_LOG_LEVEL", "warning")
     rlog.setup(level, "console", "cli")
     try:
+        if admin.is_admin(args):
+            sys.exit(admin.run(args, sys.stdout))
         sys.exit(args.func(args))
     except errors.InvalidInput as exc:
         print(f"rendermill: {exc.message}", file=sys.stderr)

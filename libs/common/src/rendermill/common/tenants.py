@@ -34,6 +34,22 @@ class Asset(msgspec.Struct, frozen=True, kw_only=True):
     created_at: dt.datetime
 
 
+class TenantSummary(msgspec.Struct, frozen=True, kw_only=True):
+    id: uuid.UUID
+    name: str
+    created_at: dt.datetime
+    active_keys: int
+
+
+class ApiKey(msgspec.Struct, frozen=True, kw_only=True):
+    """An API key as stored: its id and first characters, never the key itself."""
+
+    id: uuid.UUID
+    prefix: str
+    created_at: dt.datetime
+    revoked_at: dt.datetime | None
+
+
 def _hash(key: str) -> bytes:
     # Keys carry 256 bits of randomness, so a plain digest is enough (no slow KDF needed).
     return hashlib.sha256(key.encode()).digest()
@@ -55,6 +71,7 @@ async def create(conn: db.Conn, name: str) -> tuple[Tenant, str]:
 
 
 async def add_key(conn: db.Conn, tenant_id: uuid.UUID) -> str:
+    """A new API key of ``tenant_id``, in clear (shown once; only its digest is kept)."""
     key = KEY_PREFIX + secrets.token_urlsafe(32)
     await conn.execute(Q.insert_api_key, uuid.uuid4(), tenant_id, key[:10], _hash(key))
     return key
@@ -73,6 +90,29 @@ async def get(conn: db.Conn, tenant_id: uuid.UUID) -> Tenant:
     if row is None:
         raise errors.NotFound(f"tenant {tenant_id} not found")
     return msgspec.convert(dict(row), Tenant, strict=False)
+
+
+async def list_all(conn: db.Conn) -> list[TenantSummary]:
+    """Every tenant, oldest first, with its number of usable keys."""
+    rows = await conn.fetch(Q.list_tenants)
+    return [msgspec.convert(dict(r), TenantSummary, strict=False) for r in rows]
+
+
+async def list_keys(conn: db.Conn, tenant_id: uuid.UUID) -> list[ApiKey]:
+    """The keys of ``tenant_id`` (revoked ones too); raises errors.NotFound."""
+    await get(conn, tenant_id)
+    rows = await conn.fetch(Q.list_keys, tenant_id)
+    return [msgspec.convert(dict(r), ApiKey, strict=False) for r in rows]
+
+
+async def revoke_key(conn: db.Conn, key_id: uuid.UUID) -> ApiKey:
+    """Revoke the key ``key_id`` (at once: the next request with it is refused); revoking
+    a revoked key changes nothing. Raises errors.NotFound."""
+    await conn.execute(Q.revoke_key, key_id)
+    row = await conn.fetchrow(Q.get_key, key_id)
+    if row is None:
+        raise errors.NotFound(f"API key {key_id} not found: `keys list TENANT_ID` shows the ids")
+    return msgspec.convert(dict(row), ApiKey, strict=False)
 
 
 async def insert_asset(

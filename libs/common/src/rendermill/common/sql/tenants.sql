@@ -17,3 +17,20 @@ VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING *;
 
 -- name: get_asset
 SELECT * FROM assets WHERE id = $1 AND tenant_id = $2;
+
+-- name: list_tenants
+SELECT t.id, t.name, t.created_at,
+       count(k.id) FILTER (WHERE k.revoked_at IS NULL) AS active_keys
+FROM tenants t LEFT JOIN api_keys k ON k.tenant_id = t.id
+GROUP BY t.id ORDER BY t.created_at, t.id;
+
+-- name: list_keys
+SELECT id, prefix, created_at, revoked_at FROM api_keys
+WHERE tenant_id = $1 ORDER BY created_at, id;
+
+-- name: revoke_key
+UPDATE api_keys SET revoked_at = now()
+WHERE id = $1 AND revoked_at IS NULL RETURNING id;
+
+-- name: get_key
+SELECT id, tenant_id, prefix, created_at, revoked_at FROM api_keys WHERE id = $1;
