@@ -394,8 +394,11 @@ async def test_expired_uploads_are_refused_and_swept(gw: Gateway) -> None:
     with pytest.raises(errors.NotFound):
         await gw.store.list_parts(*await _store_ids(gw, lazy["id"]))
 
-    # The other is left to the sweep, which every gateway runs.
+    # The other is left to the sweep, which every gateway runs; it reads as expired (with
+    # no part URLs) already.
     assert (await gw.row(swept["id"]))["status"] == "pending"
+    now = await (await gw.client.get(f"/v1/uploads/{swept['id']}", headers=gw.auth())).json()
+    assert now["status"] == "expired" and now["parts"] == [] and now["missing"] == []
     assert await direct.sweep(gw.pool, gw.store) == 1
     row = await gw.row(swept["id"])
     assert row["status"] == "expired" and row["cleanup_at"] > row["expires_at"]
@@ -469,6 +472,44 @@ async def test_a_joined_object_of_the_wrong_size_is_refused_and_deleted(gw: Gate
     assert (await gw.complete(plan["id"])).status == 409
     async with gw.pool.acquire() as conn:
         assert await conn.fetchval("SELECT count(*) FROM assets") == 0
+
+
+async def test_an_interrupted_upload_resumes_from_its_status(gw: Gateway, tmp_path: Path) -> None:
+    whole = 2 if isinstance(gw.store, FsStore) else 1
+    data = os.urandom(whole * gw.part_size + 99)
+    plan = await gw.plan(data)
+    first = plan["parts"][0]
+    assert (await put(first["url"], data[: first["size"]])).status == 200
+    # The client lost its plan (or its URLs are about to expire): it asks where it stands.
+    resp = await gw.client.get(f"/v1/uploads/{plan['id']}", headers=gw.auth())
+    assert resp.status == 200, await resp.text()
+    now = await resp.json()
+    assert now["status"] == "pending" and now["asset_id"] is None
+    assert [(p["number"], p["size"]) for p in now["uploaded"]] == [(1, first["size"])]
+    assert now["missing"] == list(range(2, whole + 2))
+    assert [p["number"] for p in now["parts"]] == list(range(1, whole + 2))
+    for part in now["parts"]:
+        if part["number"] in now["missing"]:
+            chunk = data[part["offset"] : part["offset"] + part["size"]]
+            assert (await put(part["url"], chunk)).status == 200
+    resp = await gw.complete(plan["id"])
+    assert resp.status == 201, await resp.text()
+    done = await (await gw.client.get(f"/v1/uploads/{plan['id']}", headers=gw.auth())).json()
+    assert done["status"] == "completed" and done["asset_id"] == plan["id"]
+    assert done["parts"] == [] and done["missing"] == []
+    async with gw.pool.acquire() as conn:
+        tenant = await tenants.authenticate(conn, gw.key)
+        stored = await tenants.get_asset(conn, uuid.UUID(plan["id"]), tenant.id)
+    assert await _stored(gw, stored.object_key, tmp_path) == data
+
+    other = await gw.plan(b"gone" * 4)
+    assert (await gw.abort(other["id"])).status == 204
+    gone = await (await gw.client.get(f"/v1/uploads/{other['id']}", headers=gw.auth())).json()
+    assert gone["status"] == "aborted" and gone["parts"] == []
+    async with gw.pool.acquire() as conn:
+        _, stranger = await tenants.create(conn, "tenant-c")
+    resp = await gw.client.get(f"/v1/uploads/{plan['id']}", headers=gw.auth(stranger))
+    assert resp.status == 404
 
 
 async def test_another_tenants_upload_is_not_found(gw: Gateway) -> None:

@@ -148,6 +148,34 @@ class DirectUploadView(msgspec.Struct, kw_only=True):
     abort_url: str
 
 
+class StoredPartView(msgspec.Struct, kw_only=True):
+    """A part the store holds: its number, size and ETag."""
+
+    number: int
+    size: int
+    etag: str
+
+
+class DirectUploadStatusView(msgspec.Struct, kw_only=True):
+    """``GET /v1/uploads/{id}``: where a direct upload stands. While it is ``pending`` it
+    comes with fresh part URLs (expiring with the upload) and the parts the store already
+    holds, so that an interrupted client PUTs only the ``missing`` ones and completes;
+    a ``completed`` upload names its asset (the same id)."""
+
+    id: str
+    name: str
+    size: int
+    status: str
+    expires_at: dt.datetime
+    part_size: int
+    parts: list[UploadPartTarget]
+    uploaded: list[StoredPartView]
+    missing: list[int]
+    asset_id: str | None
+    complete_url: str
+    abort_url: str
+
+
 class UploadedPart(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     number: int
     etag: str

@@ -585,6 +585,14 @@ async def complete_direct_upload(request: web.Request) -> web.Response:
     return json_response(_asset_view(asset), 201 if created else 200)
 
 
+async def direct_upload_status(request: web.Request) -> web.Response:
+    """Where a direct upload stands; a pending one with fresh part URLs, to resume."""
+    tenant = await authenticate(request)
+    upload_id = _parse_uuid(request.match_info["upload_id"], "upload")
+    view = await direct.status(request.app[POOL], request.app[STORE], tenant.id, upload_id)
+    return json_response(view)
+
+
 async def abort_direct_upload(request: web.Request) -> web.Response:
     """Give up a pending upload; its parts are removed from the store."""
     tenant = await authenticate(request)
@@ -838,6 +846,7 @@ def create_app(cfg: settings.Gateway) -> web.Application:
     r.add_post("/v1/webhooks/endpoints/{endpoint_id}/recover", recover_endpoint)
     r.add_post("/v1/uploads", upload)
     r.add_post("/v1/uploads/direct", start_direct_upload)
+    r.add_get("/v1/uploads/{upload_id}", direct_upload_status)
     r.add_post("/v1/uploads/{upload_id}/complete", complete_direct_upload)
     r.add_post("/v1/uploads/{upload_id}/abort", abort_direct_upload)
     r.add_get(fs.FILES_PREFIX + "{key:.+}", download)

@@ -81,10 +81,7 @@ async def start(
     except BaseException:
         await store.abort_multipart(key, store_upload_id)
         raise
-    parts = []
-    for i, size in enumerate(upload.part_sizes()):
-        url = store.presign_part(key, store_upload_id, i + 1, ttl=ttl, max_bytes=size)
-        parts.append(api.UploadPartTarget(number=i + 1, offset=i * part_size, size=size, url=url))
+    parts = _targets(store, upload, ttl)
     log.info(
         "direct_upload_started",
         upload_id=str(upload_id),
@@ -103,6 +100,56 @@ async def start(
         expires_at=upload.expires_at,
         complete_url=f"/v1/uploads/{upload_id}/complete",
         abort_url=f"/v1/uploads/{upload_id}/abort",
+    )
+
+
+def _targets(store: Store, upload: uploads.Upload, ttl: int) -> list[api.UploadPartTarget]:
+    """A URL for each part of ``upload``, valid for ``ttl`` seconds."""
+    return [
+        api.UploadPartTarget(
+            number=n,
+            offset=(n - 1) * upload.part_size,
+            size=size,
+            url=store.presign_part(
+                upload.object_key, upload.store_upload_id, n, ttl=ttl, max_bytes=size
+            ),
+        )
+        for n, size in enumerate(upload.part_sizes(), 1)
+    ]
+
+
+async def status(
+    pool: asyncpg.Pool, store: Store, tenant_id: uuid.UUID, upload_id: uuid.UUID
+) -> api.DirectUploadStatusView:
+    """Where the tenant's upload stands; while pending, with fresh part URLs and the parts
+    the store holds. Raises NotFound (no such upload of this tenant)."""
+    async with pool.acquire() as conn:
+        upload = await uploads.get(conn, upload_id, tenant_id)
+    state = upload.status
+    left = int((upload.expires_at - dt.datetime.now(dt.UTC)).total_seconds())
+    if state == uploads.Status.PENDING and left < 1:
+        state = uploads.Status.EXPIRED  # the sweep records it shortly
+    targets: list[api.UploadPartTarget] = []
+    stored: list[Part] = []
+    missing: list[int] = []
+    if state == uploads.Status.PENDING:
+        targets = _targets(store, upload, left)
+        held = await _stored_parts(store, upload)
+        stored = [held[n] for n in sorted(held)]
+        missing = [n for n in range(1, upload.part_count + 1) if n not in held]
+    return api.DirectUploadStatusView(
+        id=str(upload.id),
+        name=upload.name,
+        size=upload.size,
+        status=state.value,
+        expires_at=upload.expires_at,
+        part_size=upload.part_size,
+        parts=targets,
+        uploaded=[api.StoredPartView(number=p.number, size=p.size, etag=p.etag) for p in stored],
+        missing=missing,
+        asset_id=str(upload.id) if state == uploads.Status.COMPLETED else None,
+        complete_url=f"/v1/uploads/{upload.id}/complete",
+        abort_url=f"/v1/uploads/{upload.id}/abort",
     )
 
 

@@ -142,6 +142,15 @@ def document() -> dict[str, Any]:
                     api.DirectUploadRequest,
                 )
             },
+            "/v1/uploads/{upload_id}": {
+                "get": _op(
+                    "Where a direct upload stands: while pending, fresh part URLs and the "
+                    "parts the store holds (resume by PUTting the missing ones); when "
+                    "completed, its asset id",
+                    (200, api.DirectUploadStatusView),
+                    parameters=upload_id,
+                )
+            },
             "/v1/uploads/{upload_id}/complete": {
                 "post": {
                     **_op(
