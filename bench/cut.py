@@ -308,6 +308,8 @@ def _webm_args(dest: Path) -> list[str]:
         "8",
         "-row-mt",
         "1",
+        "-lag-in-frames",
+        "0",
         "-pix_fmt",
         "yuv420p",
         "-c:a",
