@@ -12,11 +12,12 @@ from typing import Any
 import aiohttp
 import asyncpg
 import msgspec
+import pytest
 import pytest_asyncio
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from rendermill.common import jobs, settings, sql, tenants
+from rendermill.common import errors, jobs, settings, sql, tenants
 from rendermill.common.queue.postgres import PostgresQueue
 from rendermill.common.schemas import JobStatus, Stage
 from rendermill.common.store import fs
@@ -570,3 +571,50 @@ async def test_sue_container_job_stores_embedded_media(api: Api) -> None:
         assert err["detail"] == {"path": "priority", "allowed": ["high", "normal", "low"]}
     async with api.pool.acquire() as conn:
         assert await conn.fetchval("SELECT count(*) FROM assets") == assets_before
+
+
+async def test_pages_of_allowed_origins_may_call_the_api_from_the_browser(api: Api) -> None:
+    # Without RENDERMILL_CORS_ORIGINS a browser gets no CORS grant at all.
+    resp = await api.client.get("/v1/jobs", headers={**api.auth(), "Origin": "http://x.test"})
+    assert resp.status == 200 and "Access-Control-Allow-Origin" not in resp.headers
+
+    app_origin = "http://localhost:3000"
+    cfg = msgspec.structs.replace(api.cfg, cors_origins=f"{app_origin}, https://app.example.com/")
+    async with TestClient(TestServer(create_app(cfg))) as client:
+        # The preflight a browser sends before a JSON POST with the API key.
+        resp = await client.options(
+            "/v1/jobs",
+            headers={
+                "Origin": app_origin,
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "authorization, content-type, idempotency-key",
+            },
+        )
+        assert resp.status == 200, await resp.text()
+        assert resp.headers["Access-Control-Allow-Origin"] == app_origin
+        allowed = resp.headers["Access-Control-Allow-Headers"].lower()
+        assert {"authorization", "content-type", "idempotency-key"} <= {
+            h.strip() for h in allowed.split(",")
+        }
+        assert "POST" in resp.headers["Access-Control-Allow-Methods"]
+
+        resp = await client.get("/v1/jobs", headers={**api.auth(), "Origin": app_origin})
+        assert resp.status == 200
+        assert resp.headers["Access-Control-Allow-Origin"] == app_origin
+        assert "X-Request-Id" in resp.headers["Access-Control-Expose-Headers"]
+        # The other listed origin (written with a trailing slash) is allowed too.
+        resp = await client.get(
+            "/v1/jobs", headers={**api.auth(), "Origin": "https://app.example.com"}
+        )
+        assert resp.headers["Access-Control-Allow-Origin"] == "https://app.example.com"
+
+        # Another site's page gets no grant: the browser withholds the answer.
+        resp = await client.options(
+            "/v1/jobs",
+            headers={"Origin": "https://evil.test", "Access-Control-Request-Method": "POST"},
+        )
+        assert resp.status == 403 and "Access-Control-Allow-Origin" not in resp.headers
+
+    bad = msgspec.structs.replace(api.cfg, cors_origins="localhost:3000")
+    with pytest.raises(errors.InvalidInput, match="is not an origin"):
+        create_app(bad)

@@ -8,6 +8,7 @@ the object is then passed down explicitly. Field ``foo_bar`` comes from
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Literal, TypeVar
@@ -17,6 +18,7 @@ import msgspec
 from rendermill.common import errors
 
 PREFIX = "RENDERMILL_"
+_ORIGIN = re.compile(r"https?://[^/\s:]+(:\d+)?")
 
 
 class Common(msgspec.Struct, frozen=True, kw_only=True):
@@ -83,6 +85,26 @@ class Gateway(Common, frozen=True, kw_only=True):
     # Webhook targets on loopback/private networks are refused unless this is set (local stacks).
     allow_private_webhooks: bool = False
     max_output_seconds: float = 3 * 3600
+    # Web origins (comma-separated, e.g. "https://app.example.com,http://localhost:3000",
+    # or "*") whose pages may call the API from the browser; empty: none (same origin or
+    # server-side callers only).
+    cors_origins: str = ""
+
+    def cors_origin_list(self) -> list[str]:
+        """``cors_origins`` as a list; raises InvalidInput for an entry that is not an
+        origin (scheme://host[:port], no path)."""
+        out = []
+        for raw in self.cors_origins.split(","):
+            origin = raw.strip().rstrip("/")
+            if not origin:
+                continue
+            if origin != "*" and not _ORIGIN.fullmatch(origin):
+                raise errors.InvalidInput(
+                    f"RENDERMILL_CORS_ORIGINS: {raw.strip()!r} is not an origin; write "
+                    "scheme://host[:port] such as https://app.example.com, or *"
+                )
+            out.append(origin)
+        return out
 
 
 class Scheduler(Common, frozen=True, kw_only=True):

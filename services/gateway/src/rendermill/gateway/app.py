@@ -14,6 +14,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, cast
 
+import aiohttp_cors
 import asyncpg
 import msgspec
 from aiohttp import WSMsgType, web
@@ -857,4 +858,33 @@ def create_app(cfg: settings.Gateway) -> web.Application:
     r.add_get("/readyz", readyz)
     r.add_get("/metrics", metrics)
     r.add_get("/openapi.json", openapi_doc)
+    _allow_origins(app, cfg.cors_origin_list())
     return app
+
+
+# What a page of an allowed origin may send and read: the API key, JSON and upload
+# headers; the request id, part ETags (direct uploads) and download ranges.
+_CORS = aiohttp_cors.ResourceOptions(  # type: ignore[no-untyped-call]  # its __new__ is unannotated
+    allow_credentials=False,
+    allow_headers=(
+        "Authorization",
+        "Content-Type",
+        "Idempotency-Key",
+        "Last-Event-ID",
+        "X-Filename",
+        "X-Request-Id",
+        "Range",
+    ),
+    expose_headers=("ETag", "X-Request-Id", "Content-Range", "Content-Disposition"),
+    max_age=600,
+)
+
+
+def _allow_origins(app: web.Application, origins: list[str]) -> None:
+    """Let pages of ``origins`` call every route from the browser (preflight included):
+    the editor's own web app calling the API, or PUTting parts to the gateway's URLs."""
+    if not origins:
+        return
+    cors = aiohttp_cors.setup(app, defaults=dict.fromkeys(origins, _CORS))
+    for route in list(app.router.routes()):
+        cors.add(route)
