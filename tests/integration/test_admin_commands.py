@@ -55,7 +55,7 @@ async def test_tenants_and_keys_from_creation_to_revocation(
     rc, out, _ = await _gateway(db_url, "tenants", "list")
     assert rc == 0
     row = next(line for line in out.splitlines() if line.startswith(tenant_id))
-    assert row.split()[3] == "2" and row.endswith("Acme Video")
+    assert row.split()[3:5] == ["2", "high"] and row.endswith("Acme Video")
 
     rc, out, _ = await _gateway(db_url, "keys", "list", tenant_id)
     assert rc == 0
@@ -90,3 +90,19 @@ async def test_mistakes_name_what_is_wrong(db_url: str) -> None:
 async def test_migrate_in_the_gateway_image_applies_nothing_twice(db_url: str) -> None:
     rc, out, err = await _gateway(db_url, "migrate")
     assert rc == 0 and out.strip() == "applied 0 migration(s)", err
+
+
+async def test_a_tenants_highest_tier_is_set_at_creation_and_changed_later(
+    pool: asyncpg.Pool, db_url: str
+) -> None:
+    rc, out, err = await _gateway(db_url, "tenants", "create", "batch", "--max-tier", "low")
+    assert rc == 0 and _field(out, "max tier") == "low", err
+    tenant_id = _field(out, "tenant")
+    async with pool.acquire() as conn:
+        assert (await tenants.get(conn, uuid.UUID(tenant_id))).max_tier.value == "low"
+    rc, out, err = await _gateway(db_url, "tenants", "set-max-tier", tenant_id, "normal")
+    assert rc == 0 and out.strip().endswith("new jobs up to normal"), err
+    async with pool.acquire() as conn:
+        assert (await tenants.get(conn, uuid.UUID(tenant_id))).max_priority == 0
+    rc, _, err = await _gateway(db_url, "tenants", "set-max-tier", tenant_id, "urgent")
+    assert rc == 2 and "invalid choice: 'urgent'" in err

@@ -17,7 +17,7 @@ import pytest_asyncio
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from rendermill.common import errors, jobs, settings, sql, tenants
+from rendermill.common import errors, jobs, schemas, settings, sql, tenants
 from rendermill.common.queue.postgres import PostgresQueue
 from rendermill.common.schemas import JobStatus, Stage
 from rendermill.common.store import fs
@@ -618,3 +618,28 @@ async def test_pages_of_allowed_origins_may_call_the_api_from_the_browser(api: A
     bad = msgspec.structs.replace(api.cfg, cors_origins="localhost:3000")
     with pytest.raises(errors.InvalidInput, match="is not an origin"):
         create_app(bad)
+
+
+async def test_a_tenant_capped_below_high_cannot_jump_the_queue(api: Api) -> None:
+    async with api.pool.acquire() as conn:
+        tenant = await tenants.authenticate(conn, api.key)
+        await tenants.set_max_tier(conn, tenant.id, schemas.Tier.NORMAL)
+    project = {
+        "tracks": [
+            {
+                "controllerName": "video",
+                "url": "https://media.test/a.mp4",
+                "actions": [{"start": 0, "end": 1}],
+            }
+        ]
+    }
+    resp = await api.submit({"project": project, "priority": "high"})
+    assert resp.status == 403, await resp.text()
+    error = (await resp.json())["error"]
+    assert error["code"] == "forbidden" and "highest tier, 'normal'" in error["message"]
+    assert error["detail"] == {"path": "priority", "max": "normal"}
+    resp = await api.submit({"project": project, "priority": 5})  # an old integer: high
+    assert resp.status == 403
+    resp = await api.submit({"project": project, "priority": "normal"})
+    assert resp.status == 202, await resp.text()
+    assert (await resp.json())["priority"] == "normal"

@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, TextIO
 
-from rendermill.common import errors, settings
+from rendermill.common import errors, schemas, settings
 
 if TYPE_CHECKING:  # the database modules load only when a command runs (CLI start-up)
     import asyncpg
@@ -27,13 +27,26 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     m.set_defaults(admin=_migrate)
 
     t = sub.add_parser("tenants", help="create and list tenants")
-    tsub = t.add_subparsers(dest="tenants_command", required=True, metavar="{create,list}")
+    tsub = t.add_subparsers(
+        dest="tenants_command", required=True, metavar="{create,list,set-max-tier}"
+    )
+    tiers = [t.value for t in schemas.Tier]
     c = tsub.add_parser("create", help="create a tenant with its first API key")
     c.add_argument("name", help="a name to recognise the tenant by (not unique)")
+    c.add_argument(
+        "--max-tier",
+        choices=tiers,
+        default=schemas.Tier.HIGH.value,
+        help="the highest priority its jobs may ask for (default: %(default)s)",
+    )
     c.set_defaults(admin=_create_tenant)
     tsub.add_parser("list", help="every tenant with its number of usable keys").set_defaults(
         admin=_list_tenants
     )
+    m = tsub.add_parser("set-max-tier", help="cap the priority a tenant's new jobs may ask for")
+    m.add_argument("tenant_id")
+    m.add_argument("tier", choices=tiers)
+    m.set_defaults(admin=_set_max_tier)
 
     k = sub.add_parser("keys", help="issue, list and revoke a tenant's API keys")
     ksub = k.add_subparsers(dest="keys_command", required=True, metavar="{create,list,revoke}")
@@ -91,11 +104,25 @@ async def _create_tenant(conn: asyncpg.Connection, args: argparse.Namespace, out
     name = args.name.strip()
     if not name:
         raise errors.InvalidInput("the tenant's name is empty")
-    tenant, key = await tenants.create(conn, name)
+    tier = schemas.Tier(args.max_tier)
+    async with conn.transaction():
+        tenant, key = await tenants.create(conn, name)
+        if tier != tenant.max_tier:
+            tenant = await tenants.set_max_tier(conn, tenant.id, tier)
     print(f"tenant:         {tenant.id} ({tenant.name})", file=out)
     print(f"API key:        {key}", file=out)
     print(f"webhook secret: {tenant.webhook_secret}", file=out)
+    print(f"max tier:       {tenant.max_tier.value}", file=out)
     print("The key is shown only now: store it (the database keeps a digest).", file=out)
+
+
+async def _set_max_tier(conn: asyncpg.Connection, args: argparse.Namespace, out: TextIO) -> None:
+    from rendermill.common import tenants
+
+    tenant = await tenants.set_max_tier(
+        conn, _uuid(args.tenant_id, "tenant id"), schemas.Tier(args.tier)
+    )
+    print(f"tenant {tenant.id} ({tenant.name}): new jobs up to {tenant.max_tier.value}", file=out)
 
 
 async def _list_tenants(conn: asyncpg.Connection, _args: argparse.Namespace, out: TextIO) -> None:
@@ -105,10 +132,11 @@ async def _list_tenants(conn: asyncpg.Connection, _args: argparse.Namespace, out
     if not rows:
         print("no tenants: `tenants create NAME` makes one", file=out)
         return
-    print(f"{'id':36}  {'created':19}  {'keys':>4}  name", file=out)
+    print(f"{'id':36}  {'created':19}  {'keys':>4}  {'max tier':8}  name", file=out)
     for t in rows:
         created = t.created_at.strftime("%Y-%m-%d %H:%M:%S")
-        print(f"{t.id}  {created}  {t.active_keys:>4}  {t.name}", file=out)
+        top = schemas.Tier.from_rank(t.max_priority).value
+        print(f"{t.id}  {created}  {t.active_keys:>4}  {top:8}  {t.name}", file=out)
 
 
 async def _create_key(conn: asyncpg.Connection, args: argparse.Namespace, out: TextIO) -> None:

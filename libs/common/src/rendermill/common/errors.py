@@ -62,6 +62,13 @@ class Unauthorized(RendermillError):
     http_status = 401
 
 
+class Forbidden(RendermillError):
+    """The caller is known but may not do this."""
+
+    code = "forbidden"
+    http_status = 403
+
+
 class NotFound(RendermillError):
     code = "not_found"
     http_status = 404

@@ -10,7 +10,7 @@ import uuid
 
 import msgspec
 
-from rendermill.common import db, errors, sql
+from rendermill.common import db, errors, schemas, sql
 
 Q = sql.queries("tenants")
 KEY_PREFIX = "rmk_"
@@ -21,6 +21,12 @@ class Tenant(msgspec.Struct, frozen=True, kw_only=True):
     name: str
     webhook_secret: str
     created_at: dt.datetime
+    # The highest tier its jobs may ask for, as stored (schemas.Tier.rank).
+    max_priority: int = 1
+
+    @property
+    def max_tier(self) -> schemas.Tier:
+        return schemas.Tier.from_rank(self.max_priority)
 
 
 class Asset(msgspec.Struct, frozen=True, kw_only=True):
@@ -39,6 +45,7 @@ class TenantSummary(msgspec.Struct, frozen=True, kw_only=True):
     name: str
     created_at: dt.datetime
     active_keys: int
+    max_priority: int
 
 
 class ApiKey(msgspec.Struct, frozen=True, kw_only=True):
@@ -87,6 +94,15 @@ async def authenticate(conn: db.Conn, key: str) -> Tenant:
 
 async def get(conn: db.Conn, tenant_id: uuid.UUID) -> Tenant:
     row = await conn.fetchrow(Q.get_tenant, tenant_id)
+    if row is None:
+        raise errors.NotFound(f"tenant {tenant_id} not found")
+    return msgspec.convert(dict(row), Tenant, strict=False)
+
+
+async def set_max_tier(conn: db.Conn, tenant_id: uuid.UUID, tier: schemas.Tier) -> Tenant:
+    """Cap the tiers ``tenant_id``'s new jobs may ask for (jobs already queued keep theirs);
+    raises errors.NotFound."""
+    row = await conn.fetchrow(Q.set_max_priority, tenant_id, tier.rank)
     if row is None:
         raise errors.NotFound(f"tenant {tenant_id} not found")
     return msgspec.convert(dict(row), Tenant, strict=False)

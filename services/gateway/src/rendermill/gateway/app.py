@@ -204,6 +204,13 @@ async def submit(
     problems = list(parse.unresolved(project, req.media))
     req.output.size()  # raises InvalidInput naming output.resolution
     tier = schemas.parse_priority(req.priority)
+    if tier.rank > tenant.max_priority:
+        top = tenant.max_tier.value
+        raise errors.Forbidden(
+            f"priority: {tier.value!r} is above this tenant's highest tier, {top!r}: submit "
+            f"at {top!r} or lower (an operator raises it with `tenants set-max-tier`)",
+            detail={"path": "priority", "max": top},
+        )
     frames = project.frame_count(req.output.fps)
     if frames == 0:
         problems.append(

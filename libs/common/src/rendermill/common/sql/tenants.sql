@@ -19,7 +19,7 @@ VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING *;
 SELECT * FROM assets WHERE id = $1 AND tenant_id = $2;
 
 -- name: list_tenants
-SELECT t.id, t.name, t.created_at,
+SELECT t.id, t.name, t.created_at, t.max_priority,
        count(k.id) FILTER (WHERE k.revoked_at IS NULL) AS active_keys
 FROM tenants t LEFT JOIN api_keys k ON k.tenant_id = t.id
 GROUP BY t.id ORDER BY t.created_at, t.id;
@@ -34,3 +34,6 @@ WHERE id = $1 AND revoked_at IS NULL RETURNING id;
 
 -- name: get_key
 SELECT id, tenant_id, prefix, created_at, revoked_at FROM api_keys WHERE id = $1;
+
+-- name: set_max_priority
+UPDATE tenants SET max_priority = $2 WHERE id = $1 RETURNING *;
