@@ -64,3 +64,51 @@ def test_renumber_picks_ids_the_others_do_not_use() -> None:
     assert renumbering.sps == {0: 15} and renumbering.pps == {0: 16}
     assert used_sps == {0, 15} and used_pps == {0, 15, 16}
     assert h264.pps_id(renumbering.unit(PPS)) == 16
+
+
+def _sei(*messages: tuple[int, bytes]) -> bytes:
+    """An SEI unit of (payloadType, payload) messages, emulation prevention added."""
+    rbsp = b""
+    for kind, payload in messages:
+        rbsp += bytes([kind]) + b"\xff" * (len(payload) // 255) + bytes([len(payload) % 255])
+        rbsp += payload
+    bits = "".join(f"{b:08b}" for b in rbsp)
+    return _nal(0x06, bits)
+
+
+def _bits_to_bytes(bits: str) -> bytes:
+    bits += "1" + "0" * (-(len(bits) + 1) % 8)  # payload alignment: a one, then zeros
+    return int(bits, 2).to_bytes(len(bits) // 8, "big")
+
+
+# A buffering period for SPS 0 (ue "1"): initial_cpb_removal_delay and its offset (24 bits
+# each here) with zero bytes among them, so that emulation prevention comes into play.
+BUFFERING = _bits_to_bytes("1" + "0" * 24 + "000000000000000000000001")
+# A user-data message (type 5) that must come through untouched, longer than 255 bytes.
+USER_DATA = bytes(range(16)) + b"\x00\x00\x01" * 90
+
+
+def test_a_buffering_period_names_its_sps_by_the_new_id() -> None:
+    sei = _sei((5, USER_DATA), (0, BUFFERING))
+    assert b"\x00\x00\x03" in sei  # the unit needs emulation prevention
+    renumbered = h264.Renumbering(sps={0: 15}, pps={}).unit(sei)
+    assert renumbered != sei
+    # SPS 15's code is a byte longer: the message grew by one byte, its size with it.
+    assert len(renumbered) >= len(sei) + 1
+    back = h264.Renumbering(sps={15: 0}, pps={}).unit(renumbered)
+    assert back == sei
+    # A source whose SPS keeps its id is left as it is, byte for byte.
+    assert h264.Renumbering(sps={0: 0}, pps={}).unit(sei) is sei
+
+
+def test_a_buffering_period_id_of_the_same_length_is_rewritten_in_place() -> None:
+    payload = _bits_to_bytes("011" + "0" * 30)  # SPS 2 (ue "011"), then the delays
+    sei = _sei((0, payload))
+    renumbered = h264.Renumbering(sps={2: 1}, pps={}).unit(sei)
+    assert len(renumbered) == len(sei)
+    assert h264.Renumbering(sps={1: 2}, pps={}).unit(renumbered) == sei
+
+
+def test_an_sei_unit_that_does_not_parse_is_left_alone() -> None:
+    truncated = _sei((0, BUFFERING))[:-3]
+    assert h264.Renumbering(sps={0: 15}, pps={}).unit(truncated) == truncated

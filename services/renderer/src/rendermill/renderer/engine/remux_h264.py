@@ -18,6 +18,7 @@ from collections.abc import Sequence
 
 NAL_SLICE = 1
 NAL_IDR = 5
+NAL_SEI = 6
 NAL_SPS = 7
 NAL_PPS = 8
 NAL_AUD = 9
@@ -281,9 +282,83 @@ class Renumbering:
                 reader.ue()  # first_mb_in_slice
                 reader.ue()  # slice_type
                 return rewrite_ue(nal, 0, [None, None, self.pps[reader.ue()]])
+            if kind == NAL_SEI:
+                return self._sei(nal)
         except KeyError as exc:
             raise BitstreamError(f"a unit names parameter set id {exc} the source lacks") from exc
         return nal
+
+    def _sei(self, nal: bytes) -> bytes:
+        """An SEI unit whose buffering-period messages name their SPS's new id (HRD
+        checkers read it); the other messages unchanged. A unit that does not parse is
+        left as it is: decoders ignore buffering periods."""
+        rbsp = nal[1:].replace(b"\x00\x00\x03", b"\x00\x00")
+        out = bytearray()
+        pos, changed = 0, False
+        try:
+            while pos < len(rbsp) and rbsp[pos:] != b"\x80":  # more_rbsp_data()
+                kind, pos = _sei_number(rbsp, pos)
+                size, pos = _sei_number(rbsp, pos)
+                payload = rbsp[pos : pos + size]
+                if len(payload) < size:
+                    raise BitstreamError("SEI message ends early")
+                pos += size
+                if kind == _BUFFERING_PERIOD:
+                    new = _first_ue_replaced(payload, self.sps[_first_ue(payload)])
+                    changed = changed or new != payload
+                    payload = new
+                out += _sei_code(kind) + _sei_code(len(payload)) + payload
+        except (BitstreamError, KeyError):
+            return nal
+        if not changed:
+            return nal
+        return nal[:1] + _NEEDS_PREVENTION.sub(b"\x00\x00\x03", bytes(out + rbsp[pos:]))
+
+
+# SEI payloadType of a buffering period, whose first field is its SPS's id.
+_BUFFERING_PERIOD = 0
+
+
+def _sei_number(rbsp: bytes, pos: int) -> tuple[int, int]:
+    """An SEI payloadType or payloadSize at ``pos`` (0xFF bytes add 255 each), and where
+    it ends."""
+    value = 0
+    while pos < len(rbsp):
+        byte = rbsp[pos]
+        pos += 1
+        value += byte
+        if byte != 0xFF:
+            return value, pos
+    raise BitstreamError("SEI message ends early")
+
+
+def _sei_code(value: int) -> bytes:
+    return b"\xff" * (value // 255) + bytes([value % 255])
+
+
+def _first_ue(payload: bytes) -> int:
+    """The exp-Golomb number ``payload`` starts with."""
+    total = len(payload) * 8
+    bits = int.from_bytes(payload, "big")
+    zeros = 0
+    while zeros < min(total, 32) and not (bits >> (total - 1 - zeros)) & 1:
+        zeros += 1
+    length = 2 * zeros + 1
+    if zeros > 31 or length > total:
+        raise BitstreamError("bad exp-Golomb code")
+    return ((bits >> (total - length)) & ((1 << length) - 1)) - 1
+
+
+def _first_ue_replaced(payload: bytes, new: int) -> bytes:
+    """``payload`` starting with ``new`` instead of its first exp-Golomb number, whose
+    code must be as long or a whole number of bytes longer or shorter."""
+    old_length = _ue_length(_first_ue(payload))
+    new_length = _ue_length(new)
+    if (new_length - old_length) % 8:
+        raise BitstreamError(f"id {_first_ue(payload)} cannot become {new} without realignment")
+    rest = len(payload) * 8 - old_length
+    bits = int.from_bytes(payload, "big") & ((1 << rest) - 1)
+    return (((new + 1) << rest) | bits).to_bytes((new_length + rest) // 8, "big")
 
 
 def renumber(
