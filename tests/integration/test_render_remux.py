@@ -245,6 +245,28 @@ def test_sources_with_other_parameter_sets_are_renumbered(
     assert [remux_h264.rewrite_ue(p, 0, old_ids) for p in renumbered] == [original]
 
 
+def test_sources_of_nesting_profiles_are_copied_into_one_high_profile_stream(
+    run: Remux, media: dict[str, Path], tmp_path: Path
+) -> None:
+    # A High profile clip (B-frames, CABAC) between two cuts of a Constrained Baseline one.
+    proj = project(
+        track("plain_a", clip(0.0, 1.0), clip(2.0, 3.0, trim_start=2.0)),
+        track("a", clip(1.0, 2.0, trim_start=0.5)),
+    )
+    sources = {"plain_a": media["plain_a"], "a": media["a"]}
+    result, dest = run(proj, sources)
+    assert result is not None and result.copied
+    out = Decoded(dest)
+    assert out.messages == []
+    assert out.counters == expected_counters(proj) == compose(proj, sources, tmp_path).counters
+    # Both sources' own SPSs, the record declaring High and listing High's SPS first.
+    assert remux_h264.parse_sps(out.avcc.sps[0]).profile == 100
+    assert {remux_h264.parse_sps(s).profile for s in out.avcc.sps} >= {66, 100}
+    with av.open(str(dest)) as container:
+        extradata = container.streams.video[0].codec_context.extradata or b""
+    assert extradata[1] == 100  # AVCProfileIndication
+
+
 def test_layers_under_the_visible_clip_do_not_matter(run: Remux, media: dict[str, Path]) -> None:
     proj = project(
         track("png", clip(0.0, 2.0), controller=model.Controller.IMAGE),
@@ -337,7 +359,6 @@ ABOVE = model.Controller.IMAGE
         ([track("a", clip(0, 1)), track("mpeg4", clip(1, 2))], OUT, "codec mpeg4"),
         ([track("a", clip(0, 1)), track("vp9", clip(1, 2))], OUT, "matroska,webm"),
         ([track("untagged", clip(0, 1))], OUT, "untagged SD"),
-        ([track("a", clip(0, 1)), track("plain_a", clip(1, 2))], OUT, "different H.264 profiles"),
         ([track("a", clip(0, 1, playback_rate=2.0))], OUT, "playback rate"),
         ([track("a", clip(0, 1, freeze=0.5))], OUT, "freeze"),
         ([track("a", clip(0, 5))], OUT, "past its media's end"),

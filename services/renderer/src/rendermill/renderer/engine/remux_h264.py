@@ -25,6 +25,8 @@ NAL_AUD = 9
 
 # Profiles whose avcC carries chroma format and bit depths after the parameter sets.
 _HIGH_PROFILES = frozenset({100, 110, 122, 144})
+# Baseline, Main, High: which of the nesting profiles includes which.
+_PROFILE_ORDER = {66: 1, 77: 2, 100: 3}
 # Profiles whose SPS has chroma_format_idc, bit depths and scaling lists.
 _EXTENDED_SPS_PROFILES = frozenset({100, 110, 122, 244, 44, 83, 86, 118, 128, 138, 139, 134, 135})
 _START_CODE = re.compile(b"\x00\x00\x01")
@@ -417,25 +419,28 @@ def parse_avcc(data: bytes) -> AvcConfig:
 def build_avcc(sps: list[bytes], pps: list[bytes]) -> bytes:
     """An avcC record with 4-byte NAL lengths holding every one of ``sps`` and ``pps``.
 
-    The profile is the first SPS's (the sources'; the caller keeps the others within
-    it), the level the highest of all, the compatibility byte the constraint flags that
-    every SPS sets.
+    The profile is the highest of the SPSs' (the caller keeps to profiles that nest:
+    Constrained Baseline, Main, High), the level the highest of all, the compatibility
+    byte the constraint flags that every SPS sets.
     """
+    # The highest profile's SPS first: readers that take the stream's profile from the
+    # first one (FFmpeg's demuxer, players setting up a decoder) see the one to expect.
+    sps = sorted(sps, key=lambda s: -_PROFILE_ORDER.get(parse_sps(s).profile, 0))
     parsed = [parse_sps(s) for s in sps]
-    first = parsed[0]
+    top = parsed[0]
     compat = 0xFF
     for p in parsed:
         compat &= p.constraints
     level = max(p.level for p in parsed)
-    out = bytearray([1, first.profile, compat, level, 0xFC | 3, 0xE0 | len(sps)])
+    out = bytearray([1, top.profile, compat, level, 0xFC | 3, 0xE0 | len(sps)])
     for unit in sps:
         out += len(unit).to_bytes(2, "big") + unit
     out.append(len(pps))
     for unit in pps:
         out += len(unit).to_bytes(2, "big") + unit
-    if first.profile in _HIGH_PROFILES:
-        out.append(0xFC | first.chroma_format)
-        out.append(0xF8 | (first.bit_depth_luma - 8))
-        out.append(0xF8 | (first.bit_depth_chroma - 8))
+    if top.profile in _HIGH_PROFILES:
+        out.append(0xFC | top.chroma_format)
+        out.append(0xF8 | (top.bit_depth_luma - 8))
+        out.append(0xF8 | (top.bit_depth_chroma - 8))
         out.append(0)  # no SPS extensions
     return bytes(out)

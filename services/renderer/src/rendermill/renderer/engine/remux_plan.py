@@ -26,6 +26,9 @@ from rendermill.renderer.engine.remux_source import Header, Ineligible, Reader, 
 
 # Output formats with a copy path, and the picture codec each copies.
 FORMATS = {"mp4": "h264", "mov": "h264", "webm": "vp9"}
+# H.264 profiles that nest, lowest first: a stream of any is decoded by a decoder of a
+# later one, so sources of several can be copied into one stream declared as the highest.
+NESTED_PROFILES = ("Constrained Baseline", "Main", "High")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -103,6 +106,12 @@ class Plan:
         assert self.template.header is not None
         return self.template.header
 
+    @property
+    def profile(self) -> str:
+        """The H.264 profile every copied source fits in: the highest of theirs."""
+        shown = {p.reader.header.profile for p in self.pieces if p.reader.header is not None}
+        return max((p for p in shown if p is not None), key=NESTED_PROFILES.index, default="High")
+
 
 def plan(
     project: model.Project,
@@ -136,9 +145,11 @@ def plan(
     intervals = _intervals(project, layers, output, size, total)
     shown = list({id(iv.reader): iv.reader for iv in intervals}.values())
     first = _header(shown[0])
-    for reader in shown[1:]:
-        if _header(reader).profile != first.profile:
-            raise Ineligible("the sources have different H.264 profiles")
+    profiles = {_header(reader).profile for reader in shown}
+    if len(profiles) > 1 and not profiles <= set(NESTED_PROFILES):
+        # Constrained Baseline, Main and High nest (a High decoder plays the others); a
+        # plain Baseline stream may use tools Main lacks.
+        raise Ineligible(f"the sources' H.264 profiles do not nest: {sorted(map(str, profiles))}")
     # VP9 keyframes carry everything a decoder needs; H.264 slices name parameter sets.
     sets = _parameter_sets(shown) if first.config is not None else {}
 

@@ -272,7 +272,7 @@ class _Reencoder:
         self._options = {
             "preset": preset,
             "crf": crf,
-            "profile": _X264_PROFILES[header.profile or "High"],
+            "profile": _X264_PROFILES[plan.profile],
             "level": str(max(h264.parse_sps(s).level for s in plan.sps)),
             # No B-frames: pieces are short, and without reordering they need no decode
             # delay. sps-id numbers its SPS and PPS apart from the sources' ones.
