@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import sys
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aioboto3
@@ -53,6 +54,31 @@ async def _queued_job(
     return job
 
 
+@contextlib.asynccontextmanager
+async def _running(scheduler: Scheduler) -> AsyncIterator[lifecycle.Supervisor]:
+    """``scheduler`` running under a supervisor for the block, then stopped in order."""
+    stop = asyncio.Event()
+    async with lifecycle.supervised(stop, grace=5) as sup:
+        runner = asyncio.create_task(scheduler.run(stop, sup))
+        try:
+            yield sup
+        finally:
+            stop.set()
+            with contextlib.suppress(asyncio.CancelledError):
+                await runner
+
+
+async def _final(pool: asyncpg.Pool, job_id: uuid.UUID, seconds: float = 30.0) -> jobs.Job:
+    """The job once it reached a terminal state (polled)."""
+    async with asyncio.timeout(seconds):
+        while True:
+            async with pool.acquire() as conn:
+                job = await jobs.get(conn, job_id)
+            if job.status.terminal:
+                return job
+            await asyncio.sleep(0.1)
+
+
 async def _run_until_final(pool: asyncpg.Pool, launcher: LocalLauncher, db_url: str) -> jobs.Job:
     cfg = settings.load(
         settings.Scheduler,
@@ -61,22 +87,9 @@ async def _run_until_final(pool: asyncpg.Pool, launcher: LocalLauncher, db_url: 
     )
     queue = PostgresQueue(pool)
     job = await _queued_job(pool, queue, cfg.max_attempts)
-    stop = asyncio.Event()
     scheduler = Scheduler(cfg, pool, queue, launcher, db_url)
-    async with lifecycle.supervised(stop, grace=5) as sup:
-        runner = asyncio.create_task(scheduler.run(stop, sup))
-        try:
-            async with asyncio.timeout(30):
-                while True:
-                    async with pool.acquire() as conn:
-                        current = await jobs.get(conn, job.id)
-                    if current.status.terminal:
-                        break
-                    await asyncio.sleep(0.1)
-        finally:
-            stop.set()
-            with contextlib.suppress(asyncio.CancelledError):
-                await runner
+    async with _running(scheduler):
+        current = await _final(pool, job.id)
     return current
 
 
@@ -152,38 +165,31 @@ async def test_cancel_stops_the_running_render_and_is_not_retried(
     job = await _queued_job(pool, queue, cfg.max_attempts)
     # A render that would take a minute.
     launcher = LocalLauncher((sys.executable, "-c", "import time; time.sleep(60)"))
-    stop = asyncio.Event()
     scheduler = Scheduler(cfg, pool, queue, launcher, db_url)
-    async with lifecycle.supervised(stop, grace=5) as sup:
-        runner = asyncio.create_task(scheduler.run(stop, sup))
-        try:
-            async with asyncio.timeout(30):
-                while True:
-                    async with pool.acquire() as conn:
-                        attempt = await jobs.get_attempt(conn, job.id, 1)
-                    if attempt is not None and attempt.task_id:
-                        break
-                    await asyncio.sleep(0.1)
+    async with _running(scheduler):
+        async with asyncio.timeout(30):
+            while True:
                 async with pool.acquire() as conn:
-                    await jobs.finish(
-                        conn,
-                        job.id,
-                        JobStatus.CANCELED,
-                        expect=(JobStatus.RUNNING,),
-                        message="canceled by the client",
-                    )
-                canceled_at = asyncio.get_running_loop().time()
-                while True:
-                    async with pool.acquire() as conn:
-                        attempt = await jobs.get_attempt(conn, job.id, 1)
-                    if attempt is not None and attempt.finished_at is not None:
-                        break
-                    await asyncio.sleep(0.1)
-            took = asyncio.get_running_loop().time() - canceled_at
-        finally:
-            stop.set()
-            with contextlib.suppress(asyncio.CancelledError):
-                await runner
+                    attempt = await jobs.get_attempt(conn, job.id, 1)
+                if attempt is not None and attempt.task_id:
+                    break
+                await asyncio.sleep(0.1)
+            async with pool.acquire() as conn:
+                await jobs.finish(
+                    conn,
+                    job.id,
+                    JobStatus.CANCELED,
+                    expect=(JobStatus.RUNNING,),
+                    message="canceled by the client",
+                )
+            canceled_at = asyncio.get_running_loop().time()
+            while True:
+                async with pool.acquire() as conn:
+                    attempt = await jobs.get_attempt(conn, job.id, 1)
+                if attempt is not None and attempt.finished_at is not None:
+                    break
+                await asyncio.sleep(0.1)
+        took = asyncio.get_running_loop().time() - canceled_at
     # Within the cancel poll and the stop's grace, not after the minute.
     assert took < 10
     async with pool.acquire() as conn:
@@ -218,19 +224,12 @@ async def test_tenant_cap_holds_a_tenants_second_job_while_another_tenant_runs(
         f"pathlib.Path({str(tmp_path)!r}, job).write_text(f'{{start}} {{time.time()}}')\n"
     )
     scheduler = Scheduler(cfg, pool, queue, LocalLauncher((sys.executable, "-c", script)), db_url)
-    stop = asyncio.Event()
-    async with lifecycle.supervised(stop, grace=5) as sup:
-        runner = asyncio.create_task(scheduler.run(stop, sup))
-        try:
-            async with asyncio.timeout(40):
-                while True:
-                    if len(list(tmp_path.iterdir())) == 3:
-                        break
-                    await asyncio.sleep(0.1)
-        finally:
-            stop.set()
-            with contextlib.suppress(asyncio.CancelledError):
-                await runner
+    async with _running(scheduler):
+        async with asyncio.timeout(40):
+            while True:
+                if len(list(tmp_path.iterdir())) == 3:
+                    break
+                await asyncio.sleep(0.1)
     ran = {
         job: tuple(map(float, (tmp_path / str(job)).read_text().split()))
         for job in (a1.id, a2.id, b1.id)
@@ -330,7 +329,6 @@ async def test_retry_and_tenant_deferral_keep_the_tier(pool: asyncpg.Pool, db_ur
         "time.sleep(30)\n"
     )
     scheduler = Scheduler(cfg, pool, queue, LocalLauncher((sys.executable, "-c", script)), db_url)
-    stop = asyncio.Event()
 
     async def messages(*job_ids: uuid.UUID) -> list[asyncpg.Record]:
         return list(
@@ -341,24 +339,18 @@ async def test_retry_and_tenant_deferral_keep_the_tier(pool: asyncpg.Pool, db_ur
             )
         )
 
-    async with lifecycle.supervised(stop, grace=5) as sup:
-        runner = asyncio.create_task(scheduler.run(stop, sup))
-        try:
-            async with asyncio.timeout(30):
-                while True:
-                    retry = [m for m in await messages(failing.id) if m["body"]["attempt"] == 2]
-                    deferred = [
-                        m
-                        for m in await messages(one.id, two.id)
-                        if m["created_at"] > first_queued_at[m["body"]["job_id"]]
-                    ]
-                    if retry and deferred:
-                        break
-                    await asyncio.sleep(0.1)
-        finally:
-            stop.set()
-            with contextlib.suppress(asyncio.CancelledError):
-                await runner
+    async with _running(scheduler):
+        async with asyncio.timeout(30):
+            while True:
+                retry = [m for m in await messages(failing.id) if m["body"]["attempt"] == 2]
+                deferred = [
+                    m
+                    for m in await messages(one.id, two.id)
+                    if m["created_at"] > first_queued_at[m["body"]["job_id"]]
+                ]
+                if retry and deferred:
+                    break
+                await asyncio.sleep(0.1)
     assert retry[0]["body"]["tier"] == "low" and retry[0]["priority"] == -1
     assert deferred[0]["body"]["tier"] == "high" and deferred[0]["priority"] == 1
     assert deferred[0]["queued_at"] == first_queued_at[deferred[0]["body"]["job_id"]]
@@ -384,22 +376,9 @@ async def test_restarted_scheduler_watches_the_heartbeat_of_a_process_it_cannot_
             "UPDATE job_attempts SET heartbeat_at = now() - interval '1 hour' WHERE job_id = $1",
             job.id,
         )
-    stop = asyncio.Event()
     scheduler = Scheduler(cfg, pool, queue, _exits(0, 0), db_url)
-    async with lifecycle.supervised(stop, grace=5) as sup:
-        runner = asyncio.create_task(scheduler.run(stop, sup))
-        try:
-            async with asyncio.timeout(30):
-                while True:
-                    async with pool.acquire() as conn:
-                        current = await jobs.get(conn, job.id)
-                    if current.status.terminal:
-                        break
-                    await asyncio.sleep(0.1)
-        finally:
-            stop.set()
-            with contextlib.suppress(asyncio.CancelledError):
-                await runner
+    async with _running(scheduler) as sup:
+        current = await _final(pool, job.id)
     assert sup.failed is None
     # The lost attempt counts as transient; the next one ran (and, as exit 0 with no
     # result, failed the job).
