@@ -15,7 +15,7 @@ import msgspec
 import pytest
 
 from rendermill.cli import synth
-from rendermill.common import db, errors, jobs, schemas, settings, tenants
+from rendermill.common import db, errors, jobs, launch, schemas, settings, tenants
 from rendermill.common.project import parse
 from rendermill.common.schemas import JobStatus
 from rendermill.common.store import fs, source_key
@@ -200,7 +200,7 @@ async def test_sigterm_mid_render_exits_transient_and_cleans_scratch(
             await asyncio.sleep(0.2)
     proc.send_signal(signal.SIGTERM)
     rc = await asyncio.wait_for(proc.wait(), timeout=30)
-    assert rc == service.EXIT_TRANSIENT
+    assert rc == launch.EXIT_TRANSIENT
     async with pool.acquire() as conn:
         assert (await jobs.get(conn, job.id)).status == JobStatus.RUNNING  # for the scheduler
     assert list((tmp_path / "scratch").iterdir()) == []
@@ -212,7 +212,7 @@ async def test_a_job_missing_from_the_database_says_which_database_to_check(
     """A renderer pointed at another database than the scheduler's finds no job: an
     infrastructure failure whose log line names the database (without credentials)."""
     cfg = _cfg(db_url, tmp_path, job_id=str(uuid.uuid4()), attempt=1)
-    assert await service.main(cfg) == service.EXIT_INFRA
+    assert await service.main(cfg) == launch.EXIT_INFRA
     out = capsys.readouterr().out
     assert "render_job_not_found" in out and "RENDERMILL_DATABASE_URL" in out
     assert "render_crashed" not in out

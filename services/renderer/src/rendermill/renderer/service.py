@@ -26,6 +26,14 @@ import structlog
 from rendermill.common import db, errors, jobs, lifecycle, netguard, schemas, settings, telemetry
 from rendermill.common import logging as rlog
 from rendermill.common import tenants as tenants_repo
+from rendermill.common.launch import (
+    EXIT_BAD_MEDIA,
+    EXIT_INFRA,
+    EXIT_INVALID_PROJECT,
+    EXIT_KILLED,
+    EXIT_OK,
+    EXIT_TRANSIENT,
+)
 from rendermill.common.project import model
 from rendermill.common.schemas import JobStatus, Stage
 from rendermill.common.store import Store, open_store, output_key
@@ -33,13 +41,6 @@ from rendermill.renderer import engine
 
 log = rlog.get(__name__)
 tracer = telemetry.tracer("rendermill.renderer")
-
-EXIT_OK = 0
-EXIT_INVALID_PROJECT = 2
-EXIT_BAD_MEDIA = 3
-EXIT_TRANSIENT = 75
-EXIT_OOM = 137
-EXIT_INFRA = 1
 
 CONTENT_TYPES = {
     "mp4": "video/mp4",
@@ -419,7 +420,7 @@ async def main(cfg: settings.Renderer) -> int:
             return EXIT_TRANSIENT
         except MemoryError:
             log.error("render_out_of_memory")
-            return EXIT_OOM
+            return EXIT_KILLED
         except (errors.RetryLater, OSError, asyncpg.PostgresError, TimeoutError) as exc:
             log.warning("render_transient_failure", error=repr(exc))
             return EXIT_TRANSIENT

@@ -26,7 +26,16 @@ from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 from rendermill.common import db, errors, jobs, lifecycle, schemas, settings, telemetry
 from rendermill.common import logging as rlog
-from rendermill.common.launch import EXIT_NOT_RUN, Launcher, open_launcher
+from rendermill.common.launch import (
+    EXIT_BAD_MEDIA,
+    EXIT_INVALID_PROJECT,
+    EXIT_KILLED,
+    EXIT_NOT_RUN,
+    EXIT_OK,
+    EXIT_TRANSIENT,
+    Launcher,
+    open_launcher,
+)
 from rendermill.common.queue import Queue, Received, open_queue
 from rendermill.common.schemas import JobStatus
 
@@ -63,16 +72,10 @@ REALTIME = Histogram(
     buckets=(0.25, 0.5, 1, 2, 4, 8, 16, 32, 64, 128),
 )
 
-# Exit codes of the renderer launch contract (DESIGN.md).
 # How often a running attempt's job is looked at for a cancel.
 CANCEL_POLL_SECONDS = 2.0
 # How soon (times 1 to 5) a job held back by its tenant's cap is looked at again.
 TENANT_RETRY_SECONDS = 2.0
-EXIT_OK = 0
-EXIT_INVALID_PROJECT = 2
-EXIT_BAD_MEDIA = 3
-EXIT_TRANSIENT = 75
-EXIT_KILLED = 137
 
 
 class Outcome(msgspec.Struct, frozen=True):

@@ -8,6 +8,17 @@ from typing import Protocol
 
 from rendermill.common import settings
 
+# Exit codes of the renderer launch contract (DESIGN.md), the same whatever the launcher.
+EXIT_OK = 0
+# Infrastructure: anything unforeseen (retried, then dead-lettered).
+EXIT_INFRA = 1
+# Permanent: the project cannot be rendered as written / a source is unreadable.
+EXIT_INVALID_PROJECT = 2
+EXIT_BAD_MEDIA = 3
+# Transient (EX_TEMPFAIL): retried with backoff.
+EXIT_TRANSIENT = 75
+# Killed, mostly for memory (SIGKILL's 128 + 9): retried with a larger size class.
+EXIT_KILLED = 137
 # The exit code a launcher reports for an attempt whose renderer never ran or whose end
 # went unrecorded: the task failed to start (an image that cannot be pulled, no network),
 # or disappeared. An infrastructure failure (retried, then dead-lettered); 125 as `docker

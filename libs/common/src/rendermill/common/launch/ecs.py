@@ -27,13 +27,10 @@ import botocore.exceptions
 import msgspec
 
 from rendermill.common import errors, logging, settings
-from rendermill.common.launch import EXIT_NOT_RUN, EXIT_STOPPED
+from rendermill.common.launch import EXIT_KILLED, EXIT_NOT_RUN, EXIT_STOPPED, EXIT_TRANSIENT
 
 log = logging.get(__name__)
 
-# Exit codes of the renderer launch contract (DESIGN.md) this launcher reports itself.
-EXIT_TRANSIENT = 75
-EXIT_KILLED = 137
 # ECS puts this in a container's reason when the kernel killed it for its memory limit:
 # "OutOfMemoryError: Container killed due to memory usage".
 OOM_MARK = "OutOfMemoryError"
