@@ -6,14 +6,14 @@ import asyncio
 import contextlib
 import sys
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 
 import aioboto3
 import asyncpg
 import pytest
 
-from rendermill.common import jobs, lifecycle, schemas, settings, tenants
+from rendermill.common import errors, jobs, lifecycle, schemas, settings, tenants
 from rendermill.common.launch.local import LocalLauncher
 from rendermill.common.queue import Queue, open_queue
 from rendermill.common.queue.postgres import PostgresQueue
@@ -384,3 +384,65 @@ async def test_restarted_scheduler_watches_the_heartbeat_of_a_process_it_cannot_
     # result, failed the job).
     assert await _attempts(pool, job.id) == [(1, 75, "transient"), (2, 0, "ok")]
     assert current.error is not None and current.error["code"] == "no_result"
+
+
+class _NoRoomAtFirst(LocalLauncher):
+    """A platform that has no capacity for the first ``refusals`` launches, as a Fargate
+    cluster answering RunTask with RESOURCE:FARGATE failures."""
+
+    def __init__(self, refusals: int, command: Sequence[str]) -> None:
+        super().__init__(command)
+        self.refusals = refusals
+
+    async def launch(
+        self, job_id: str, attempt: int, env: Mapping[str, str], *, size: int = 0
+    ) -> str:
+        if self.refusals > 0:
+            self.refusals -= 1
+            raise errors.RetryLater("RESOURCE:FARGATE (no capacity)")
+        return await super().launch(job_id, attempt, env, size=size)
+
+
+async def test_launches_refused_for_capacity_wait_without_using_up_attempts(
+    pool: asyncpg.Pool, db_url: str
+) -> None:
+    cfg = settings.load(
+        settings.Scheduler,
+        env={},
+        overrides={"retry_base_delay": 0.05, "poll_interval": 0.1, "max_attempts": 1},
+    )
+    queue = PostgresQueue(pool)
+    job = await _queued_job(pool, queue, cfg.max_attempts)
+    launcher = _NoRoomAtFirst(3, (sys.executable, "-c", "import sys; sys.exit(75)"))
+    async with _running(Scheduler(cfg, pool, queue, launcher, db_url)):
+        final = await _final(pool, job.id)
+    # Three refusals, then the one attempt the job has: it ran (and failed transiently,
+    # with no attempt left).
+    assert await _attempts(pool, job.id) == [
+        (1, 75, "no_capacity"),
+        (2, 75, "no_capacity"),
+        (3, 75, "no_capacity"),
+        (4, 75, "transient"),
+    ]
+    assert final.error is not None and final.error["code"] == "transient"
+    assert "gave up after 1 attempts" in final.error["message"]
+
+
+async def test_a_job_that_never_finds_capacity_fails_saying_so(
+    pool: asyncpg.Pool, db_url: str
+) -> None:
+    cfg = settings.load(
+        settings.Scheduler,
+        env={},
+        overrides={"retry_base_delay": 0.05, "poll_interval": 0.1, "launch_wait_seconds": 0.5},
+    )
+    queue = PostgresQueue(pool)
+    job = await _queued_job(pool, queue, cfg.max_attempts)
+    launcher = _NoRoomAtFirst(10_000, (sys.executable, "-c", "pass"))
+    async with _running(Scheduler(cfg, pool, queue, launcher, db_url)):
+        final = await _final(pool, job.id)
+    assert final.status == JobStatus.FAILED and final.error is not None
+    assert final.error["code"] == "no_capacity"
+    assert final.error["message"].startswith("no capacity to start the render in ")
+    attempts = await _attempts(pool, job.id)
+    assert len(attempts) >= 2 and {a[2] for a in attempts} == {"no_capacity"}

@@ -116,6 +116,9 @@ class Scheduler(Common, frozen=True, kw_only=True):
     poll_interval: float = 1.0
     max_attempts: int = 3
     retry_base_delay: float = 2.0
+    # How long a job may wait for its launcher to find room (launches refused for
+    # capacity, which do not count as attempts) before it fails.
+    launch_wait_seconds: float = 3600.0
     # Kill a render whose heartbeat is older than this.
     heartbeat_timeout: float = 120.0
     # On SIGTERM, running renders get this long to finish before they are stopped.

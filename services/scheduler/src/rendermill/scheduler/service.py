@@ -76,6 +76,11 @@ REALTIME = Histogram(
 CANCEL_POLL_SECONDS = 2.0
 # How soon (times 1 to 5) a job held back by its tenant's cap is looked at again.
 TENANT_RETRY_SECONDS = 2.0
+# The attempt reason of a launch the platform refused for want of capacity: no render ran,
+# so it does not count towards max_attempts. Such launches are tried again, backing off
+# up to CAPACITY_RETRY_MAX_SECONDS, for launch_wait_seconds.
+NO_CAPACITY = "no_capacity"
+CAPACITY_RETRY_MAX_SECONDS = 60.0
 
 
 class Outcome(msgspec.Struct, frozen=True):
@@ -211,14 +216,17 @@ class Scheduler:
                 env["TRACEPARENT"] = tp
             try:
                 task_id = await self.launcher.launch(str(job.id), msg.attempt, env, size=size)
+            except errors.RetryLater as exc:
+                bound.warning("launch_refused_no_capacity", error=str(exc))
+                await self._not_launched(job, msg.attempt, received, str(exc))
+                return
             except (OSError, errors.RendermillError) as exc:
-                # No capacity now is transient; anything else (a missing command, a
-                # setting or permission the platform refuses) is the infrastructure's.
-                transient = isinstance(exc, errors.RetryLater)
-                rc = EXIT_TRANSIENT if transient else EXIT_NOT_RUN
-                report = bound.warning if transient else bound.error
-                report("launch_failed", error=str(exc) or repr(exc), exit_code=rc)
-                await self._attempt_ended(job.id, msg.attempt, rc, job.max_attempts, received)
+                # A missing command, a setting or permission the platform refuses: the
+                # infrastructure's failure.
+                bound.error("launch_failed", error=str(exc) or repr(exc), exit_code=EXIT_NOT_RUN)
+                await self._attempt_ended(
+                    job.id, msg.attempt, EXIT_NOT_RUN, job.max_attempts, received
+                )
                 return
             LAUNCHES.labels(self.launcher.name, job.tier.value).inc()
             launched = time.monotonic()
@@ -370,6 +378,8 @@ class Scheduler:
                 conn, job_id, attempt, rc, "ok" if rc == 0 else outcome.reason
             )
             job = await jobs.get(conn, job_id)
+            # Launches refused for capacity ran nothing: they do not use up attempts.
+            ran = sum(1 for a in await jobs.list_attempts(conn, job_id) if a.reason != NO_CAPACITY)
             if job.status == JobStatus.CANCELED:
                 bound.info("attempt_canceled")
             elif rc == EXIT_OK:
@@ -381,8 +391,8 @@ class Scheduler:
                 bound.info("attempt_succeeded")
             elif job.status.terminal:
                 bound.info("attempt_failed_job_final", status=job.status.value)
-            elif outcome.retry and attempt < max_attempts:
-                delay = self.cfg.retry_base_delay * 2 ** (attempt - 1) * random.uniform(0.8, 1.2)
+            elif outcome.retry and ran < max_attempts:
+                delay = self.cfg.retry_base_delay * 2 ** (ran - 1) * random.uniform(0.8, 1.2)
                 err = jobs.error_info(outcome.reason, outcome.message, {"exit_code": rc})
                 try:
                     await jobs.requeue(
@@ -404,12 +414,66 @@ class Scheduler:
             else:
                 msg = outcome.message
                 if outcome.retry:
-                    msg = f"{msg}; gave up after {attempt} attempts"
+                    msg = f"{msg}; gave up after {ran} attempts"
                 await self._fail(conn, job_id, outcome.reason, msg, {"exit_code": rc})
             if rc != EXIT_OK and job.status != JobStatus.CANCELED:
                 FAILURES.labels(outcome.reason).inc()
             job = await jobs.get(conn, job_id)
         self._observe(job, rc, outcome, launched)
+        await self.queue.delete(received.receipt)
+
+    async def _not_launched(
+        self, job: jobs.Job, attempt: int, received: Received, why: str
+    ) -> None:
+        """The launcher had no room for the attempt (RetryLater): it is recorded as
+        ``no_capacity`` and tried again, backing off up to CAPACITY_RETRY_MAX_SECONDS,
+        until ``launch_wait_seconds`` have passed since the first refusal in a row; then
+        the job fails, saying so."""
+        bound = log.bind(job_id=str(job.id), attempt=attempt)
+        async with self.pool.acquire() as conn:
+            await jobs.finish_attempt(conn, job.id, attempt, EXIT_TRANSIENT, NO_CAPACITY)
+            attempts = await jobs.list_attempts(conn, job.id)
+            current = await jobs.get(conn, job.id)
+            refused = 0
+            for a in reversed(attempts):
+                if a.reason != NO_CAPACITY:
+                    break
+                refused += 1
+            since = attempts[len(attempts) - refused].started_at
+            waited = (dt.datetime.now(dt.UTC) - since).total_seconds()
+            FAILURES.labels(NO_CAPACITY).inc()
+            if current.status.terminal:
+                bound.info("attempt_not_launched_job_final", status=current.status.value)
+            elif waited < self.cfg.launch_wait_seconds:
+                delay = min(
+                    CAPACITY_RETRY_MAX_SECONDS, self.cfg.retry_base_delay * 2 ** (refused - 1)
+                ) * random.uniform(0.8, 1.2)
+                err = jobs.error_info(NO_CAPACITY, why, {"waited_seconds": round(waited)})
+                try:
+                    await jobs.requeue(
+                        conn, job.id, attempt, message=f"waiting for capacity: {why}", error=err
+                    )
+                except errors.Conflict:
+                    pass
+                else:
+                    await self.queue.send(
+                        schemas.QueueMessage(
+                            job_id=job.id,
+                            attempt=attempt + 1,
+                            traceparent=current.traceparent,
+                            tier=current.tier,
+                        ),
+                        delay=delay,
+                    )
+                    bound.warning("attempt_waiting_for_capacity", delay=round(delay, 2))
+            else:
+                await self._fail(
+                    conn,
+                    job.id,
+                    NO_CAPACITY,
+                    f"no capacity to start the render in {round(waited)} s: {why}",
+                    {"waited_seconds": round(waited), "refusals": refused},
+                )
         await self.queue.delete(received.receipt)
 
     @staticmethod
