@@ -72,16 +72,10 @@ class FsStore:
     async def put_stream(self, key: str, chunks: AsyncIterable[bytes], *, max_bytes: int) -> int:
         final = self.path(key)
         tmp = self._tmp(final)
-        size = 0
         try:
-            with tmp.open("wb") as fh:
-                async for chunk in chunks:
-                    size += len(chunk)
-                    if size > max_bytes:
-                        raise errors.PayloadTooLarge(
-                            f"upload exceeds the limit of {max_bytes} bytes"
-                        )
-                    fh.write(chunk)
+            size = await _write(
+                tmp, chunks, max_bytes, f"upload exceeds the limit of {max_bytes} bytes"
+            )
             # Rename last, so a reader never sees a half-written object.
             tmp.replace(final)
         finally:
@@ -242,18 +236,15 @@ class FsStore:
         folder = self._upload_dir(key, upload_id)
         tmp = folder / f".{number:05d}.{uuid.uuid4().hex}.tmp"
         digest = hashlib.md5(usedforsecurity=False)
-        size = 0
         try:
-            with tmp.open("wb") as fh:
-                async for chunk in chunks:
-                    size += len(chunk)
-                    if size > max_bytes:
-                        raise errors.PayloadTooLarge(
-                            f"part {number} exceeds its {max_bytes} bytes: send exactly the "
-                            "bytes the upload plan gives for it"
-                        )
-                    digest.update(chunk)
-                    fh.write(chunk)
+            await _write(
+                tmp,
+                chunks,
+                max_bytes,
+                f"part {number} exceeds its {max_bytes} bytes: send exactly the bytes the "
+                "upload plan gives for it",
+                digest,
+            )
             final = folder / f"{number:05d}-{digest.hexdigest()}"
             tmp.replace(final)
         except FileNotFoundError:
@@ -355,3 +346,24 @@ class FsStore:
             (self._uploads() / upload_id).rename(trash)
         if trash.exists():
             shutil.rmtree(trash)
+
+
+async def _write(
+    path: Path,
+    chunks: AsyncIterable[bytes],
+    max_bytes: int,
+    too_large: str,
+    digest: hashlib._Hash | None = None,
+) -> int:
+    """Write ``chunks`` to ``path`` (and into ``digest``); returns the size. Raises
+    PayloadTooLarge with the message ``too_large`` past ``max_bytes``."""
+    size = 0
+    with path.open("wb") as fh:
+        async for chunk in chunks:
+            size += len(chunk)
+            if size > max_bytes:
+                raise errors.PayloadTooLarge(too_large)
+            if digest is not None:
+                digest.update(chunk)
+            fh.write(chunk)
+    return size
