@@ -31,8 +31,10 @@ CHANNELS = 2
 RAMP = RATE * 5 // 1000
 # Samples kept behind the read position, for interpolation across block edges.
 HISTORY = 64
-# Decoded and dropped before the first sample wanted after a seek (100 ms).
-PREROLL = RATE // 10
+# Decoded and dropped before the first sample wanted after a seek (300 ms). Most codecs
+# need a frame; an Opus decoder started mid-stream is still some -30 dB off a steady
+# tone 100 ms in, and under -60 dB after 300 ms.
+PREROLL = 3 * RATE // 10
 # Decoding forward this far is cheaper than a seek.
 SEEK_AHEAD = 5 * RATE
 
@@ -136,8 +138,8 @@ class AudioReader:
                 if not placed and frame.pts is not None and stream.time_base is not None:
                     # The resampler's output is contiguous from here on; only the first
                     # frame after a seek says where in the source we are.
-                    t = float(frame.pts * stream.time_base) - self._media.origin
-                    self._start = round(t * RATE)
+                    at = _placed(stream, frame)
+                    self._start = round(at - self._media.origin * RATE)
                     placed = True
                 for out in resampler.resample(frame):
                     yield _stereo(out)
@@ -162,6 +164,41 @@ class AudioReader:
                 )
             return
         self._buf = chunk if self._buf.shape[1] == 0 else np.concatenate((self._buf, chunk), 1)
+
+
+def opus_pre_skip(stream: AudioStream) -> int | None:
+    """The pre-skip of an Opus stream (samples at 48 kHz, from its OpusHead); None for
+    other codecs or a missing header."""
+    head = bytes(stream.codec_context.extradata or b"")
+    if stream.codec_context.name != "opus" or len(head) < 19 or head[:8] != b"OpusHead":
+        return None
+    return int.from_bytes(head[10:12], "little")
+
+
+def _placed(stream: AudioStream, frame: AudioFrame) -> float:
+    """The container sample (at RATE) where a decoded frame starts.
+
+    WebM stores timestamps in milliseconds, so an Opus frame's is off by up to half a
+    millisecond, and by up to a whole one when the decoder dropped the pre-skip from the
+    first frame after a seek (moving its timestamp by a rounded 6.5 ms). Opus packets of
+    20 ms sit on a grid from the stream's pre-skip (packet k starts at ``k * 960 -
+    pre_skip``), and every decoded frame ends where its packet ends: the grid point
+    within a millisecond of the frame's end is where it really ends.
+    """
+    tb = stream.time_base
+    assert tb is not None and frame.pts is not None
+    at = float(frame.pts * tb) * RATE
+    tick = float(tb) * RATE
+    pre_skip = opus_pre_skip(stream) if tick > 1 else None
+    if pre_skip is None or frame.sample_rate != RATE:
+        return at
+    end = at + frame.samples
+    grid = round((end + pre_skip) / _OPUS_PACKET) * _OPUS_PACKET - pre_skip
+    return float(grid - frame.samples) if abs(grid - end) <= tick + 0.5 else at
+
+
+# The Opus packet length the grid above assumes: 20 ms, every encoder's default.
+_OPUS_PACKET = 960
 
 
 def _stereo(frame: AudioFrame) -> Samples:
