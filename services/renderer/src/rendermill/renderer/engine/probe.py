@@ -38,7 +38,11 @@ TRUNCATION_TOLERANCE = 1.0
 # MP4/MOV declare every stream's parameters, times and duration in the movie header, so
 # whoever needs only the sound can skip avformat's stream probing, which decodes the
 # first pictures (30 ms for a 1080p H.264 file, ~40 % of a four-clip stream copy).
-_HEADER_DECLARED = "mov,mp4,m4a,3gp,3g2,mj2"
+_MOV = "mov,mp4,m4a,3gp,3g2,mj2"
+# Matroska/WebM declare the tracks' parameters in their headers too; the streams' start
+# times come from their first packets, which the least probing still reads when they
+# are near the start of the file (25 ms saved per open of a 1080p VP9 file).
+_MATROSKA = "matroska,webm"
 _NO_PROBING = {"probesize": "32", "analyzeduration": "0"}
 
 
@@ -61,7 +65,8 @@ class Source:
     def open(self, *, sound_only: bool = False) -> av.container.InputContainer:
         """Open the file for reading; raises MediaError when it cannot be opened.
 
-        ``sound_only``: the caller reads only the sound, so an MP4/MOV file is opened
+        ``sound_only``: the caller reads only the sound, so an MP4/MOV file, or a
+        Matroska/WebM file whose streams' start times show without it, is opened
         without probing its streams (other files are probed as always).
         """
         try:
@@ -69,15 +74,25 @@ class Source:
                 container = av.open(
                     str(self.path), "r", metadata_errors="ignore", container_options=_NO_PROBING
                 )
-                if container.format.name == _HEADER_DECLARED and all(
-                    s.codec_context.sample_rate and s.codec_context.channels
-                    for s in container.streams.audio
-                ):
+                if _declared(container):
                     return container
                 container.close()
             return av.open(str(self.path), "r", metadata_errors="ignore")
         except (av.FFmpegError, OSError, UnicodeDecodeError) as exc:
             raise self.error(f"cannot be read ({reason(exc)})") from exc
+
+
+def _declared(container: av.container.InputContainer) -> bool:
+    """Whether an unprobed container already says what a sound reader needs."""
+    if not all(
+        s.codec_context.sample_rate and s.codec_context.channels for s in container.streams.audio
+    ):
+        return False
+    if container.format.name == _MOV:
+        return True
+    return container.format.name == _MATROSKA and all(
+        s.start_time is not None for s in container.streams
+    )
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
