@@ -7,11 +7,13 @@ ends inside a group of B-frames) are decoded and re-encoded, with libx264 (libvp
 The poster (``output.poster``) is written as the compose path writes it.
 
 The sound is copied too when one clip at a time sounds, at full volume, from AAC LC
-48 kHz stereo sources (``remux_audio``: packets copied whole, each segment within half
-an AAC frame, 10.7 ms, of its exact place, the packets around every join re-encoded
-from the compose path's mixers). Otherwise it is mixed by the compose path's mixers
-(``audio.TrackMixer``) and encoded to AAC the way the compose path encodes it, so volume
-steps, mutes, audio tracks and music beds stay right and in sync at every join.
+48 kHz stereo sources into MP4/MOV (``remux_audio``: packets copied whole, each segment
+within half an AAC frame, 10.7 ms, of its exact place, the packets around every join
+re-encoded from the compose path's mixers), or from stereo Opus sources in 20 ms packets
+into WebM (``remux_opus``: the same plan, each segment within 10 ms, and the runs
+around the joins checked by decoding). Otherwise it is mixed by the compose path's mixers
+(``audio.TrackMixer``) and encoded (AAC or Opus) the way the compose path encodes it, so
+volume steps, mutes, audio tracks and music beds stay right and in sync at every join.
 
 Which timelines take the fast path (anything else returns None and is composed):
 
@@ -53,7 +55,8 @@ rules. VP9 has no parameter sets and no frame reordering in the container: a key
 starts a copy, copied packets run up to the cut, and the frames from a mid-GOP cut to the
 next keyframe are re-encoded with libvpx-vp9 (realtime, CRF 36/28/20 for draft/standard/
 high, no lag so no hidden frames), each piece opening with its own keyframe. The sound
-(Opus) is mixed and encoded as the compose path does.
+(Opus) is copied as ``remux_opus`` says, or else mixed and encoded as the compose path
+does.
 
 How the H.264 video is put together, per run of output frames that show consecutive frames
 ``a .. b - 1`` of one source (runs on one source that continue each other are merged):
@@ -99,6 +102,7 @@ from rendermill.renderer.engine import (
     audio,
     encode,
     remux_audio,
+    remux_opus,
     remux_plan,
     remux_source,
     remux_write,
@@ -129,7 +133,8 @@ def try_remux(
     while re-encoding (as the compose path would), and whatever PyAV or the OS raise for
     encoder or disk failures, or ``on_progress`` raises; ``dest`` is removed on error.
     """
-    with remux_source.Readers() as readers, remux_audio.Files() as files:
+    kind = remux_opus.OpusFile if output.format == "webm" else remux_audio.File
+    with remux_source.Readers() as readers, remux_audio.Files(kind) as files:
         try:
             plan = remux_plan.plan(project, sources, output, readers)
         except remux_source.Ineligible as exc:
@@ -186,14 +191,13 @@ def _sound_plan(
 
     Raises MediaError when a sound source cannot be decoded.
     """
-    if output.format not in ("mp4", "mov"):
-        return None  # WebM sound is Opus, mixed and encoded
     bit_rate = encode.recipe_for(output).audio_bit_rate
+    joins = remux_opus.encode_joins if output.format == "webm" else remux_audio.encode_joins
     try:
         sound = remux_audio.plan(project, sources, remux_write.total_samples(plan), files, bit_rate)
         mixers = remux_write.mixers(project, sources, clock, sound)
         try:
-            sound = remux_audio.encode_joins(sound, mixers)
+            sound = joins(sound, mixers)
         finally:
             for mixer in mixers:
                 mixer.close()
@@ -202,7 +206,7 @@ def _sound_plan(
         return None
     log.debug(
         "sound_copy_planned",
-        packets=sound.packets + 1,
+        packets=sound.packets,
         copied=sound.copied,
         largest_shift_ms=round(sound.largest_shift * 1000 / audio.RATE, 2),
     )

@@ -35,6 +35,9 @@ until they do (the encoder switches to short windows where it sees a transient c
 ``encode_joins`` then mixes and encodes the runs, a few packets each, before anything is
 written. Whatever keeps the sound off this path raises ``Ineligible`` with the reason
 (the caller then mixes the whole sound).
+
+The plan and the writer serve Opus in WebM too (``remux_opus``: its files, on a grid
+of 960 samples from the pre-skip, and its own way of fitting the runs).
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ from __future__ import annotations
 import bisect
 import dataclasses
 import itertools
-from collections.abc import Generator, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterator, Mapping
 from fractions import Fraction
 from pathlib import Path
 
@@ -53,7 +56,7 @@ import numpy as np
 from av.audio.codeccontext import AudioCodecContext
 from av.audio.frame import AudioFrame
 from av.audio.stream import AudioStream
-from av.packet import Packet
+from av.packet import Packet, PacketSideData
 
 from rendermill.common import errors
 from rendermill.common.project import model
@@ -71,8 +74,38 @@ _AAC_LC = 2
 _48_KHZ = 3
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class Grid:
+    """Where a sound codec's packets sit: packet n holds samples ``n * frame + offset``
+    up to ``(n + 1) * frame + offset``, in a source as in the output, and the output's
+    first packet is ``first``."""
+
+    frame: int
+    offset: int
+    first: int
+
+    def start(self, n: int) -> int:
+        """The first sample of packet n."""
+        return n * self.frame + self.offset
+
+    def after(self, sample: int) -> int:
+        """The first packet that starts at or after ``sample``."""
+        return -(-(sample - self.offset) // self.frame)
+
+    def holding(self, sample: int) -> int:
+        """The packet that holds ``sample``."""
+        return (sample - self.offset) // self.frame
+
+
+# AAC in MP4: packet -1 is the encoder delay that the edit list skips.
+AAC = Grid(FRAME, 0, -1)
+
+
 class File:
-    """A sounding source's first audio stream, opened for its packets."""
+    """A sounding source's first audio stream, opened for its packets: AAC in MP4/MOV
+    (``OpusFile`` in ``remux_opus`` is the WebM kind)."""
+
+    grid = AAC
 
     def __init__(self, path: Path, origin: float) -> None:
         """Open ``path``; raises Ineligible when it cannot be opened (the compose path's
@@ -104,6 +137,13 @@ class File:
     def config(self) -> bytes:
         """The AudioSpecificConfig (from the sample description)."""
         return bytes(self.stream.codec_context.extradata or b"")
+
+    @property
+    def key(self) -> bytes:
+        """What must be the same in every file the timeline copies from."""
+        # LC's whole configuration is in the first 16 bits (object type, rate, channels,
+        # GASpecificConfig); what may follow only says "no SBR", which changes nothing.
+        return self.config[:2]
 
     @property
     def bit_rate(self) -> int | None:
@@ -146,11 +186,12 @@ class File:
         """
         found: tuple[int, int] | None = None
         short = False
+        frame = self.grid.frame
         for x, packet in self._from(first):
-            if found is not None and (x != found[1] + FRAME or short):
+            if found is not None and (x != found[1] + frame or short):
                 # (Only the stream's last packet may be short.)
                 raise Ineligible(f"{self.path.name}: sound packets are not contiguous")
-            short = packet.duration != FRAME
+            short = self._samples(packet) != frame
             found = (x, x) if found is None else (found[0], x)
             if x >= last:
                 break
@@ -162,14 +203,15 @@ class File:
         """The ``count`` packets starting at source samples ``first``, ``first + FRAME``,
         ...; raises Ineligible when the file no longer reads as scanned."""
         want = first
-        end = first + count * FRAME
+        frame = self.grid.frame
+        end = first + count * frame
         for x, packet in self._from(first):
             if x < want:
                 continue
             if x != want:
                 break
             yield bytes(packet)
-            want += FRAME
+            want += frame
             if want >= end:
                 return
         raise Ineligible(f"{self.path.name}: sound packet at sample {want} is missing")
@@ -177,22 +219,36 @@ class File:
     def _from(self, first: int) -> Iterator[tuple[int, Packet[AudioStream]]]:
         """(source sample, packet) from the packet holding sample ``first`` on."""
         stream = self.stream
+        tb = stream.time_base
+        assert tb is not None
         try:
-            self._container.seek(max(0, first + self._origin), stream=stream, backward=True)
+            target = int(Fraction(first + self._origin, audio.RATE) / tb)
+            self._container.seek(max(0, target), stream=stream, backward=True)
             for packet in self._container.demux(stream):
                 if packet.pts is not None:
-                    yield packet.pts - self._origin, packet
+                    yield self._sample_of(packet) - self._origin, packet
         except (av.FFmpegError, OSError) as exc:
             raise Ineligible(f"{self.path.name} cannot be read ({exc})") from exc
+
+    def _sample_of(self, packet: Packet[AudioStream]) -> int:
+        """The container sample where a packet starts (the time base is 1 / RATE)."""
+        assert packet.pts is not None
+        return packet.pts
+
+    def _samples(self, packet: Packet[AudioStream]) -> int:
+        """How many samples a packet holds."""
+        return packet.duration or 0
 
     def close(self) -> None:
         self._container.close()
 
 
 class Files:
-    """The open sound sources of one remux, one per path; closed together on exit."""
+    """The open sound sources of one remux, one per path; closed together on exit.
+    ``kind`` opens them (``File`` for AAC in MP4, ``remux_opus.OpusFile`` for WebM)."""
 
-    def __init__(self) -> None:
+    def __init__(self, kind: Callable[[Path, float], File] = File) -> None:
+        self._kind = kind
         self._open: dict[Path, File] = {}
 
     def __enter__(self) -> Files:
@@ -206,7 +262,7 @@ class Files:
     def get(self, path: Path, origin: float) -> File:
         file = self._open.get(path)
         if file is None:
-            file = self._open[path] = File(path, origin)
+            file = self._open[path] = self._kind(path, origin)
         return file
 
 
@@ -237,15 +293,26 @@ class SoundPlan:
     medias: Mapping[str, probe.Media]
     # The re-encoded packets by output packet (``encode_joins`` fills it in).
     joins: Mapping[int, bytes] = dataclasses.field(default_factory=dict)
+    # The last packet's skip_samples side data (Opus: the samples after the end).
+    tail: PacketSideData | None = None
+
+    @property
+    def grid(self) -> Grid:
+        return self.template.grid
+
+    @property
+    def end(self) -> int:
+        """One past the last output packet."""
+        return self.grid.after(self.total)
 
     @property
     def packets(self) -> int:
-        """Output packets from 0 on (packet -1 comes first)."""
-        return -(-self.total // FRAME)
+        """How many output packets there are."""
+        return self.end - self.grid.first
 
     @property
     def copied(self) -> int:
-        return self.packets + 1 - sum(b - a for a, b in self.encoded)
+        return self.packets - sum(b - a for a, b in self.encoded)
 
     @property
     def largest_shift(self) -> int:
@@ -289,35 +356,36 @@ def plan(
 
     raw = _segments(sounding, total)
     template = raw[0].file
+    grid = template.grid
     scanned: list[tuple[Segment, int, int]] = []
     shifts: dict[int, int] = {}
     for piece in raw:
         file, action = piece.file, piece.action
         if (problem := file.problem()) is not None:
             raise Ineligible(f"sound of {file.path.name}: {problem}")
-        # LC's whole configuration is in the first 16 bits (object type, rate, channels,
-        # GASpecificConfig); what may follow only says "no SBR", which changes nothing.
-        if file.config[:2] != template.config[:2]:
-            raise Ineligible("the sources' sound has different AudioSpecificConfigs")
+        if file.key != template.key or file.grid != grid:
+            raise Ineligible("the sources' sound is coded with different configurations")
         if (problem := _action_problem(action)) is not None:
             raise Ineligible(f"sound of action {action.id!r}: {problem}")
         exact = _exact(action, piece.lo)
         if piece.lo + exact < 0 or (piece.length is not None and piece.hi + exact > piece.length):
             raise Ineligible(f"sound of action {action.id!r} runs outside its media")
-        first, last = file.scan(piece.lo + exact - 2 * FRAME, piece.hi + exact + 2 * FRAME)
+        first, last = file.scan(
+            piece.lo + exact - 2 * grid.frame, piece.hi + exact + 2 * grid.frame
+        )
         # Move the segment by d so that its packets land on the output grid.
-        d = (first - exact) % FRAME
-        if d > FRAME // 2:
-            d -= FRAME
+        d = (first - grid.offset - exact) % grid.frame
+        if d > grid.frame // 2:
+            d -= grid.frame
         if shifts.setdefault(id(action), d) != d:
             raise Ineligible(f"sound of action {action.id!r} would need two shifts")
         scanned.append((Segment(piece.lo, piece.hi, action, file, exact + d), first, last))
 
     segments = [segment for segment, _, _ in scanned]
-    encoded = _encoded_runs([s.lo for s in segments[1:]], total)
+    encoded = _encoded_runs([s.lo for s in segments[1:]], total, grid)
     for segment, first, last in scanned:
-        for a, b in _copied_runs(segment, encoded):
-            if a * FRAME + segment.shift < first or (b - 1) * FRAME + segment.shift > last:
+        for a, b in _copied_runs(segment, encoded, grid):
+            if grid.start(a) + segment.shift < first or grid.start(b - 1) + segment.shift > last:
                 raise Ineligible(f"{segment.file.path.name}: sound packets missing")
     return SoundPlan(
         total=total,
@@ -390,16 +458,16 @@ def _exact(action: model.Action, n: int) -> int:
     return round(action.trim_start * audio.RATE + (n - action.start * audio.RATE)) - n
 
 
-def _encoded_runs(joins: list[int], total: int) -> list[tuple[int, int]]:
+def _encoded_runs(joins: list[int], total: int, grid: Grid = AAC) -> list[tuple[int, int]]:
     """Runs of output packets [a, b) to re-encode: around every join, and at the start and
     the end. Around a join at sample j, from the packet before j's packet (whose overlap
     reaches back into the sound before j only) to the first packet after the fade-in
     (``audio.RAMP`` samples from j), so that copied packets never straddle a join."""
-    last = -(-total // FRAME)
-    runs = [(-1, -(-audio.RAMP // FRAME))]
+    last = grid.after(total)
+    runs = [(grid.first, grid.after(audio.RAMP))]
     for j in joins:
-        runs.append((j // FRAME - 1, min(last, -(-(j + audio.RAMP) // FRAME))))
-    runs.append((max(-1, total // FRAME - 1), last))
+        runs.append((grid.holding(j) - 1, min(last, grid.after(j + audio.RAMP))))
+    runs.append((max(grid.first, grid.holding(total) - 1), last))
     merged: list[tuple[int, int]] = []
     for a, b in runs:
         # Runs whose mixing windows would overlap are joined.
@@ -410,10 +478,12 @@ def _encoded_runs(joins: list[int], total: int) -> list[tuple[int, int]]:
     return merged
 
 
-def _copied_runs(segment: Segment, encoded: list[tuple[int, int]]) -> list[tuple[int, int]]:
+def _copied_runs(
+    segment: Segment, encoded: list[tuple[int, int]], grid: Grid
+) -> list[tuple[int, int]]:
     """Runs of output packets [a, b) copied from ``segment``: those starting inside it
     that are not re-encoded."""
-    lo, hi = -(-segment.lo // FRAME), -(-segment.hi // FRAME)
+    lo, hi = grid.after(segment.lo), grid.after(segment.hi)
     runs: list[tuple[int, int]] = []
     for a, b in encoded:
         if b <= lo or a >= hi:
@@ -464,7 +534,7 @@ class _Joiner:
     def __init__(self, sound: SoundPlan, mixers: list[audio.TrackMixer]) -> None:
         self._plan = sound
         self._mixers = mixers
-        self._last = sound.packets
+        self._last = sound.end
         self._starts = [s.lo for s in sound.segments]
         self._source: dict[int, bytes] = {}
         self._mixed_to = -_LEAD - 1
@@ -705,16 +775,17 @@ class CopiedSound:
         self._container = container
         self._stream = stream
         self._plan = sound
-        self._next = -1
+        self._grid = sound.grid
+        self._next = sound.grid.first
         self._source: Generator[bytes] = self._packets()
 
     def advance(self, due: int) -> None:
         """Mux every packet that ends at or before output sample ``due``."""
-        while self._next < self._plan.packets and (self._next + 1) * FRAME <= due:
+        while self._next < self._plan.end and self._grid.start(self._next + 1) <= due:
             self._mux(next(self._source))
 
     def finish(self) -> None:
-        while self._next < self._plan.packets:
+        while self._next < self._plan.end:
             self._mux(next(self._source))
 
     def abort(self) -> None:
@@ -724,22 +795,28 @@ class CopiedSound:
         packet = Packet(data)
         packet.stream = self._stream
         packet.time_base = Fraction(1, audio.RATE)
-        packet.pts = packet.dts = self._next * FRAME
+        start = self._grid.start(self._next)
+        packet.pts = packet.dts = start
         # The last packet lasts to the end of the timeline, as the compose path's does.
-        packet.duration = min(FRAME, self._plan.total - self._next * FRAME)
+        packet.duration = min(self._grid.frame, self._plan.total - start)
+        if self._next == self._plan.end - 1 and self._plan.tail is not None:
+            self._plan.tail.to_packet(packet)
         self._container.mux(packet)
         self._next += 1
 
     def _packets(self) -> Generator[bytes]:
-        """Every output packet from -1 on, in order."""
+        """Every output packet from the grid's first on, in order."""
         starts = [s.lo for s in self._plan.segments]
         joins = self._plan.joins
-        n = -1
+        grid = self._grid
+        n = grid.first
         for a, b in self._plan.encoded:
             while n < a:
-                segment = self._plan.segments[bisect.bisect_right(starts, n * FRAME) - 1]
-                count = min(a, -(-segment.hi // FRAME)) - n
-                yield from segment.file.packets(n * FRAME + segment.shift, count)
+                segment = self._plan.segments[
+                    max(0, bisect.bisect_right(starts, grid.start(n)) - 1)
+                ]
+                count = min(a, grid.after(segment.hi)) - n
+                yield from segment.file.packets(grid.start(n) + segment.shift, count)
                 n += count
             for n in range(a, b):
                 yield joins[n]
