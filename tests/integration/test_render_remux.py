@@ -4,6 +4,7 @@ what the compose path writes, frame for frame, with the sound in place."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -406,3 +407,84 @@ def test_render_takes_the_fast_path_unless_told_not_to(
     assert fast.copied and not slow.copied
     assert fast.frames == slow.frames == proj.frame_count(FPS)
     assert Decoded(tmp_path / "fast.mp4").counters == Decoded(tmp_path / "slow.mp4").counters
+
+
+def h264_file(
+    path: Path,
+    *,
+    colour: tuple[int, int, int, int] | None = None,
+    x264: str = "",
+    colr: bool = True,
+    sample_aspect: str | None = None,
+    pix_fmt: str = "yuv420p",
+) -> Path:
+    """A 10-frame H.264 MP4 whose SPS says ``colour`` (range, matrix, primaries,
+    transfer), with or without the container's 'colr' box."""
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=30)
+        stream.width, stream.height, stream.pix_fmt = 320, 180, pix_fmt
+        options = {"x264-params": x264} if x264 else {}
+        stream.codec_context.options = options
+        if colour is not None:
+            ctx = stream.codec_context
+            ctx.color_range, ctx.colorspace, ctx.color_primaries, ctx.color_trc = colour
+        if sample_aspect is not None:
+            stream.codec_context.sample_aspect_ratio = Fraction(sample_aspect)
+        for i in range(10):
+            frame = av.VideoFrame.from_ndarray(
+                np.full((180, 320, 3), 20 * i, np.uint8), format="rgb24"
+            ).reformat(format=pix_fmt)
+            frame.pts = i
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    if not colr:
+        # The muxer always writes one; as a 'free' box it is skipped by readers.
+        data = path.read_bytes()
+        assert data.count(b"colr") == 1
+        path.write_bytes(data.replace(b"colr", b"free"))
+    return path
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda d: synth.make_video(d / "tagged.mp4", duration=0.5),
+        lambda d: synth.make_video(d / "untagged.mp4", duration=0.5, tagged=False),
+        lambda d: synth.make_bframe_video(d / "bframes.mp4", tone_hz=440.0),
+        lambda d: synth.make_video(d / "turned.mp4", duration=0.5, rotation=90),
+        lambda d: h264_file(d / "vui.mp4", colour=(1, 1, 1, 1), colr=False),
+        lambda d: h264_file(d / "full.mp4", colour=(2, 1, 1, 1), x264="fullrange=on", colr=False),
+        lambda d: h264_file(d / "sar.mp4", sample_aspect="4/3"),
+        lambda d: h264_file(d / "clash.mp4", colour=(1, 5, 5, 6), x264="colormatrix=bt709"),
+        lambda d: h264_file(d / "ten.mp4", pix_fmt="yuv420p10le"),
+        lambda d: h264_file(d / "422.mp4", pix_fmt="yuv422p"),
+    ],
+    ids=[
+        "tagged",
+        "untagged",
+        "b-frames",
+        "rotated",
+        "vui-only",
+        "full-range",
+        "sar",
+        "clash",
+        "10-bit",
+        "4:2:2",
+    ],
+)
+def test_unprobed_h264_is_described_as_probing_would(
+    make: Callable[[Path], Path], tmp_path: Path
+) -> None:
+    # The copy path opens H.264 MP4s without avformat's probing (which decodes
+    # pictures) and reads from the SPS what the decoder would have said; where the
+    # container's boxes contradict the SPS it probes. Either way, the same header.
+    path = make(tmp_path)
+    with av.open(str(path)) as container:
+        stream = remux_source._picture_stream(container)
+        assert stream is not None
+        probed = remux_source._header(path, container, stream)
+    reader = remux_source.Reader(path)
+    try:
+        assert reader.header == probed
+    finally:
+        reader.close()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from collections.abc import Sequence
+from fractions import Fraction
 
 NAL_SLICE = 1
 NAL_IDR = 5
@@ -146,6 +147,55 @@ class Sps:
     bit_depth_luma: int
     bit_depth_chroma: int
     frame_mbs_only: bool
+    # From the VUI (None when the SPS has no VUI, or it could not be read): whether the
+    # samples are full range (None: not said), the colour description (primaries,
+    # transfer, matrix: H.273 codes, 2 when not said) and the sample aspect ratio.
+    vui: Vui | None = None
+
+    @property
+    def profile_name(self) -> str:
+        """The profile's name as FFmpeg reports it (for the profiles the copy path
+        knows; others by their profile_idc)."""
+        if self.profile == 66:
+            return "Constrained Baseline" if self.constraints & 0x40 else "Baseline"
+        name = _PROFILE_NAMES.get(self.profile, f"profile_idc {self.profile}")
+        intra = self.profile in (110, 122, 244) and self.constraints & 0x10
+        return f"{name} Intra" if intra else name
+
+    @property
+    def pix_fmt(self) -> str:
+        """The pixel format FFmpeg's decoder gives the pictures (8-bit 4:2:0 only by
+        name; anything else by its description)."""
+        if self.chroma_format == 0:
+            base = "gray"
+        else:
+            base = {1: "yuv420p", 2: "yuv422p", 3: "yuv444p"}.get(self.chroma_format, "yuv?")
+        if self.bit_depth_luma > 8:
+            return f"{base}{self.bit_depth_luma}le"
+        full = self.vui is not None and self.vui.full_range
+        return base.replace("yuv", "yuvj") if full else base
+
+
+_PROFILE_NAMES = {
+    44: "CAVLC 4:4:4",
+    77: "Main",
+    88: "Extended",
+    100: "High",
+    110: "High 10",
+    122: "High 4:2:2",
+    244: "High 4:4:4 Predictive",
+}
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Vui:
+    """The parts of an SPS's video usability information that describe the picture."""
+
+    full_range: bool | None
+    primaries: int
+    transfer: int
+    matrix: int
+    sample_aspect: Fraction | None
 
 
 def parse_sps(nal: bytes) -> Sps:
@@ -182,6 +232,10 @@ def parse_sps(nal: bytes) -> Sps:
     r.ue()  # pic_width_in_mbs_minus1
     r.ue()  # pic_height_in_map_units_minus1
     frame_mbs_only = bool(r.bit())
+    try:
+        vui = _vui(r, frame_mbs_only)
+    except BitstreamError:
+        vui = None  # (the fields above are what matters most; the caller probes)
     return Sps(
         id=sps_id,
         profile=profile,
@@ -191,7 +245,47 @@ def parse_sps(nal: bytes) -> Sps:
         bit_depth_luma=depth_luma,
         bit_depth_chroma=depth_chroma,
         frame_mbs_only=frame_mbs_only,
+        vui=vui,
     )
+
+
+# aspect_ratio_idc 1..16 (H.264 table E-1); 255 is an explicit ratio.
+_SAMPLE_ASPECTS = (
+    (1, 1), (12, 11), (10, 11), (16, 11), (40, 33), (24, 11), (20, 11), (32, 11),
+    (80, 33), (18, 11), (15, 11), (64, 33), (160, 99), (4, 3), (3, 2), (2, 1),
+)  # fmt: skip
+_UNSPECIFIED = 2
+
+
+def _vui(r: _Bits, frame_mbs_only: bool) -> Vui:
+    """The VUI's picture description, read after frame_mbs_only_flag."""
+    if not frame_mbs_only:
+        r.bit()  # mb_adaptive_frame_field_flag
+    r.bit()  # direct_8x8_inference_flag
+    if r.bit():  # frame_cropping_flag
+        for _ in range(4):
+            r.ue()
+    full_range: bool | None = None
+    primaries = transfer = matrix = _UNSPECIFIED
+    sample_aspect: Fraction | None = None
+    if r.bit():  # vui_parameters_present_flag
+        if r.bit():  # aspect_ratio_info_present_flag
+            idc = r.bits(8)
+            if idc == 255:
+                num, den = r.bits(16), r.bits(16)
+            elif 1 <= idc <= len(_SAMPLE_ASPECTS):
+                num, den = _SAMPLE_ASPECTS[idc - 1]
+            else:
+                num, den = 0, 1
+            sample_aspect = Fraction(num, den) if num and den else None
+        if r.bit():  # overscan_info_present_flag
+            r.bit()
+        if r.bit():  # video_signal_type_present_flag
+            r.bits(3)  # video_format
+            full_range = bool(r.bit())
+            if r.bit():  # colour_description_present_flag
+                primaries, transfer, matrix = r.bits(8), r.bits(8), r.bits(8)
+    return Vui(full_range, primaries, transfer, matrix, sample_aspect)
 
 
 def _skip_scaling_list(r: _Bits, size: int) -> None:

@@ -35,6 +35,8 @@ _LIMITED_RANGES = frozenset({0, 1})  # unspecified, MPEG
 # A frame's timestamp may sit this far (in frames) off the k / fps grid; anything more
 # is not a constant frame rate source.
 _GRID_TOLERANCE = 0.1
+# Opening without avformat's stream probing, which decodes the first pictures.
+_NO_PROBING = {"probesize": "32", "analyzeduration": "0"}
 
 
 class Ineligible(Exception):
@@ -162,6 +164,47 @@ def _header(path: Path, container: av.container.InputContainer, stream: VideoStr
     )
 
 
+def _declared_header(
+    path: Path, container: av.container.InputContainer, stream: VideoStream
+) -> Header | None:
+    """The header of an unprobed H.264 MP4/MOV source, what the decoder would say taken
+    from its SPS; None when probing is needed to tell (see ``Reader``)."""
+    ctx = stream.codec_context
+    if "mov" not in container.format.name.split(",") or ctx.name != "h264":
+        return None
+    header = _header(path, container, stream)
+    if header.config is None or not header.sps or stream.start_time is None:
+        return None
+    first = header.sps[0]
+    vui = first.vui
+    if vui is None or any(s.vui != vui for s in header.sps):
+        return None
+    # What the decoder would report, and what the container's boxes ('colr', 'pasp')
+    # say where it has them: they must agree.
+    said = (
+        0 if vui.full_range is None else 2 if vui.full_range else 1,
+        vui.matrix,
+        vui.primaries,
+        vui.transfer,
+    )
+    unsaid = (0, _UNSPECIFIED, _UNSPECIFIED, _UNSPECIFIED)
+    colour = []
+    for boxed, coded, none in zip(header.color, said, unsaid, strict=True):
+        if boxed != none and coded != none and boxed != coded:
+            return None
+        colour.append(coded if boxed == none else boxed)
+    aspect = header.sample_aspect or None
+    if aspect is not None and vui.sample_aspect is not None and aspect != vui.sample_aspect:
+        return None
+    return dataclasses.replace(
+        header,
+        pix_fmt=first.pix_fmt,
+        profile=first.profile_name,
+        color=(colour[0], colour[1], colour[2], colour[3]),
+        sample_aspect=aspect or vui.sample_aspect,
+    )
+
+
 def _upright_matroska(stream: VideoStream) -> bool:
     # Matroska has no display matrix; FFmpeg reads a rotation from a "rotate" tag.
     return stream.metadata.get("rotate", "0") in ("0", "")
@@ -267,22 +310,36 @@ class Window:
 class Reader:
     """One source file, opened once for everything the copy path reads from it.
 
-    Opening an H.264 file costs a few decoded pictures (FFmpeg probes the stream), so
-    the header, the packet windows, the copied packets and the re-encoded pictures all
+    The header, the packet windows, the copied packets and the re-encoded pictures all
     come through one open container, seeking as needed. Use one iterator at a time.
+
+    An H.264 MP4/MOV file is opened without avformat's stream probing (which decodes
+    the first pictures, 20 ms at 1080p): what probing would learn from the decoder, the
+    profile, pixel format, colour and sample aspect, is read from the sample
+    description's SPS instead. Where the SPS and the container's own boxes ('colr',
+    'pasp') disagree, or anything is missing, the file is reopened and probed.
     """
 
     def __init__(self, path: Path) -> None:
         """Open ``path``; raises av.FFmpegError/OSError when it cannot be opened (the
         compose path then words the error for the user)."""
         self.path = path
-        self._container = av.open(str(path), "r", metadata_errors="ignore")
+        self._container = av.open(
+            str(path), "r", metadata_errors="ignore", container_options=_NO_PROBING
+        )
         self.header: Header | None = None
         try:
             self._stream = _picture_stream(self._container)
             if self._stream is not None:
+                self.header = _declared_header(path, self._container, self._stream)
+            if self._stream is not None and self.header is None:
+                self._container.close()
+                self._container = av.open(str(path), "r", metadata_errors="ignore")
+                self._stream = _picture_stream(self._container)
+                if self._stream is not None:
+                    self.header = _header(path, self._container, self._stream)
+            if self._stream is not None:
                 self._stream.codec_context.thread_type = "AUTO"
-                self.header = _header(path, self._container, self._stream)
         except BaseException:
             self._container.close()
             raise
