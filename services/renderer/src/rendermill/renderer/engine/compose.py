@@ -213,10 +213,31 @@ class Layer:
     empty: bool
     # ``frame`` is exactly the drawn picture (not rotated or mirrored afterwards).
     direct: bool
+    # The blend's per-pixel terms for the window last drawn, by plane (see ``weights``):
+    # a still picture is drawn with the same ones on every frame.
+    _weights: dict[int, tuple[object, _Weights]] = dataclasses.field(
+        default_factory=dict, repr=False
+    )
 
     @property
     def opaque(self) -> bool:
         return self.alpha is None
+
+    def weights(self, plane: int, key: object, src: Plane, alpha: Plane | np.uint16) -> _Weights:
+        """``src * alpha + 128`` and ``255 - alpha`` (16-bit) for a window of plane
+        ``plane`` (0 y, 1 u, 2 v) that ``key`` names, computed once while the window stays."""
+        cached = self._weights.get(plane)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        a = np.asarray(alpha).astype(np.uint16)
+        ahead: npt.NDArray[Any] = src * a + np.uint16(128)
+        behind: npt.NDArray[Any] = np.uint16(255) - a
+        weights = (ahead, behind)
+        self._weights[plane] = (key, weights)
+        return weights
+
+
+_Weights = tuple[npt.NDArray[np.uint16], npt.NDArray[np.uint16]]
 
 
 def quarter_turns(frame: VideoFrame) -> int:
@@ -406,19 +427,22 @@ class Canvas:
                 ac = layer.alpha_chroma[src_half]
                 if opacity < 255:
                     a, ac = _scaled(a, opacity), _scaled(ac, opacity)
-            _blend(y[full], layer.y[src_full], a)
-            _blend(u[half], layer.u[src_half], ac)
-            _blend(v[half], layer.v[src_half], ac)
+            key = (sx0, sy0, sx1, sy1, opacity)
+            _blend(y[full], layer.weights(0, key, layer.y[src_full], a))
+            _blend(u[half], layer.weights(1, key, layer.u[src_half], ac))
+            _blend(v[half], layer.weights(2, key, layer.v[src_half], ac))
         frame = VideoFrame.from_numpy_buffer(buf, format="yuv420p", width=self.viewport.width)
         frame.colorspace = _SPC_BT709
         return frame
 
 
-def _blend(dst: Plane, src: Plane, alpha: Plane | np.uint16) -> None:
-    a = alpha.astype(np.uint16)
-    mixed: npt.NDArray[Any] = src * a + dst * (255 - a)
+def _blend(dst: Plane, weights: _Weights) -> None:
+    """``dst`` = (src * a + dst * (255 - a)) / 255, rounded, with the weights of src
+    and a."""
+    ahead, behind = weights
+    mixed: npt.NDArray[Any] = dst * behind
+    mixed += ahead
     # Exact rounded division by 255 in 16 bits: (x + 128 + ((x + 128) >> 8)) >> 8.
-    mixed += 128
     mixed += mixed >> 8
     mixed >>= 8
     dst[...] = mixed
