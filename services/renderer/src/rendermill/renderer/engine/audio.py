@@ -94,7 +94,7 @@ class AudioReader:
         self._chunks = iter(())
 
     def _open(self) -> None:
-        container = self._media.source.open(sound_only=True)
+        container = self._media.source.open()
         if not container.streams.audio:
             container.close()
             raise self._media.source.error("has no audio stream")
