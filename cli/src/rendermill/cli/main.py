@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
-import contextlib
 import os
-import signal
 import sys
 from pathlib import Path
 
@@ -41,6 +38,10 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _up(args: argparse.Namespace) -> int:
+    import asyncio
+    import contextlib
+    import signal
+
     from rendermill.cli.stack import Stack
 
     async def run() -> None:
@@ -68,6 +69,8 @@ def _up(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
+    import asyncio
+
     from rendermill.cli import demo
     from rendermill.cli.stack import free_port
 

@@ -7,7 +7,6 @@ the embedded one) and print what an operator needs, keys and secrets once only.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, TextIO
@@ -68,6 +67,8 @@ def is_admin(args: argparse.Namespace) -> bool:
 def run(args: argparse.Namespace, out: TextIO) -> int:
     """Run the parsed admin command; returns the exit code. Raises RendermillError (the
     caller prints its message) for bad ids and unknown tenants or keys."""
+    import asyncio
+
     from rendermill.common import db
 
     command: Command = args.admin
