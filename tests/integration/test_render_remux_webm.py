@@ -4,6 +4,7 @@ the frames between a mid-GOP cut and the next keyframe re-encoded with libvpx-vp
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from rendermill.common import schemas
 from rendermill.common.project import model
 from rendermill.common.testing import clip, project, track
 from rendermill.renderer import engine
-from rendermill.renderer.engine import audio, probe, remux, remux_opus
+from rendermill.renderer.engine import audio, probe, remux, remux_opus, remux_source
 
 FPS = 30
 WEBM = schemas.OutputSpec(resolution="320x180", fps=FPS, format="webm")
@@ -293,3 +294,61 @@ def test_opus_packet_lengths_from_the_toc() -> None:
     assert remux_opus.toc_samples(bytes([(1 << 3) | 3, 3])) == 2880  # SILK 20 ms x 3
     assert remux_opus.toc_samples(bytes([(13 << 3) | 2])) == 1920  # hybrid 20 ms x 2
     assert remux_opus.toc_samples(b"") == 0
+
+
+def vp9_file(
+    path: Path,
+    *,
+    pix_fmt: str = "yuv420p",
+    colour: tuple[int, int, int, int] | None = None,
+) -> Path:
+    """A 10-frame VP9 WebM in ``pix_fmt`` with ``colour`` (range, matrix, primaries,
+    transfer) set on the encoder."""
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libvpx-vp9", rate=30)
+        stream.width, stream.height, stream.pix_fmt = 320, 180, pix_fmt
+        stream.codec_context.options = {"deadline": "realtime"}
+        if colour is not None:
+            ctx = stream.codec_context
+            ctx.color_range, ctx.colorspace, ctx.color_primaries, ctx.color_trc = colour
+        for i in range(10):
+            frame = av.VideoFrame.from_ndarray(
+                np.full((180, 320, 3), 20 * i, np.uint8), format="rgb24"
+            ).reformat(format=pix_fmt)
+            frame.pts = i
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    return path
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda d: synth.make_video(d / "tagged.webm", duration=0.5),
+        lambda d: synth.make_video(d / "untagged.webm", duration=0.5, tagged=False),
+        lambda d: synth.make_video(d / "alpha.webm", duration=0.5, alpha=True, tone_hz=None),
+        lambda d: vp9_file(d / "bt709.webm", colour=(1, 1, 1, 1)),
+        lambda d: vp9_file(d / "full.webm", colour=(2, 1, 1, 1)),
+        lambda d: vp9_file(d / "444.webm", pix_fmt="yuv444p"),
+    ],
+    ids=["tagged", "untagged", "alpha", "bt709", "full-range", "4:4:4"],
+)
+def test_unprobed_vp9_is_described_as_probing_would(
+    make: Callable[[Path], Path], tmp_path: Path
+) -> None:
+    # The copy path opens VP9 WebMs without avformat's probing (which decodes a picture)
+    # and reads the first keyframe's header for what the decoder would have said.
+    path = make(tmp_path)
+    with av.open(str(path)) as container:
+        stream = remux_source._picture_stream(container)
+        assert stream is not None
+        probed = remux_source._header(path, container, stream)
+    with av.open(str(path), container_options=remux_source._NO_PROBING) as container:
+        stream = remux_source._picture_stream(container)
+        assert stream is not None
+        assert remux_source._declared_header(path, container, stream) == probed
+
+
+def test_vp9_keyframe_headers_are_read() -> None:
+    assert remux_source.vp9_keyframe(b"\x00" * 16) is None  # not a frame marker
+    assert remux_source.vp9_keyframe(b"\x82") is None  # cut short

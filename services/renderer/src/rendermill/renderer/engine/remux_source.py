@@ -167,10 +167,14 @@ def _header(path: Path, container: av.container.InputContainer, stream: VideoStr
 def _declared_header(
     path: Path, container: av.container.InputContainer, stream: VideoStream
 ) -> Header | None:
-    """The header of an unprobed H.264 MP4/MOV source, what the decoder would say taken
-    from its SPS; None when probing is needed to tell (see ``Reader``)."""
+    """The header of an unprobed source, what the decoder would say taken from the
+    bitstream's own headers (an H.264 MP4/MOV's SPS, a VP9 WebM's first keyframe); None
+    when probing is needed to tell (see ``Reader``)."""
     ctx = stream.codec_context
-    if "mov" not in container.format.name.split(",") or ctx.name != "h264":
+    formats = container.format.name.split(",")
+    if "webm" in formats and ctx.name == "vp9":
+        return _declared_vp9_header(path, container, stream)
+    if "mov" not in formats or ctx.name != "h264":
         return None
     header = _header(path, container, stream)
     if header.config is None or not header.sps or stream.start_time is None:
@@ -202,6 +206,113 @@ def _declared_header(
         profile=first.profile_name,
         color=(colour[0], colour[1], colour[2], colour[3]),
         sample_aspect=aspect or vui.sample_aspect,
+    )
+
+
+def _declared_vp9_header(
+    path: Path, container: av.container.InputContainer, stream: VideoStream
+) -> Header | None:
+    if stream.start_time is None:
+        return None
+    try:
+        packet = next((p for p in container.demux(stream) if p.size), None)
+        container.seek(0, stream=stream, backward=True)
+    except (av.FFmpegError, OSError):
+        return None
+    info = vp9_keyframe(bytes(packet)) if packet is not None else None
+    if info is None:
+        return None
+    header = _header(path, container, stream)
+    if header.width != info.width or header.height != info.height:
+        return None
+    _, _, primaries, transfer = header.color
+    return dataclasses.replace(
+        header,
+        pix_fmt=info.pix_fmt,
+        profile=f"Profile {info.profile}",
+        # The colour space and range are the bitstream's; primaries and transfer only
+        # the container can say.
+        color=(info.color_range, info.matrix, primaries, transfer),
+    )
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Vp9Keyframe:
+    """What a VP9 keyframe's uncompressed header says about the picture format."""
+
+    profile: int
+    bit_depth: int
+    # AVColorSpace and AVColorRange codes, as FFmpeg's decoder reports them.
+    matrix: int
+    color_range: int
+    subsampling: tuple[int, int]
+    width: int
+    height: int
+
+    @property
+    def pix_fmt(self) -> str:
+        """The pixel format FFmpeg's decoder gives (the common ones by name)."""
+        if self.matrix == _VP9_RGB:
+            base = "gbrp"
+        else:
+            base = {(1, 1): "yuv420p", (1, 0): "yuv422p", (0, 1): "yuv440p", (0, 0): "yuv444p"}[
+                self.subsampling
+            ]
+        return f"{base}{self.bit_depth}le" if self.bit_depth > 8 else base
+
+
+# VP9 color_space (0..7) as AVColorSpace: unknown, BT.601, BT.709, SMPTE 170M, SMPTE 240M,
+# BT.2020, reserved, sRGB.
+_VP9_MATRICES = (2, 5, 1, 6, 7, 9, 3, 0)
+_VP9_RGB = 0
+
+
+def vp9_keyframe(data: bytes) -> Vp9Keyframe | None:
+    """Read a VP9 frame's uncompressed header (VP9 bitstream spec 6.2); None unless it is
+    a shown keyframe that says its format (or the data is not VP9)."""
+    bits = int.from_bytes(data[:16], "big")
+    width = 8 * min(len(data), 16)
+    pos = 0
+
+    def take(n: int) -> int:
+        nonlocal pos
+        pos += n
+        if pos > width:
+            raise ValueError
+        return (bits >> (width - pos)) & ((1 << n) - 1)
+
+    try:
+        if take(2) != 2:  # frame_marker
+            return None
+        low, high = take(1), take(1)
+        profile = (high << 1) | low
+        if profile == 3:
+            take(1)  # reserved_zero
+        if take(1):  # show_existing_frame
+            return None
+        if take(1) != 0:  # frame_type: 0 is a keyframe
+            return None
+        take(2)  # show_frame, error_resilient_mode
+        if take(24) != 0x498342:  # frame_sync_code
+            return None
+        bit_depth = 8
+        if profile >= 2:
+            bit_depth = 12 if take(1) else 10
+        color_space = take(3)
+        if color_space != 7:  # not sRGB
+            color_range = 2 if take(1) else 1
+            subsampling = (take(1), take(1)) if profile in (1, 3) else (1, 1)
+            if profile in (1, 3):
+                take(1)  # reserved_zero
+        else:
+            color_range, subsampling = 2, (0, 0)
+            if profile in (1, 3):
+                take(1)
+        w, h = take(16) + 1, take(16) + 1
+    except ValueError:
+        return None
+    return Vp9Keyframe(
+        profile, bit_depth, _VP9_MATRICES[color_space], color_range, subsampling, w, h
     )
 
 
@@ -313,11 +424,12 @@ class Reader:
     The header, the packet windows, the copied packets and the re-encoded pictures all
     come through one open container, seeking as needed. Use one iterator at a time.
 
-    An H.264 MP4/MOV file is opened without avformat's stream probing (which decodes
-    the first pictures, 20 ms at 1080p): what probing would learn from the decoder, the
-    profile, pixel format, colour and sample aspect, is read from the sample
-    description's SPS instead. Where the SPS and the container's own boxes ('colr',
-    'pasp') disagree, or anything is missing, the file is reopened and probed.
+    An H.264 MP4/MOV or VP9 WebM file is opened without avformat's stream probing
+    (which decodes the first pictures, 20-25 ms at 1080p): what probing would learn from
+    the decoder, the profile, pixel format, colour and sample aspect, is read from the
+    sample description's SPS, or from the first VP9 keyframe's header, instead. Where
+    the SPS and the container's own boxes ('colr', 'pasp') disagree, or anything is
+    missing, the file is reopened and probed.
     """
 
     def __init__(self, path: Path) -> None:
