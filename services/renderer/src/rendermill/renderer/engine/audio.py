@@ -31,10 +31,12 @@ CHANNELS = 2
 RAMP = RATE * 5 // 1000
 # Samples kept behind the read position, for interpolation across block edges.
 HISTORY = 64
-# Decoded and dropped before the first sample wanted after a seek (300 ms). Most codecs
-# need a frame; an Opus decoder started mid-stream is still some -30 dB off a steady
-# tone 100 ms in, and under -60 dB after 300 ms.
-PREROLL = 3 * RATE // 10
+# Decoded and dropped before the first sample wanted after a seek (100 ms): a packet
+# decoded without the one before it (AAC's overlapping transforms, MP3's bit reservoir)
+# comes out wrong. An Opus decoder started mid-stream is still some -30 dB off a steady
+# tone 100 ms in, and under -60 dB after 300 ms: Opus gets OPUS_PREROLL.
+PREROLL = RATE // 10
+OPUS_PREROLL = 3 * RATE // 10
 # Decoding forward this far is cheaper than a seek.
 SEEK_AHEAD = 5 * RATE
 
@@ -108,9 +110,9 @@ class AudioReader:
         if not (self._fresh and first <= 0):
             tb = self._stream.time_base
             assert tb is not None
-            # Start decoding a little early: a packet decoded without the one before it
-            # (AAC's overlapping transforms, MP3's bit reservoir) comes out wrong.
-            target = int(((first - PREROLL) / RATE + self._media.origin) / tb)
+            # Start decoding a little early (see PREROLL).
+            preroll = OPUS_PREROLL if self._stream.codec_context.name == "opus" else PREROLL
+            target = int(((first - preroll) / RATE + self._media.origin) / tb)
             try:
                 self._container.seek(max(0, target), stream=self._stream, backward=True)
             except (av.FFmpegError, OSError) as exc:
