@@ -29,3 +29,34 @@ def test_calls_below_the_level_neither_write_nor_import_structlog() -> None:
     assert len(lines) == 1
     assert lines[0]["event"] == "written" and lines[0]["n"] == 2
     assert lines[0]["level"] == "warning" and lines[0]["service"] == "test"
+
+
+TASKS = """
+import asyncio
+from rendermill.common import logging as rlog
+
+rlog.setup("info", "json", "test")
+log = rlog.get("probe")
+
+
+async def main() -> None:
+    async def one(n: int) -> None:
+        log.info("from_task", n=n)
+
+    await asyncio.gather(one(1), one(2))
+    log.info("after")
+
+
+asyncio.run(main())
+"""
+
+
+def test_every_task_names_the_service() -> None:
+    # The first message configures structlog from inside a task; the others, from other
+    # tasks and from outside them, still carry the service.
+    done = subprocess.run(
+        [sys.executable, "-c", TASKS], capture_output=True, text=True, check=True, timeout=60
+    )
+    lines = [json.loads(line) for line in done.stderr.splitlines()]
+    assert [line["event"] for line in lines] == ["from_task", "from_task", "after"]
+    assert all(line["service"] == "test" for line in lines)

@@ -68,6 +68,7 @@ def _configure() -> None:
     )
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
+        _Service(service),
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
@@ -82,7 +83,18 @@ def _configure() -> None:
         logger_factory=structlog.PrintLoggerFactory(file=_Stderr()),  # type: ignore[arg-type]
         cache_logger_on_first_use=True,
     )
-    structlog.contextvars.bind_contextvars(service=service)
+
+
+class _Service:
+    """Names the service in every event, whichever task or thread logs it (a context
+    variable bound here, at the first message, would reach only that task)."""
+
+    def __init__(self, service: str) -> None:
+        self._service = service
+
+    def __call__(self, logger: Any, method: str, event: dict[str, Any]) -> dict[str, Any]:
+        event.setdefault("service", self._service)
+        return event
 
 
 def get(name: str | None = None) -> Any:
