@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import av
 import av.logging
@@ -415,28 +416,20 @@ def h264_file(
     colour: tuple[int, int, int, int] | None = None,
     x264: str = "",
     colr: bool = True,
-    sample_aspect: str | None = None,
+    sample_aspect: Fraction | None = None,
     pix_fmt: str = "yuv420p",
 ) -> Path:
-    """A 10-frame H.264 MP4 whose SPS says ``colour`` (range, matrix, primaries,
-    transfer), with or without the container's 'colr' box."""
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream("libx264", rate=30)
-        stream.width, stream.height, stream.pix_fmt = 320, 180, pix_fmt
-        options = {"x264-params": x264} if x264 else {}
-        stream.codec_context.options = options
-        if colour is not None:
-            ctx = stream.codec_context
-            ctx.color_range, ctx.colorspace, ctx.color_primaries, ctx.color_trc = colour
-        if sample_aspect is not None:
-            stream.codec_context.sample_aspect_ratio = Fraction(sample_aspect)
-        for i in range(10):
-            frame = av.VideoFrame.from_ndarray(
-                np.full((180, 320, 3), 20 * i, np.uint8), format="rgb24"
-            ).reformat(format=pix_fmt)
-            frame.pts = i
-            out.mux(stream.encode(frame))
-        out.mux(stream.encode(None))
+    """An H.264 MP4 whose SPS says ``colour`` (range, matrix, primaries, transfer), with
+    or without the container's 'colr' box."""
+    options = {"x264-params": x264} if x264 else {}
+    synth.make_coded_clip(
+        path,
+        "libx264",
+        pix_fmt=pix_fmt,
+        colour=colour,
+        sample_aspect=sample_aspect,
+        options=options,
+    )
     if not colr:
         # The muxer always writes one; as a 'free' box it is skipped by readers.
         data = path.read_bytes()
@@ -445,19 +438,41 @@ def h264_file(
     return path
 
 
+def vp9_clip(path: Path, **kwargs: Any) -> Path:
+    return synth.make_coded_clip(path, "libvpx-vp9", options={"deadline": "realtime"}, **kwargs)
+
+
 @pytest.mark.parametrize(
-    "make",
+    ("make", "declared"),
     [
-        lambda d: synth.make_video(d / "tagged.mp4", duration=0.5),
-        lambda d: synth.make_video(d / "untagged.mp4", duration=0.5, tagged=False),
-        lambda d: synth.make_bframe_video(d / "bframes.mp4", tone_hz=440.0),
-        lambda d: synth.make_video(d / "turned.mp4", duration=0.5, rotation=90),
-        lambda d: h264_file(d / "vui.mp4", colour=(1, 1, 1, 1), colr=False),
-        lambda d: h264_file(d / "full.mp4", colour=(2, 1, 1, 1), x264="fullrange=on", colr=False),
-        lambda d: h264_file(d / "sar.mp4", sample_aspect="4/3"),
-        lambda d: h264_file(d / "clash.mp4", colour=(1, 5, 5, 6), x264="colormatrix=bt709"),
-        lambda d: h264_file(d / "ten.mp4", pix_fmt="yuv420p10le"),
-        lambda d: h264_file(d / "422.mp4", pix_fmt="yuv422p"),
+        (lambda d: synth.make_video(d / "tagged.mp4", duration=0.5), True),
+        (lambda d: synth.make_video(d / "untagged.mp4", duration=0.5, tagged=False), True),
+        (lambda d: synth.make_bframe_video(d / "bframes.mp4", tone_hz=440.0), True),
+        (lambda d: synth.make_video(d / "turned.mp4", duration=0.5, rotation=90), True),
+        (lambda d: h264_file(d / "vui.mp4", colour=(1, 1, 1, 1), colr=False), True),
+        (
+            lambda d: h264_file(
+                d / "full.mp4", colour=(2, 1, 1, 1), x264="fullrange=on", colr=False
+            ),
+            True,
+        ),
+        (lambda d: h264_file(d / "sar.mp4", sample_aspect=Fraction(4, 3)), True),
+        # The 'colr' box says BT.470BG, the SPS BT.709: probed.
+        (
+            lambda d: h264_file(d / "clash.mp4", colour=(1, 5, 5, 6), x264="colormatrix=bt709"),
+            False,
+        ),
+        (lambda d: h264_file(d / "ten.mp4", pix_fmt="yuv420p10le"), True),
+        (lambda d: h264_file(d / "422.mp4", pix_fmt="yuv422p"), True),
+        (lambda d: synth.make_video(d / "tagged.webm", duration=0.5), True),
+        (lambda d: synth.make_video(d / "untagged.webm", duration=0.5, tagged=False), True),
+        (
+            lambda d: synth.make_video(d / "alpha.webm", duration=0.5, alpha=True, tone_hz=None),
+            True,
+        ),
+        (lambda d: vp9_clip(d / "bt709.webm", colour=(1, 1, 1, 1)), True),
+        (lambda d: vp9_clip(d / "full.webm", colour=(2, 1, 1, 1)), True),
+        (lambda d: vp9_clip(d / "444.webm", pix_fmt="yuv444p"), True),
     ],
     ids=[
         "tagged",
@@ -470,19 +485,30 @@ def h264_file(
         "clash",
         "10-bit",
         "4:2:2",
+        "vp9-tagged",
+        "vp9-untagged",
+        "vp9-alpha",
+        "vp9-bt709",
+        "vp9-full-range",
+        "vp9-4:4:4",
     ],
 )
-def test_unprobed_h264_is_described_as_probing_would(
-    make: Callable[[Path], Path], tmp_path: Path
+def test_unprobed_sources_are_described_as_probing_would(
+    make: Callable[[Path], Path], declared: bool, tmp_path: Path
 ) -> None:
-    # The copy path opens H.264 MP4s without avformat's probing (which decodes
-    # pictures) and reads from the SPS what the decoder would have said; where the
-    # container's boxes contradict the SPS it probes. Either way, the same header.
+    # The copy path opens H.264 MP4s and VP9 WebMs without avformat's probing (which
+    # decodes pictures) and reads what the decoder would have said from the bitstream's
+    # own headers (the SPS, the first keyframe); where the container's boxes contradict
+    # them it probes. Either way, the same header.
     path = make(tmp_path)
     with av.open(str(path)) as container:
         stream = remux_source._picture_stream(container)
         assert stream is not None
         probed = remux_source._header(path, container, stream)
+    with av.open(str(path), container_options=remux_source._NO_PROBING) as container:
+        stream = remux_source._picture_stream(container)
+        assert stream is not None
+        assert (remux_source._declared_header(path, container, stream) is not None) == declared
     reader = remux_source.Reader(path)
     try:
         assert reader.header == probed

@@ -48,18 +48,7 @@ def media(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 def sound(path: Path) -> tuple[npt.NDArray[np.float64], list[bytes], list[str]]:
-    """The first channel decoded, the raw AAC packets, and the decoder's complaints."""
-    level = av.logging.get_level()
-    av.logging.set_level(av.logging.WARNING)
-    try:
-        with av.logging.Capture() as logs, av.open(str(path)) as container:
-            stream = container.streams.audio[0]
-            packets = [bytes(p) for p in container.demux(stream) if p.size]
-        with av.open(str(path)) as container:
-            decoded = [f.to_ndarray()[0] for f in container.decode(audio=0)]
-    finally:
-        av.logging.set_level(level)
-    return np.concatenate(decoded).astype(np.float64), packets, [m[2] for m in logs]
+    return synth.decoded_sound(path)
 
 
 def render(
@@ -72,12 +61,7 @@ def render(
 
 def lag(out: npt.NDArray[np.float64], ref: npt.NDArray[np.float64], at: int) -> int:
     """How many samples ``out`` runs ahead of ``ref`` around sample ``at``."""
-    window = out[at : at + 4800]
-    errors = {
-        shift: float(np.sum((window - ref[at + shift : at + shift + 4800]) ** 2))
-        for shift in range(-HALF_FRAME - 64, HALF_FRAME + 65)
-    }
-    return min(errors, key=errors.__getitem__)
+    return synth.lag(out, ref, at, HALF_FRAME + 64)
 
 
 # Clip a from its very start, whose sound begins with a transient (short AAC windows in

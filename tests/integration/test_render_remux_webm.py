@@ -4,7 +4,6 @@ the frames between a mid-GOP cut and the next keyframe re-encoded with libvpx-vp
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
 
@@ -95,15 +94,8 @@ def test_mid_gop_cuts_land_on_the_exact_frames(media: dict[str, Path], tmp_path:
     # 0.77 s and 2.11 s into their sources) besides the sources' own.
     keys = [i for i, (_, key) in enumerate(packets(tmp_path / "out.webm")) if key]
     assert {0, 39, 75} <= set(keys)
-    # The sound is mixed like the compose path's: each clip's tone on its side of a join.
-    out = synth.Decoded(tmp_path / "out.webm", FPS)
-    for join, before, after in ((1.3, 440.0, 1000.0), (2.5, 1000.0, 440.0)):
-        assert out.level_at(before, join - 0.2, join - 0.02) > 5 * out.level_at(
-            after, join - 0.2, join - 0.02
-        )
-        assert out.level_at(after, join + 0.02, join + 0.2) > 5 * out.level_at(
-            before, join + 0.02, join + 0.2
-        )
+    # Each clip's tone on its side of a join.
+    assert_tones_switch(tmp_path / "out.webm", [(1.3, 440.0, 1000.0), (2.5, 1000.0, 440.0)])
 
 
 @pytest.mark.parametrize(
@@ -171,29 +163,21 @@ def noisy(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     }
 
 
-def sound(path: Path) -> tuple[npt.NDArray[np.float64], list[bytes], list[str]]:
-    """The first channel decoded, the raw Opus packets, and the decoder's complaints."""
-    level = av.logging.get_level()
-    av.logging.set_level(av.logging.WARNING)
-    try:
-        with av.logging.Capture() as logs, av.open(str(path)) as container:
-            stream = container.streams.audio[0]
-            packets = [bytes(p) for p in container.demux(stream) if p.size]
-        with av.open(str(path)) as container:
-            decoded = [f.to_ndarray()[0] for f in container.decode(audio=0)]
-    finally:
-        av.logging.set_level(level)
-    return np.concatenate(decoded).astype(np.float64), packets, [m[2] for m in logs]
-
-
 def lag(out: npt.NDArray[np.float64], ref: npt.NDArray[np.float64], at: int) -> int:
     """How many samples ``out`` runs ahead of ``ref`` around sample ``at``."""
-    window = out[at : at + 4800]
-    errors = {
-        shift: float(np.sum((window - ref[at + shift : at + shift + 4800]) ** 2))
-        for shift in range(-HALF_PACKET - 64, HALF_PACKET + 65)
-    }
-    return min(errors, key=errors.__getitem__)
+    return synth.lag(out, ref, at, HALF_PACKET + 64)
+
+
+def assert_tones_switch(path: Path, joins: list[tuple[float, float, float]]) -> None:
+    """Each clip's tone right up to its join and right after it: (join, before, after)."""
+    out = synth.Decoded(path, FPS)
+    for join, before, after in joins:
+        assert out.level_at(before, join - 0.2, join - 0.02) > 5 * out.level_at(
+            after, join - 0.2, join - 0.02
+        )
+        assert out.level_at(after, join + 0.02, join + 0.2) > 5 * out.level_at(
+            before, join + 0.02, join + 0.2
+        )
 
 
 def test_opus_sound_is_copied_in_sync_and_clean_at_every_join(
@@ -201,11 +185,11 @@ def test_opus_sound_is_copied_in_sync_and_clean_at_every_join(
 ) -> None:
     result = remux.try_remux(CUTS, noisy, WEBM, tmp_path / "copy.webm")
     assert result is not None and result.copied and result.sound_copied
-    out, out_packets, complaints = sound(tmp_path / "copy.webm")
+    out, out_packets, complaints = synth.decoded_sound(tmp_path / "copy.webm")
     assert complaints == []
 
     # Most packets are the sources' own, byte for byte.
-    source_packets = {p for name in ("na", "nb") for p in sound(noisy[name])[1]}
+    source_packets = {p for name in ("na", "nb") for p in synth.decoded_sound(noisy[name])[1]}
     copied = sum(p in source_packets for p in out_packets)
     assert copied >= 0.75 * len(out_packets), (copied, len(out_packets))
 
@@ -215,7 +199,7 @@ def test_opus_sound_is_copied_in_sync_and_clean_at_every_join(
     # state differs from the source's for a few packets: up to -12 dB there, under
     # -20 dB from 100 ms after a join to 10 ms before the next.
     engine.render(CUTS, noisy, NEVER, tmp_path / "composed.webm")
-    ref, _, _ = sound(tmp_path / "composed.webm")
+    ref, _, _ = synth.decoded_sound(tmp_path / "composed.webm")
     assert abs(len(out) - len(ref)) <= remux_opus.FRAME
     joins = [0, round(1.3 * RATE), round(2.5 * RATE), round(3.2 * RATE)]
     for lo, hi in itertools.pairwise(joins):
@@ -231,14 +215,7 @@ def test_opus_sound_is_copied_in_sync_and_clean_at_every_join(
             assert 20 * np.log10(error / level) < (-12 if near else -20), (lo, at)
 
     # Each clip's tone right up to its join and right after it.
-    decoded = synth.Decoded(tmp_path / "copy.webm", FPS)
-    for join, before, after in ((1.3, 440.0, 1000.0), (2.5, 1000.0, 440.0)):
-        assert decoded.level_at(before, join - 0.2, join - 0.02) > 5 * decoded.level_at(
-            after, join - 0.2, join - 0.02
-        )
-        assert decoded.level_at(after, join + 0.02, join + 0.2) > 5 * decoded.level_at(
-            before, join + 0.02, join + 0.2
-        )
+    assert_tones_switch(tmp_path / "copy.webm", [(1.3, 440.0, 1000.0), (2.5, 1000.0, 440.0)])
 
 
 @pytest.mark.parametrize(
@@ -267,8 +244,8 @@ def test_opus_sound_that_cannot_be_copied_is_mixed(
     result = remux.try_remux(proj, noisy, WEBM, tmp_path / "out.webm")
     assert result is not None and result.copied and not result.sound_copied, why
     engine.render(proj, noisy, NEVER, tmp_path / "c.webm")
-    out, _, complaints = sound(tmp_path / "out.webm")
-    ref, _, _ = sound(tmp_path / "c.webm")
+    out, _, complaints = synth.decoded_sound(tmp_path / "out.webm")
+    ref, _, _ = synth.decoded_sound(tmp_path / "c.webm")
     assert complaints == []
     assert out.shape == ref.shape
     assert np.max(np.abs(out - ref)) < 1e-3
@@ -279,7 +256,7 @@ def test_opus_is_read_on_its_packet_grid_after_a_seek(noisy: dict[str, Path]) ->
     # the first frame after a seek (which loses its pre-skip): the reader puts every
     # frame where its packet really is, so a read after a seek is sample exact.
     path = noisy["na"]
-    whole, _, _ = sound(path)
+    whole, _, _ = synth.decoded_sound(path)
     media = probe.probe(probe.Source(track=CUTS.tracks[0], path=path), picture=False, sound=True)
     for first in (0, 12345, 50000, 100003):
         reader = audio.AudioReader(media, seek_ahead=0)
@@ -294,59 +271,6 @@ def test_opus_packet_lengths_from_the_toc() -> None:
     assert remux_opus.toc_samples(bytes([(1 << 3) | 3, 3])) == 2880  # SILK 20 ms x 3
     assert remux_opus.toc_samples(bytes([(13 << 3) | 2])) == 1920  # hybrid 20 ms x 2
     assert remux_opus.toc_samples(b"") == 0
-
-
-def vp9_file(
-    path: Path,
-    *,
-    pix_fmt: str = "yuv420p",
-    colour: tuple[int, int, int, int] | None = None,
-) -> Path:
-    """A 10-frame VP9 WebM in ``pix_fmt`` with ``colour`` (range, matrix, primaries,
-    transfer) set on the encoder."""
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream("libvpx-vp9", rate=30)
-        stream.width, stream.height, stream.pix_fmt = 320, 180, pix_fmt
-        stream.codec_context.options = {"deadline": "realtime"}
-        if colour is not None:
-            ctx = stream.codec_context
-            ctx.color_range, ctx.colorspace, ctx.color_primaries, ctx.color_trc = colour
-        for i in range(10):
-            frame = av.VideoFrame.from_ndarray(
-                np.full((180, 320, 3), 20 * i, np.uint8), format="rgb24"
-            ).reformat(format=pix_fmt)
-            frame.pts = i
-            out.mux(stream.encode(frame))
-        out.mux(stream.encode(None))
-    return path
-
-
-@pytest.mark.parametrize(
-    "make",
-    [
-        lambda d: synth.make_video(d / "tagged.webm", duration=0.5),
-        lambda d: synth.make_video(d / "untagged.webm", duration=0.5, tagged=False),
-        lambda d: synth.make_video(d / "alpha.webm", duration=0.5, alpha=True, tone_hz=None),
-        lambda d: vp9_file(d / "bt709.webm", colour=(1, 1, 1, 1)),
-        lambda d: vp9_file(d / "full.webm", colour=(2, 1, 1, 1)),
-        lambda d: vp9_file(d / "444.webm", pix_fmt="yuv444p"),
-    ],
-    ids=["tagged", "untagged", "alpha", "bt709", "full-range", "4:4:4"],
-)
-def test_unprobed_vp9_is_described_as_probing_would(
-    make: Callable[[Path], Path], tmp_path: Path
-) -> None:
-    # The copy path opens VP9 WebMs without avformat's probing (which decodes a picture)
-    # and reads the first keyframe's header for what the decoder would have said.
-    path = make(tmp_path)
-    with av.open(str(path)) as container:
-        stream = remux_source._picture_stream(container)
-        assert stream is not None
-        probed = remux_source._header(path, container, stream)
-    with av.open(str(path), container_options=remux_source._NO_PROBING) as container:
-        stream = remux_source._picture_stream(container)
-        assert stream is not None
-        assert remux_source._declared_header(path, container, stream) == probed
 
 
 def test_vp9_keyframe_headers_are_read() -> None:

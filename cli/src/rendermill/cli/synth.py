@@ -22,6 +22,7 @@ from typing import Any, Literal
 
 import av
 import av.container
+import av.logging
 import numpy as np
 import numpy.typing as npt
 from av.audio.stream import AudioStream
@@ -443,3 +444,63 @@ class Decoded:
         spectrum = np.abs(np.fft.rfft(left)) / len(left) * 2
         freqs = np.fft.rfftfreq(len(left), 1 / self.rate)
         return float(spectrum[np.argmin(np.abs(freqs - hz))])
+
+
+def make_coded_clip(
+    path: str | Path,
+    codec: str,
+    *,
+    pix_fmt: str = "yuv420p",
+    colour: tuple[int, int, int, int] | None = None,
+    sample_aspect: Fraction | None = None,
+    options: dict[str, str] | None = None,
+    frames: int = 10,
+) -> Path:
+    """Write ``frames`` grey 320x180 pictures at 30 fps with ``codec`` in ``pix_fmt``,
+    the encoder told ``colour`` (range, matrix, primaries, transfer: FFmpeg's codes) and
+    ``sample_aspect``, so that the bitstream's own headers say them. No sound."""
+    path = Path(path)
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream(codec, rate=30)
+        assert isinstance(stream, VideoStream)
+        stream.width, stream.height, stream.pix_fmt = 320, 180, pix_fmt
+        stream.codec_context.options = options or {}
+        ctx = stream.codec_context
+        if colour is not None:
+            ctx.color_range, ctx.colorspace, ctx.color_primaries, ctx.color_trc = colour
+        if sample_aspect is not None:
+            ctx.sample_aspect_ratio = sample_aspect
+        for i in range(frames):
+            grey = np.full((180, 320, 3), 20 * i % 256, np.uint8)
+            frame = av.VideoFrame.from_ndarray(grey, format="rgb24").reformat(format=pix_fmt)
+            frame.pts = i
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    return path
+
+
+def decoded_sound(path: str | Path) -> tuple[npt.NDArray[np.float64], list[bytes], list[str]]:
+    """A file's first audio stream: its first channel decoded, its packets as stored,
+    and what the decoder complained about (warnings and worse)."""
+    level = av.logging.get_level()
+    av.logging.set_level(av.logging.WARNING)
+    try:
+        with av.logging.Capture() as logs, av.open(str(path)) as container:
+            stream = container.streams.audio[0]
+            packets = [bytes(p) for p in container.demux(stream) if p.size]
+        with av.open(str(path)) as container:
+            decoded = [f.to_ndarray()[0] for f in container.decode(audio=0)]
+    finally:
+        av.logging.set_level(level)
+    return np.concatenate(decoded).astype(np.float64), packets, [m[2] for m in logs]
+
+
+def lag(out: npt.NDArray[np.float64], ref: npt.NDArray[np.float64], at: int, reach: int) -> int:
+    """How many samples ``out`` runs ahead of ``ref`` around sample ``at`` (100 ms
+    compared), looking ``reach`` samples either way."""
+    window = out[at : at + 4800]
+    errors = {
+        shift: float(np.sum((window - ref[at + shift : at + shift + 4800]) ** 2))
+        for shift in range(-reach, reach + 1)
+    }
+    return min(errors, key=errors.__getitem__)

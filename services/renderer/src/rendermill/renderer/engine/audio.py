@@ -168,11 +168,9 @@ class AudioReader:
         self._buf = chunk if self._buf.shape[1] == 0 else np.concatenate((self._buf, chunk), 1)
 
 
-def opus_pre_skip(stream: AudioStream) -> int | None:
-    """The pre-skip of an Opus stream (samples at 48 kHz, from its OpusHead); None for
-    other codecs or a missing header."""
-    head = bytes(stream.codec_context.extradata or b"")
-    if stream.codec_context.name != "opus" or len(head) < 19 or head[:8] != b"OpusHead":
+def opus_pre_skip(head: bytes | None) -> int | None:
+    """The pre-skip (samples at 48 kHz) an OpusHead says; None when ``head`` is not one."""
+    if head is None or len(head) < 19 or head[:8] != b"OpusHead":
         return None
     return int.from_bytes(head[10:12], "little")
 
@@ -191,7 +189,8 @@ def _placed(stream: AudioStream, frame: AudioFrame) -> float:
     assert tb is not None and frame.pts is not None
     at = float(frame.pts * tb) * RATE
     tick = float(tb) * RATE
-    pre_skip = opus_pre_skip(stream) if tick > 1 else None
+    ctx = stream.codec_context
+    pre_skip = opus_pre_skip(ctx.extradata) if tick > 1 and ctx.name == "opus" else None
     if pre_skip is None or frame.sample_rate != RATE:
         return at
     end = at + frame.samples

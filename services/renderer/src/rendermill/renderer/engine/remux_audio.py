@@ -106,6 +106,8 @@ class File:
     (``OpusFile`` in ``remux_opus`` is the WebM kind)."""
 
     grid = AAC
+    # The container (by FFmpeg's demuxer name) and codec copied from, and how to say so.
+    CONTAINER, CODEC, KIND = "mov", "aac", ("MP4/MOV", "AAC")
 
     def __init__(self, path: Path, origin: float) -> None:
         """Open ``path``; raises Ineligible when it cannot be opened (the compose path's
@@ -151,13 +153,21 @@ class File:
 
     def problem(self) -> str | None:
         """Why this file's sound cannot be copied into the output; None if it can."""
-        if "mov" not in self._container.format.name.split(","):
-            return f"container {self._container.format.name} is not MP4/MOV"
+        if self.CONTAINER not in self._container.format.name.split(","):
+            return f"container {self._container.format.name} is not {self.KIND[0]}"
         if self._stream is None:
             return "no audio stream"
-        ctx = self._stream.codec_context
-        if ctx.name != "aac":
-            return f"sound codec {ctx.name} is not AAC"
+        if self._stream.codec_context.name != self.CODEC:
+            return f"sound codec {self._stream.codec_context.name} is not {self.KIND[1]}"
+        if (problem := self._coding_problem(self._stream)) is not None:
+            return problem
+        if not self._origin_exact:
+            return "the picture starts between two sound samples"
+        return None
+
+    def _coding_problem(self, stream: AudioStream) -> str | None:
+        """Why the stream's coding does not fit the output's; None if it does."""
+        ctx = stream.codec_context
         config = self.config
         # AudioSpecificConfig (ISO/IEC 14496-3 1.6.2.1): audioObjectType (5 bits; 2 is
         # LC), samplingFrequencyIndex (4 bits; 3 is 48 kHz), channelConfiguration (4).
@@ -171,10 +181,8 @@ class File:
             return "the sound is HE-AAC (SBR signalled in the AudioSpecificConfig)"
         if frequency != _48_KHZ or channels != audio.CHANNELS:
             return f"sound is {ctx.sample_rate} Hz x {ctx.channels}, not 48000 Hz stereo"
-        if self._stream.time_base != Fraction(1, audio.RATE):
-            return f"sound time base {self._stream.time_base} is not 1/{audio.RATE}"
-        if not self._origin_exact:
-            return "the picture starts between two sound samples"
+        if stream.time_base != Fraction(1, audio.RATE):
+            return f"sound time base {stream.time_base} is not 1/{audio.RATE}"
         return None
 
     def scan(self, first: int, last: int) -> tuple[int, int]:
@@ -519,64 +527,122 @@ def encode_joins(sound: SoundPlan, mixers: list[audio.TrackMixer]) -> SoundPlan:
     or re-encoding would cover too much of the output to be worth it; MediaError when a
     sound source cannot be decoded.
     """
-    return _Joiner(sound, mixers).run()
+    return _AacJoiner(sound, mixers).run()
 
 
-class _LeftMismatch(Exception):
-    """A run's first re-encoded packet does not fit the copied packet before it."""
+class LeftMismatch(Exception):
+    """A run's first re-encoded packets do not fit the copied packet before it."""
 
 
 # How far a run's ends may move for its packets to fit their neighbours, in packets.
-_REACH = 16
+REACH = 16
 
 
-class _Joiner:
+class Joiner:
+    """Fits the re-encoded runs of a sound copy between its copied packets, one run at
+    a time, in order; a codec's kind says how a run is encoded and when its ends fit
+    (``_encode``), and may first move the runs' ends (``_prepare``)."""
+
+    CODEC = "AAC"
+
     def __init__(self, sound: SoundPlan, mixers: list[audio.TrackMixer]) -> None:
         self._plan = sound
         self._mixers = mixers
+        self._grid = sound.grid
         self._last = sound.end
         self._starts = [s.lo for s in sound.segments]
         self._source: dict[int, bytes] = {}
-        self._mixed_to = -_LEAD - 1
+        # Every packet re-encoded so far, by output packet; the first packet that no run
+        # has mixed yet (the mixers read forward only); the last packet's side data.
+        self._joins: dict[int, bytes] = {}
+        self._mixed_to = self._lead_start(self._grid.first)
+        self._tail: PacketSideData | None = None
 
     def run(self) -> SoundPlan:
-        # First move each run's ends off the source packets they cannot meet: a copied
-        # packet before a run must end a long window, one after it start a long window.
-        runs = [self._widen(a, b) for a, b in self._plan.encoded]
-        packets: dict[int, bytes] = {}
+        runs = self._prepare(list(self._plan.encoded))
         done: list[tuple[int, int]] = []
-        budget = max(64, (self._last + 1) // 4)
-        floor = -_LEAD - 1  # no run may mix what an earlier one did (packets)
+        budget = max(64, self._plan.packets // 4)
         k = 0
         while k < len(runs):
             # The mixers' ramps as they stand between two runs: steady until the next
             # join, so every attempt at this run can start from here.
             saved = [mixer.checkpoint() for mixer in self._mixers]
+            floor = self._mixed_to  # no run may mix what an earlier one did
             a = runs[k][0]
-            for _ in range(_REACH):
-                if a - _LEAD < floor:
-                    raise Ineligible(f"re-encoded AAC packets do not fit after packet {a}")
+            for _ in range(REACH):
+                if self._lead_start(a) < floor:
+                    raise Ineligible(f"re-encoded {self.CODEC} packets do not fit after packet {a}")
                 try:
                     a, b, k, encoded = self._encode(a, runs, k)
                     break
-                except _LeftMismatch:
-                    # Our first packet does not fit the copied one before it (the
+                except LeftMismatch:
+                    # The first packets do not fit the copied one before them (the
                     # encoder saw a transient coming): start the run a packet earlier.
                     for mixer, state in zip(self._mixers, saved, strict=True):
                         mixer.rewind(state)
                     a -= 1
             else:
-                raise Ineligible(f"re-encoded AAC packets do not fit after packet {a}")
-            packets.update(encoded)
+                raise Ineligible(f"re-encoded {self.CODEC} packets do not fit after packet {a}")
+            self._joins.update(encoded)
             done.append((a, b))
-            floor = self._mixed_to
-            if len(packets) > budget:
+            if len(self._joins) > budget:
                 raise Ineligible("joins too close together: re-encoding most of the sound")
-        return dataclasses.replace(self._plan, encoded=tuple(done), joins=packets)
+        return dataclasses.replace(
+            self._plan, encoded=tuple(done), joins=self._joins, tail=self._tail
+        )
+
+    def _lead_start(self, a: int) -> int:
+        """The first packet a run from ``a`` mixes: _LEAD packets before it."""
+        return a - _LEAD
+
+    def _prepare(self, runs: list[tuple[int, int]]) -> list[tuple[int, int]]:
+        """The runs to fit, their ends moved where they must be."""
+        return runs
+
+    def _encode(
+        self, a: int, runs: list[tuple[int, int]], k: int
+    ) -> tuple[int, int, int, dict[int, bytes]]:
+        """Encode run ``k`` from packet ``a`` up to where its last packet fits the copied
+        ones after it, taking over the runs it reaches towards (their mixing windows
+        must not overlap); set ``_mixed_to``. Returns the run's ends, the index of the
+        next run and its packets; raises LeftMismatch when the first packets do not fit
+        the copied ones before them, Ineligible when the run cannot be made to fit."""
+        raise NotImplementedError
+
+    def _packet(self, n: int) -> bytes:
+        """The source packet that output packet ``n`` would copy."""
+        data = self._source.get(n)
+        if data is None:
+            segment = self._segment(n)
+            data = next(segment.file.packets(self._grid.start(n) + segment.shift, 1))
+            self._source[n] = data
+        return data
+
+    def _segment(self, n: int) -> Segment:
+        """The segment output packet ``n`` starts in."""
+        index = max(0, bisect.bisect_right(self._starts, self._grid.start(n)) - 1)
+        return self._plan.segments[index]
+
+    def _mix(self, lo: int, hi: int) -> audio.Samples:
+        """Output samples lo .. hi - 1 of the shifted mix (silence outside the timeline)."""
+        mix = np.zeros((audio.CHANNELS, hi - lo), np.float32)
+        a, b = max(lo, 0), min(hi, self._plan.total)
+        if a < b:
+            for mixer in self._mixers:
+                mixer.mix_into(mix[:, a - lo : b - lo], a)
+            np.clip(mix, -1.0, 1.0, out=mix)
+        return mix
+
+
+class _AacJoiner(Joiner):
+    def _prepare(self, runs: list[tuple[int, int]]) -> list[tuple[int, int]]:
+        # Move each run's ends off the source packets they cannot meet: a copied packet
+        # before a run must end a long window, one after it start a long window.
+        return [self._widen(a, b) for a, b in runs]
 
     def _widen(self, a: int, b: int) -> tuple[int, int]:
         if a > -1:
-            for _ in range(_REACH):
+            for _ in range(REACH):
                 window = _window(self._packet(a - 1))
                 if window is not None and window[0] in _ENDS_LONG:
                     break
@@ -584,7 +650,7 @@ class _Joiner:
             else:
                 raise Ineligible(f"no long AAC window before packet {a}")
         if b < self._last:
-            for _ in range(_REACH):
+            for _ in range(REACH):
                 if b >= self._last:
                     break
                 window = _window(self._packet(b))
@@ -598,12 +664,8 @@ class _Joiner:
     def _encode(
         self, a: int, runs: list[tuple[int, int]], k: int
     ) -> tuple[int, int, int, dict[int, bytes]]:
-        """Encode run ``k`` from packet ``a`` up to the first packet b' >= its b at which
-        the last one fits the copied packet after it. A run that reaches towards the next
-        one takes it over (their mixing windows must not overlap: the mixers read
-        forward only). Returns the run encoded, the index of the next run and the
-        packets; raises _LeftMismatch when the first packet does not fit the one before.
-        """
+        # Up to the first packet b' >= its b at which the last one fits the copied packet
+        # after it (see ``_fits``).
         b = runs[k][1]
         k += 1
         ctx = av.CodecContext.create("aac", "w")
@@ -614,13 +676,13 @@ class _Joiner:
         ctx.bit_rate = self._plan.bit_rate
         ctx.time_base = Fraction(1, audio.RATE)
         out: dict[int, bytes] = {}
-        limit = b + _REACH
+        limit = b + REACH
         at = (a - _LEAD) * FRAME
         checked = a <= -1
         while True:
             while k < len(runs) and runs[k][0] - b <= _LEAD:
                 b = max(b, runs[k][1])
-                limit = b + _REACH
+                limit = b + REACH
                 k += 1
             # Feed frames until packet b - 1 is out (the encoder holds a frame or two).
             end = self._last * FRAME if b >= self._last else (b + 1) * FRAME
@@ -675,7 +737,7 @@ class _Joiner:
         if before is None or first is None or ours_before is None:
             raise Ineligible(f"AAC windows unreadable around packet {a}")
         if (before[0] in _ENDS_LONG) != (first[0] in _STARTS_LONG) or before[1] != ours_before[1]:
-            raise _LeftMismatch
+            raise LeftMismatch
 
     @staticmethod
     def _keep(packet: Packet[AudioStream], a: int, out: dict[int, bytes]) -> None:
@@ -684,25 +746,6 @@ class _Joiner:
         n = packet.pts // FRAME
         if n >= a - 1:
             out[n] = bytes(packet)
-
-    def _packet(self, n: int) -> bytes:
-        """The source packet that output packet ``n`` would copy."""
-        data = self._source.get(n)
-        if data is None:
-            segment = self._plan.segments[max(0, bisect.bisect_right(self._starts, n * FRAME) - 1)]
-            data = next(segment.file.packets(n * FRAME + segment.shift, 1))
-            self._source[n] = data
-        return data
-
-    def _mix(self, lo: int, hi: int) -> audio.Samples:
-        """Output samples lo .. hi - 1 of the shifted mix (silence outside the timeline)."""
-        mix = np.zeros((audio.CHANNELS, hi - lo), np.float32)
-        a, b = max(lo, 0), min(hi, self._plan.total)
-        if a < b:
-            for mixer in self._mixers:
-                mixer.mix_into(mix[:, a - lo : b - lo], a)
-            np.clip(mix, -1.0, 1.0, out=mix)
-        return mix
 
 
 def _encode_block(

@@ -32,7 +32,6 @@ made to fit within 16 packets keep the sound off this path (it is then mixed who
 
 from __future__ import annotations
 
-import bisect
 import dataclasses
 from fractions import Fraction
 from pathlib import Path
@@ -56,8 +55,6 @@ _LEAD = 4
 _WARM = 15
 # Packets compared on each side of a boundary between copied and re-encoded packets.
 _CHECK = 3
-# How far a run's ends may move for its packets to fit their neighbours, in packets.
-_REACH = 16
 # A compared packet may differ by this fraction of its level (-20 dB)...
 _RELATIVE = 0.125
 # ... or by this multiple of the run's own deviation from the mix, or by this much.
@@ -68,9 +65,12 @@ _FLOOR = 1e-4
 class OpusFile(remux_audio.File):
     """A sounding WebM source's first audio stream (Opus), opened for its packets."""
 
+    CONTAINER, CODEC, KIND = "matroska", "opus", ("WebM/Matroska", "Opus")
+
     def __init__(self, path: Path, origin: float) -> None:
         super().__init__(path, origin)
-        pre_skip = audio.opus_pre_skip(self._stream) if self._stream is not None else None
+        head = self._stream.codec_context.extradata if self._stream is not None else None
+        pre_skip = audio.opus_pre_skip(head)
         self._pre_skip = pre_skip
         self.grid = remux_audio.Grid(FRAME, -(pre_skip or 0), 0)
         self._bytes = 0
@@ -90,14 +90,7 @@ class OpusFile(remux_audio.File):
             return None
         return round(self._bytes * 8 * audio.RATE / (self._count * FRAME))
 
-    def problem(self) -> str | None:
-        if "matroska" not in self._container.format.name.split(","):
-            return f"container {self._container.format.name} is not WebM/Matroska"
-        if self._stream is None:
-            return "no audio stream"
-        ctx = self._stream.codec_context
-        if ctx.name != "opus":
-            return f"sound codec {ctx.name} is not Opus"
+    def _coding_problem(self, stream: AudioStream) -> str | None:
         head = self.config
         if self._pre_skip is None:
             return "no OpusHead in the track header"
@@ -105,8 +98,6 @@ class OpusFile(remux_audio.File):
             return f"sound has {head[9]} channel(s) in mapping family {head[18]}, not stereo"
         if head[16:18] != b"\0\0":
             return "the OpusHead asks for an output gain"
-        if not self._origin_exact:
-            return "the picture starts between two sound samples"
         return None
 
     def _sample_of(self, packet: Packet[AudioStream]) -> int:
@@ -161,10 +152,6 @@ def encode_joins(
     return _Joiner(sound, mixers).run()
 
 
-class _LeftMismatch(Exception):
-    """A run's first packets do not fit the copied packets before it."""
-
-
 @dataclasses.dataclass(slots=True)
 class _Run:
     """One run being encoded: its packets by output packet, the mix it was fed (from
@@ -176,79 +163,44 @@ class _Run:
     tail: PacketSideData | None = None
 
 
-class _Joiner:
+class _Joiner(remux_audio.Joiner):
+    CODEC = "Opus"
+
     def __init__(self, sound: remux_audio.SoundPlan, mixers: list[audio.TrackMixer]) -> None:
-        self._plan = sound
-        self._mixers = mixers
-        self._grid = sound.grid
-        self._end = sound.end
+        super().__init__(sound, mixers)
         self._pre_skip = -sound.grid.offset
         self._head = sound.template.config
-        self._starts = [s.lo for s in sound.segments]
-        self._source: dict[int, bytes] = {}
-        # Every packet re-encoded so far, by output packet.
-        self._done: dict[int, bytes] = {}
 
-    def run(self) -> remux_audio.SoundPlan:
-        runs = list(self._plan.encoded)
-        done: list[tuple[int, int]] = []
-        tail: PacketSideData | None = None
-        budget = max(64, self._plan.packets // 4)
-        floor = self._grid.first  # no run may mix what an earlier one did (packets)
-        k = 0
-        while k < len(runs):
-            saved = [mixer.checkpoint() for mixer in self._mixers]
-            a = runs[k][0]
-            for _ in range(_REACH):
-                if a > self._grid.first and a - _LEAD < floor:
-                    raise Ineligible(f"re-encoded Opus packets do not fit after packet {a}")
-                try:
-                    a, b, k, encoded = self._encode(a, runs, k)
-                    break
-                except _LeftMismatch:
-                    for mixer, state in zip(self._mixers, saved, strict=True):
-                        mixer.rewind(state)
-                    a -= 1
-            else:
-                raise Ineligible(f"re-encoded Opus packets do not fit after packet {a}")
-            self._done.update({n: encoded.packets[n] for n in range(a, b)})
-            done.append((a, b))
-            tail = encoded.tail if b == self._end else tail
-            floor = encoded.first + len(encoded.mix)
-            if len(self._done) > budget:
-                raise Ineligible("joins too close together: re-encoding most of the sound")
-        if tail is None and self._plan.total % FRAME != (FRAME - self._pre_skip) % FRAME:
-            raise Ineligible("libopus gave no end padding for the last packet")
-        return dataclasses.replace(
-            self._plan, encoded=tuple(done), joins=dict(self._done), tail=tail
-        )
+    def _lead_start(self, a: int) -> int:
+        # A run at the start has nothing before it to lead in from: its encoder starts
+        # where the output does, as the compose path's.
+        return max(self._grid.first, a - _LEAD)
 
-    def _encode(self, a: int, runs: list[tuple[int, int]], k: int) -> tuple[int, int, int, _Run]:
-        """Encode run ``k`` from packet ``a`` up to the first packet b' >= its b after
-        which the copied packets fit. A run that reaches towards the next one takes it
-        over. Returns the run's ends, the index of the next run and what was encoded;
-        raises _LeftMismatch when the first packets do not fit the ones before."""
+    def _encode(
+        self, a: int, runs: list[tuple[int, int]], k: int
+    ) -> tuple[int, int, int, dict[int, bytes]]:
+        # Up to the first packet b' >= its b after which the copied packets decode as in
+        # their source (see ``_fits_right``).
         b = runs[k][1]
         k += 1
-        first = a - min(_LEAD, a - self._grid.first)
         encoder = self._encoder()
-        run = _Run(first, {}, [])
-        limit = b + _REACH
+        run = _Run(self._lead_start(a), {}, [])
+        limit = b + remux_audio.REACH
         checked = a == self._grid.first  # nothing before the first packet
         while True:
             while k < len(runs) and runs[k][0] - b <= _LEAD:
                 b = max(b, runs[k][1])
-                limit = b + _REACH
+                limit = b + remux_audio.REACH
                 k += 1
-            if b >= self._end:
-                self._feed(encoder, run, self._end, flush=True)
-                b = self._end
+            if b >= self._last:
+                self._feed(encoder, run, self._last, flush=True)
+                b = self._last
             else:
                 self._feed(encoder, run, b, flush=False)
             if not checked:
                 self._check_left(a, run)
                 checked = True
-            if b == self._end or self._fits_right(a, b, run):
+            if b == self._last or self._fits_right(a, b, run):
                 break
             b += 1
             if b > limit:
@@ -256,7 +208,12 @@ class _Joiner:
         missing = [n for n in range(a, b) if n not in run.packets]
         if missing:
             raise Ineligible(f"libopus gave no packet {missing[0]}")
-        return a, b, k, run
+        if b == self._last:
+            if run.tail is None and (self._plan.total + self._pre_skip) % FRAME:
+                raise Ineligible("libopus gave no end padding for the last packet")
+            self._tail = run.tail
+        self._mixed_to = run.first + len(run.mix)
+        return a, b, k, {n: run.packets[n] for n in range(a, b)}
 
     def _encoder(self) -> AudioCodecContext:
         ctx = av.CodecContext.create("libopus", "w")
@@ -267,7 +224,7 @@ class _Joiner:
         ctx.bit_rate = self._plan.bit_rate
         ctx.time_base = Fraction(1, audio.RATE)
         ctx.open()
-        if audio_pre_skip(ctx) != self._pre_skip:
+        if audio.opus_pre_skip(ctx.extradata) != self._pre_skip:
             raise Ineligible("libopus's pre-skip is not the sources'")
         return ctx
 
@@ -300,35 +257,25 @@ class _Joiner:
                 raise Ineligible(f"libopus put a packet at {packet.pts}")
             n = (packet.pts + self._pre_skip) // FRAME
             run.packets[n] = bytes(packet)
-            if n == self._end - 1:
+            if n == self._last - 1:
                 side = packet.get_sidedata("skip_samples")
                 run.tail = side if side else None
 
-    def _mix(self, lo: int, hi: int) -> audio.Samples:
-        """Output samples lo .. hi - 1 of the shifted mix (silence outside the timeline)."""
-        mix = np.zeros((audio.CHANNELS, hi - lo), np.float32)
-        a, b = max(lo, 0), min(hi, self._plan.total)
-        if a < b:
-            for mixer in self._mixers:
-                mixer.mix_into(mix[:, a - lo : b - lo], a)
-            np.clip(mix, -1.0, 1.0, out=mix)
-        return mix
-
     def _check_left(self, a: int, run: _Run) -> None:
         """Whether the run's first packets decode after the copied ones before it as they
-        do after the run's own lead-in; raises _LeftMismatch if not."""
+        do after the run's own lead-in; raises LeftMismatch if not."""
         count = min(_CHECK, len(run.packets) - (a - run.first))
         ours = [run.packets[n] for n in range(a, a + count)]
         before = [self._output_packet(n) for n in range(max(self._grid.first, a - _WARM), a)]
         got = self._decode(before + ours)
         alone = self._decode([run.packets[n] for n in range(run.first, a + count)])
         if not self._close(got, alone, count, self._noise(run, a)):
-            raise _LeftMismatch
+            raise remux_audio.LeftMismatch
 
     def _fits_right(self, a: int, b: int, run: _Run) -> bool:
         """Whether the first copied packets after packet ``b - 1`` decode there as they
         do in their source."""
-        count = min(_CHECK, self._end - b)
+        count = min(_CHECK, self._last - b)
         after = [self._packet(n) for n in range(b, b + count)]
         before = [self._output_packet(n) for n in range(max(self._grid.first, a - _WARM), a)]
         got = self._decode(before + [run.packets[n] for n in range(a, b)] + after)
@@ -382,16 +329,7 @@ class _Joiner:
 
     def _output_packet(self, n: int) -> bytes:
         """Output packet ``n`` as written: re-encoded by an earlier run, or copied."""
-        return self._done.get(n) or self._packet(n)
-
-    def _packet(self, n: int) -> bytes:
-        """The source packet that output packet ``n`` would copy."""
-        data = self._source.get(n)
-        if data is None:
-            segment = self._segment(n)
-            data = next(segment.file.packets(self._grid.start(n) + segment.shift, 1))
-            self._source[n] = data
-        return data
+        return self._joins.get(n) or self._packet(n)
 
     def _source_run(self, b: int, count: int) -> list[bytes]:
         """The packets output packets ``b .. b + count - 1`` copy, with the ones that
@@ -404,15 +342,3 @@ class _Joiner:
             except Ineligible:
                 continue
         return list(segment.file.packets(first, count))
-
-    def _segment(self, n: int) -> remux_audio.Segment:
-        index = max(0, bisect.bisect_right(self._starts, self._grid.start(n)) - 1)
-        return self._plan.segments[index]
-
-
-def audio_pre_skip(ctx: AudioCodecContext) -> int | None:
-    """An opened libopus encoder's pre-skip (from the OpusHead it made)."""
-    head = bytes(ctx.extradata or b"")
-    if len(head) < 19 or head[:8] != b"OpusHead":
-        return None
-    return int.from_bytes(head[10:12], "little")
