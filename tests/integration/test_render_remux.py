@@ -19,7 +19,7 @@ from rendermill.common import schemas
 from rendermill.common.project import model
 from rendermill.common.testing import clip, project, track
 from rendermill.renderer import engine
-from rendermill.renderer.engine import remux, remux_h264, remux_plan, remux_source
+from rendermill.renderer.engine import probe, remux, remux_h264, remux_plan, remux_source
 from rendermill.renderer.engine.result import RenderResult
 
 FPS = 30
@@ -505,7 +505,7 @@ def test_unprobed_sources_are_described_as_probing_would(
         stream = remux_source._picture_stream(container)
         assert stream is not None
         probed = remux_source._header(path, container, stream)
-    with av.open(str(path), container_options=remux_source._NO_PROBING) as container:
+    with av.open(str(path), container_options=probe.NO_PROBING) as container:
         stream = remux_source._picture_stream(container)
         assert stream is not None
         assert (remux_source._declared_header(path, container, stream) is not None) == declared

@@ -43,7 +43,8 @@ _MOV = "mov,mp4,m4a,3gp,3g2,mj2"
 # times come from their first packets, which the least probing still reads when they
 # are near the start of the file.
 _MATROSKA = "matroska,webm"
-_NO_PROBING = {"probesize": "32", "analyzeduration": "0"}
+# Container options that skip the probing (the least that avformat still reads).
+NO_PROBING = {"probesize": "32", "analyzeduration": "0"}
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -71,7 +72,7 @@ class Source:
         """
         try:
             container = av.open(
-                str(self.path), "r", metadata_errors="ignore", container_options=_NO_PROBING
+                str(self.path), "r", metadata_errors="ignore", container_options=NO_PROBING
             )
             if _declared(container):
                 return container

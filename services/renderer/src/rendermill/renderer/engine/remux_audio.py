@@ -120,7 +120,7 @@ class File:
                 str(path),
                 "r",
                 metadata_errors="ignore",
-                options={"probesize": "32", "analyzeduration": "0"},
+                container_options=probe.NO_PROBING,
             )
         except (av.FFmpegError, OSError, UnicodeDecodeError) as exc:
             raise Ineligible(f"{path.name} cannot be opened ({exc})") from exc

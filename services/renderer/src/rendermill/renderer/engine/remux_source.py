@@ -21,6 +21,7 @@ import av.stream
 from av.video.frame import VideoFrame
 from av.video.stream import VideoStream
 
+from rendermill.renderer.engine import probe
 from rendermill.renderer.engine import remux_h264 as h264
 
 _COPYABLE_PROFILES = frozenset({"Baseline", "Constrained Baseline", "Main", "High"})
@@ -35,8 +36,6 @@ _LIMITED_RANGES = frozenset({0, 1})  # unspecified, MPEG
 # A frame's timestamp may sit this far (in frames) off the k / fps grid; anything more
 # is not a constant frame rate source.
 _GRID_TOLERANCE = 0.1
-# Opening without avformat's stream probing, which decodes the first pictures.
-_NO_PROBING = {"probesize": "32", "analyzeduration": "0"}
 
 
 class Ineligible(Exception):
@@ -437,7 +436,7 @@ class Reader:
         compose path then words the error for the user)."""
         self.path = path
         self._container = av.open(
-            str(path), "r", metadata_errors="ignore", container_options=_NO_PROBING
+            str(path), "r", metadata_errors="ignore", container_options=probe.NO_PROBING
         )
         self.header: Header | None = None
         try:
