@@ -25,9 +25,13 @@ their own stream:
 - the first copied packets after the run against the same packets decoded in their
   source; if they differ by more, the run ends a packet later.
 
-"More than the coding noise allows" is more than -20 dB of the sound's level in any
-packet, and more than twice the run's own deviation from the mix. Runs that cannot be
-made to fit within 16 packets keep the sound off this path (it is then mixed whole).
+"More than the coding noise allows" is more than -18 dB of the sound's level in any
+20 ms packet (the error of a 1 dB level change), and more than twice the run's own
+deviation from the mix. Where encoders differ the decoder's state does too: after a
+5 ms fade-in, libopus may settle on a pitch post-filter gain a step away from the
+source's, which the first copied packets carry for some 60 ms at about -20 dB; a join
+shows no more than that, next to the cut itself. Runs that cannot be made to fit within
+16 packets keep the sound off this path (it is then mixed whole).
 """
 
 from __future__ import annotations
@@ -55,7 +59,7 @@ _LEAD = 4
 _WARM = 15
 # Packets compared on each side of a boundary between copied and re-encoded packets.
 _CHECK = 3
-# A compared packet may differ by this fraction of its level (-20 dB)...
+# A compared packet may differ by this fraction of its level (-18 dB)...
 _RELATIVE = 0.125
 # ... or by this multiple of the run's own deviation from the mix, or by this much.
 _NOISE = 2.0
