@@ -39,7 +39,13 @@ def _project(url: str, end: float = 2.0) -> dict[str, Any]:
 
 
 async def _job(
-    pool: asyncpg.Pool, store: fs.FsStore, media_file: Path | None, url: str, end: float = 2.0
+    pool: asyncpg.Pool,
+    store: fs.FsStore,
+    media_file: Path | None,
+    url: str,
+    end: float = 2.0,
+    *,
+    sha256: str | None = None,
 ) -> tuple[jobs.Job, tenants.Tenant]:
     async with pool.acquire() as conn:
         tenant, _ = await tenants.create(conn, "t")
@@ -56,7 +62,7 @@ async def _job(
                 name=media_file.name,
                 content_type="video/mp4",
                 size=size,
-                sha256="-",
+                sha256=sha256 if sha256 is not None else service._sha256(media_file),
             )
             media[url] = str(asset_id)
         job, _ = await jobs.create(
@@ -219,3 +225,33 @@ async def test_a_job_missing_from_the_database_says_which_database_to_check(
     assert db.describe("postgresql://u:secret@db.internal:6543/render") == (
         "postgresql://db.internal:6543/render"
     )
+
+
+async def test_an_upload_that_is_not_the_file_recorded_fails_as_media_error(
+    pool: asyncpg.Pool, db_url: str, tmp_path: Path
+) -> None:
+    # A direct upload whose client declared another file's SHA-256 (or a stored file that
+    # changed since): the render fails naming the track, and renders nothing.
+    cfg = _cfg(db_url, tmp_path)
+    store = fs.FsStore(cfg.store_root, signing_key="k", public_url="http://x")
+    clip = synth.make_video(tmp_path / "clip.mp4", duration=1.0)
+    job, _ = await _job(pool, store, clip, "blob:editor/1", end=1.0, sha256="ab" * 32)
+    attempt = service.Attempt(cfg, pool, store, job.id, 1)
+    scratch = tmp_path / "scratch" / "one"
+    scratch.mkdir(parents=True)
+    with pytest.raises(errors.MediaError, match=r"track 'clip'.*is not the one uploaded"):
+        await attempt.run(scratch)
+
+
+async def test_an_upload_recorded_without_a_digest_is_rendered(
+    pool: asyncpg.Pool, db_url: str, tmp_path: Path
+) -> None:
+    # A direct upload whose client declared no SHA-256 has none to check against.
+    cfg = _cfg(db_url, tmp_path)
+    store = fs.FsStore(cfg.store_root, signing_key="k", public_url="http://x")
+    clip = synth.make_video(tmp_path / "clip.mp4", duration=1.0)
+    job, _ = await _job(pool, store, clip, "blob:editor/1", end=1.0, sha256="")
+    attempt = service.Attempt(cfg, pool, store, job.id, 1)
+    scratch = tmp_path / "scratch" / "one"
+    scratch.mkdir(parents=True)
+    assert await attempt.run(scratch) == JobStatus.SUCCEEDED

@@ -274,6 +274,7 @@ class Attempt:
                     self._reserve(asset.size, track, url)
                     local = local.with_suffix(Path(asset.name).suffix or local.suffix)
                     await self.store.get_file(asset.object_key, local)
+                    await self._verify(asset, local, track, url)
                     by_asset[asset_id] = local
                 elif url.startswith(("http://", "https://")):
                     await self._download(url, local, track)
@@ -292,6 +293,26 @@ class Attempt:
                 ) from exc
             out[url] = local
         return out
+
+    async def _verify(
+        self, asset: tenants_repo.Asset, local: Path, track: model.Track, url: str
+    ) -> None:
+        """Check a fetched upload against the SHA-256 recorded for it (computed by the
+        gateway, or declared by the client of a direct upload; none when a direct upload
+        declared none): a file that changed in the store, or a direct upload whose bytes
+        are not the ones its client hashed, fails the job instead of rendering."""
+        recorded = asset.sha256.lower()
+        if len(recorded) != 64:
+            return
+        digest = await asyncio.to_thread(_sha256, local)
+        if digest != recorded:
+            raise errors.MediaError(
+                f"track {track.name or track.id!r}: the uploaded file for {url!r} is not the "
+                f"one uploaded: its SHA-256 is {digest}, but {recorded} was recorded for "
+                "it; upload the file again",
+                track=track.id,
+                url=url,
+            )
 
     def _reserve(self, size: int, track: model.Track, url: str) -> None:
         """Count ``size`` bytes against the scratch limit; a job whose sources do not fit
