@@ -609,6 +609,17 @@ class Joiner:
         the copied ones before them, Ineligible when the run cannot be made to fit."""
         raise NotImplementedError
 
+    def _encoder(self, codec: str, sample_format: str) -> AudioCodecContext:
+        """A stereo 48 kHz encoder at the plan's bit rate, for one run."""
+        ctx = av.CodecContext.create(codec, "w")
+        assert isinstance(ctx, AudioCodecContext)
+        ctx.sample_rate = audio.RATE
+        ctx.layout = "stereo"
+        ctx.format = sample_format
+        ctx.bit_rate = self._plan.bit_rate
+        ctx.time_base = Fraction(1, audio.RATE)
+        return ctx
+
     def _packet(self, n: int) -> bytes:
         """The source packet that output packet ``n`` would copy."""
         data = self._source.get(n)
@@ -668,13 +679,7 @@ class _AacJoiner(Joiner):
         # after it (see ``_fits``).
         b = runs[k][1]
         k += 1
-        ctx = av.CodecContext.create("aac", "w")
-        assert isinstance(ctx, AudioCodecContext)
-        ctx.sample_rate = audio.RATE
-        ctx.layout = "stereo"
-        ctx.format = "fltp"
-        ctx.bit_rate = self._plan.bit_rate
-        ctx.time_base = Fraction(1, audio.RATE)
+        ctx = self._encoder("aac", "fltp")
         out: dict[int, bytes] = {}
         limit = b + REACH
         at = (a - _LEAD) * FRAME

@@ -187,7 +187,7 @@ class _Joiner(remux_audio.Joiner):
         # their source (see ``_fits_right``).
         b = runs[k][1]
         k += 1
-        encoder = self._encoder()
+        encoder = self._opus_encoder()
         run = _Run(self._lead_start(a), {}, [])
         limit = b + remux_audio.REACH
         checked = a == self._grid.first  # nothing before the first packet
@@ -219,14 +219,8 @@ class _Joiner(remux_audio.Joiner):
         self._mixed_to = run.first + len(run.mix)
         return a, b, k, {n: run.packets[n] for n in range(a, b)}
 
-    def _encoder(self) -> AudioCodecContext:
-        ctx = av.CodecContext.create("libopus", "w")
-        assert isinstance(ctx, AudioCodecContext)
-        ctx.sample_rate = audio.RATE
-        ctx.layout = "stereo"
-        ctx.format = "flt"
-        ctx.bit_rate = self._plan.bit_rate
-        ctx.time_base = Fraction(1, audio.RATE)
+    def _opus_encoder(self) -> AudioCodecContext:
+        ctx = self._encoder("libopus", "flt")  # (libopus takes interleaved samples)
         ctx.open()
         if audio.opus_pre_skip(ctx.extradata) != self._pre_skip:
             raise Ineligible("libopus's pre-skip is not the sources'")
