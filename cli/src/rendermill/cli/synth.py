@@ -504,3 +504,23 @@ def lag(out: npt.NDArray[np.float64], ref: npt.NDArray[np.float64], at: int, rea
         for shift in range(-reach, reach + 1)
     }
     return min(errors, key=errors.__getitem__)
+
+
+def window_errors(
+    out: npt.NDArray[np.float64],
+    ref: npt.NDArray[np.float64],
+    shift: int,
+    lo: int,
+    hi: int,
+    size: int = 256,
+) -> list[tuple[int, float]]:
+    """(sample, dB) for windows of ``size`` samples of ``out`` from ``lo`` to ``hi``: how
+    far each is from ``ref`` (read ``shift`` samples later), relative to ``ref``'s
+    level in that window."""
+    found = []
+    for at in range(lo, hi - size, size):
+        expected = ref[at + shift : at + shift + size]
+        error = np.sqrt(np.mean((out[at : at + size] - expected) ** 2))
+        level = np.sqrt(np.mean(expected**2))
+        found.append((at, float(20 * np.log10(error / level))))
+    return found
