@@ -1012,3 +1012,32 @@ def test_every_source_matrix_and_range_comes_out_the_same_colour(
         assert near(colour(out.at(k * 0.1 + 0.05), 20, 20, 300, 160), ROSE, 5), name
     # The poster (full-range BT.601, as JPEG is) shows the same colour.
     assert near(colour(_decode_jpeg(out.path.with_suffix(".jpg"))), ROSE, 5)
+
+
+def test_hdr_and_wide_gamut_sources_are_mapped_into_bt709_sdr(
+    run: Callable[..., synth.Decoded], tmp_path: Path
+) -> None:
+    # Phones record HDR (HLG, PQ) in BT.2020 primaries, screen recordings come in P3.
+    # Each source carries these BT.709 colours in its own light, the way BT.2408 maps SDR
+    # into HDR (SDR white at HDR reference white): mapped back they are the same colours.
+    # Read as if they were BT.709 they are 40 to 110 levels off (HDR white shows as grey).
+    colours = [(128, 128, 128), WHITE, ROSE, (51, 178, 76), (51, 76, 204)]
+    lights: list[synth.Light] = ["hlg", "pq", "bt2020", "p3"]
+    sources: dict[str, Path] = {
+        light: synth.make_wide_video(tmp_path / f"{light}.mp4", colours, light) for light in lights
+    }
+    # Larger than it is shown: scaled down before its colour is mapped.
+    sources["hlg-large"] = synth.make_wide_video(
+        tmp_path / "large.mp4", colours, "hlg", size=(640, 360)
+    )
+    tracks = [
+        track(name, clip(k * 0.1, (k + 1) * 0.1, fit=model.Fit.FILL))
+        for k, name in enumerate(sources)
+    ]
+    out = run(project(*tracks), sources)
+    stripe = 320 // len(colours)
+    for k, name in enumerate(sources):
+        picture = out.at(k * 0.1 + 0.05)
+        for i, expected in enumerate(colours):
+            shown = colour(picture, i * stripe + 8, 20, (i + 1) * stripe - 8, 160)
+            assert near(shown, expected, 12), (name, expected, shown)

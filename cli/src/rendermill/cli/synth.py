@@ -157,6 +157,138 @@ def make_video(
     return path
 
 
+Light = Literal["hlg", "pq", "bt2020", "p3"]
+
+# Chromaticities (x, y) of the red, green and blue primaries and the white point.
+_D65 = (0.3127, 0.3290)
+_PRIMARIES = {
+    "bt709": ((0.640, 0.330), (0.300, 0.600), (0.150, 0.060)),
+    "bt2020": ((0.708, 0.292), (0.170, 0.797), (0.131, 0.046)),
+    "p3": ((0.680, 0.320), (0.265, 0.690), (0.150, 0.060)),
+}
+# Per light: its primaries, its Y'CbCr matrix (Kr, Kb) and FFmpeg's codes for the
+# matrix, the primaries and the transfer.
+_LIGHTS: dict[Light, tuple[str, tuple[float, float], tuple[int, int, int]]] = {
+    "hlg": ("bt2020", (0.2627, 0.0593), (9, 9, 18)),
+    "pq": ("bt2020", (0.2627, 0.0593), (9, 9, 16)),
+    "bt2020": ("bt2020", (0.2627, 0.0593), (9, 9, 14)),
+    "p3": ("p3", (0.2126, 0.0722), (1, 12, 13)),
+}
+# HLG's OETF constants (BT.2100).
+_HLG_A, _HLG_B, _HLG_C = 0.17883277, 0.28466892, 0.55991073
+# The luminance of HDR reference white (BT.2408), cd/m².
+_PQ_WHITE = 203.0
+
+
+def make_wide_video(
+    path: str | Path,
+    colors: Sequence[RGB],
+    light: Light,
+    *,
+    size: tuple[int, int] = (320, 180),
+    duration: float = 0.2,
+    fps: int = 30,
+    codec: str = "libx265",
+) -> Path:
+    """Write a 10-bit clip showing ``colors`` (BT.709 SDR values) as equal vertical
+    stripes, left to right, in another light, tagged so in the bitstream and the
+    container, as phones and cameras write them:
+
+    - ``hlg`` and ``pq``: BT.2100 HDR (BT.2020 primaries), the SDR display's light
+      (BT.1886: gamma 2.4) with its white at HDR reference white, 203 cd/m² (BT.2408's
+      display-light mapping; HLG for a 1000 cd/m² display, where that white is 75 %);
+    - ``bt2020``: BT.2020 primaries in BT.709's transfer (SDR), converted in display light;
+    - ``p3``: Display P3 primaries in the sRGB transfer, BT.709 matrix.
+
+    A renderer that maps them back into BT.709 SDR shows ``colors`` again. No sound.
+    """
+    path = Path(path)
+    width, height = size
+    gamut, (kr, kb), (matrix, primaries, transfer) = _LIGHTS[light]
+    sdr = np.asarray(colors, np.float64) / 255.0
+    convert = np.linalg.inv(_rgb_to_xyz(gamut)) @ _rgb_to_xyz("bt709")
+    if light == "p3":
+        signal = _srgb_oetf(np.clip(_srgb_eotf(sdr) @ convert.T, 0.0, 1.0))
+    else:
+        display = np.clip(np.power(sdr, 2.4) @ convert.T, 0.0, 1.0)
+        if light == "pq":
+            signal = _pq_inverse_eotf(display * _PQ_WHITE)
+        elif light == "hlg":
+            signal = _hlg_oetf(_hlg_inverse_ootf(display * _PQ_WHITE, kr, kb))
+        else:
+            signal = np.power(display, 1 / 2.4)
+    luma = signal @ np.array([kr, 1.0 - kr - kb, kb])
+    cb = (signal[:, 2] - luma) / (2 * (1 - kb))
+    cr = (signal[:, 0] - luma) / (2 * (1 - kr))
+    # 10-bit limited range.
+    codes = np.round(np.stack([64 + 876 * luma, 512 + 896 * cb, 512 + 896 * cr], 1))
+    stripe = np.minimum(np.arange(width) * len(colors) // width, len(colors) - 1)
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream(codec, rate=fps)
+        assert isinstance(stream, VideoStream)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p10le"
+        ctx = stream.codec_context
+        ctx.color_range, ctx.colorspace, ctx.color_primaries, ctx.color_trc = (
+            1,
+            matrix,
+            primaries,
+            transfer,
+        )
+        if codec == "libx265":
+            stream.options = {"preset": "ultrafast", "x265-params": "log-level=error"}
+        frame = av.VideoFrame(width, height, "yuv420p10le")
+        for index, plane in enumerate(frame.planes):
+            rows = np.frombuffer(memoryview(plane), np.uint16).reshape(plane.height, -1)
+            step = width // plane.width
+            rows[:, : plane.width] = codes[stripe[::step], index].astype(np.uint16)
+        frame.colorspace, frame.color_primaries, frame.color_trc = matrix, primaries, transfer
+        frame.color_range = 1
+        for i in range(max(1, round(duration * fps))):
+            frame.pts = i
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    return path
+
+
+def _rgb_to_xyz(gamut: str) -> npt.NDArray[np.float64]:
+    """The matrix from linear RGB in ``gamut`` to CIE XYZ (D65 white at Y = 1)."""
+    columns = np.array([[x / y, 1.0, (1 - x - y) / y] for x, y in _PRIMARIES[gamut]]).T
+    wx, wy = _D65
+    white = np.array([wx / wy, 1.0, (1 - wx - wy) / wy])
+    return columns * np.linalg.solve(columns, white)
+
+
+def _srgb_eotf(v: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    return np.where(v <= 0.04045, v / 12.92, np.power((v + 0.055) / 1.055, 2.4))
+
+
+def _srgb_oetf(e: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    return np.where(e <= 0.0031308, 12.92 * e, 1.055 * np.power(e, 1 / 2.4) - 0.055)
+
+
+def _hlg_inverse_ootf(
+    nits: npt.NDArray[np.float64], kr: float, kb: float
+) -> npt.NDArray[np.float64]:
+    """Scene light (0-1) that HLG's OOTF shows as ``nits`` on a 1000 cd/m² display
+    (BT.2100: F = 1000 * Ys ** (gamma - 1) * E, gamma 1.2)."""
+    display = nits / 1000.0
+    luminance = display @ np.array([kr, 1.0 - kr - kb, kb])
+    scene_luminance = np.power(np.maximum(luminance, 1e-12), 1 / 1.2)
+    return display / np.power(scene_luminance, 0.2)[:, None]  # type: ignore[no-any-return]
+
+
+def _hlg_oetf(e: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    log = _HLG_A * np.log(np.maximum(12 * e - _HLG_B, 1e-12)) + _HLG_C
+    return np.where(e <= 1 / 12, np.sqrt(3 * e), log)
+
+
+def _pq_inverse_eotf(nits: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    m1, m2 = 2610 / 16384, 2523 / 4096 * 128
+    c1, c2, c3 = 3424 / 4096, 2413 / 4096 * 32, 2392 / 4096 * 32
+    y = np.power(nits / 10000.0, m1)
+    return np.power((c1 + c2 * y) / (1 + c3 * y), m2)
+
+
 def make_bframe_video(
     dest: Path,
     *,

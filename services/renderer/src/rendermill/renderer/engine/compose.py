@@ -11,7 +11,11 @@ it so. A YUV source is read with the matrix it is tagged with; untagged video wi
 players assume (BT.709 when HD-sized, BT.601 below) and untagged still images as BT.601
 (JPEG and WebP define it); full-range sources are brought to limited range; RGB sources
 (PNG, the background) are converted with BT.709. An HD video that is untagged or tagged
-BT.709 therefore needs no colour conversion at all, only scaling.
+BT.709 therefore needs no colour conversion at all, only scaling. HDR video (PQ or HLG,
+as phones record) and wide-gamut sources (BT.2020, P3) are mapped into BT.709 SDR by
+swscale's colour management, as ``ffmpeg -vf scale=out_transfer=bt709:out_primaries=bt709``
+does: HDR reference white (203 cd/m², 75 % HLG) becomes SDR white, colours outside BT.709
+are clipped to it (relative colorimetric).
 
 Effects (an output option): opacity folds into the alpha blend, which stays in YUV and
 is exact there because YUV is an affine function of RGB. Blend modes other than normal
@@ -51,6 +55,14 @@ _SPC_BT470BG = 5
 _SPC_SMPTE170M = 6
 _RANGE_JPEG = 2
 _ACCURATE = Interpolation.BILINEAR | Interpolation.ACCURATE_RND
+# AVColorTransferCharacteristic / AVColorPrimaries values (libavutil/pixfmt.h).
+_TRC_BT709 = 1
+_TRC_UNSPECIFIED = 2
+_TRC_HDR = frozenset({16, 18})  # SMPTE ST 2084 (PQ), ARIB STD-B67 (HLG)
+_PRI_BT709 = 1
+_PRI_UNSPECIFIED = 2
+_PRI_BT2020 = 9
+_PRI_WIDE = frozenset({9, 11, 12})  # BT.2020, DCI-P3, Display P3
 
 
 def _even(value: float) -> int:
@@ -282,6 +294,39 @@ def source_colorspace(frame: VideoFrame, *, still: bool = False) -> Colorspace |
     return None
 
 
+def colour_mapping(frame: VideoFrame) -> dict[str, int] | None:
+    """The transfer and primaries to have swscale map ``frame``'s light to (keyword
+    arguments of ``reformat``), or None when its light is already BT.709 SDR's.
+
+    HDR (PQ, HLG) is mapped to the BT.709 transfer and primaries; wide-gamut SDR (BT.2020,
+    P3) to BT.709 primaries in its own transfer. HDR without primaries is BT.2020 (BT.2100
+    knows no other), and wide-gamut SDR without a transfer is taken as BT.709's: the
+    frame's tags are completed so.
+    """
+    trc, primaries = frame.color_trc, frame.color_primaries
+    hdr = trc in _TRC_HDR
+    if not hdr and primaries not in _PRI_WIDE:
+        return None
+    if hdr and primaries == _PRI_UNSPECIFIED:
+        frame.color_primaries = _PRI_BT2020
+    if not hdr and trc == _TRC_UNSPECIFIED:
+        frame.color_trc = _TRC_BT709
+    return {
+        "dst_color_trc": _TRC_BT709 if hdr else frame.color_trc,
+        "dst_color_primaries": _PRI_BT709,
+    }
+
+
+class Scaler:
+    """swscale's state kept between the conversions of one track's pictures: one
+    context per kind of step, so that none is set up again on every frame (a colour
+    mapping's set-up alone takes milliseconds)."""
+
+    def __init__(self) -> None:
+        self.convert = VideoReformatter()
+        self.shrink = VideoReformatter()
+
+
 def convert(
     frame: VideoFrame,
     width: int,
@@ -291,7 +336,7 @@ def convert(
     turns: int = 0,
     mirror: bool = False,
     still: bool = False,
-    scaler: VideoReformatter | None = None,
+    scaler: Scaler | None = None,
 ) -> Layer:
     """``frame`` scaled to ``width`` x ``height`` in BT.709 yuv420p (yuva420p with
     ``alpha``), after mirroring left-right if asked and ``turns`` counterclockwise
@@ -301,10 +346,21 @@ def convert(
     ``scaler`` keeps swscale's state between calls of one track. The result may share
     memory with ``frame`` when no conversion is needed; it is only ever read.
     """
+    scaler = scaler or Scaler()
     scaled = (height, width) if turns % 2 else (width, height)
     full_range = frame.color_range == _RANGE_JPEG
     matrix = source_colorspace(frame, still=still)
-    converted = (scaler or VideoReformatter()).reformat(
+    mapping = colour_mapping(frame)
+    if mapping is not None and frame.width * frame.height > scaled[0] * scaled[1]:
+        # swscale maps colour at the input's size, about 25 ns a pixel: a 4K phone
+        # video shown at 1080p is scaled down first, in its own format (4x cheaper).
+        shrunk = scaler.shrink.reformat(
+            frame, *scaled, src_colorspace=matrix, dst_colorspace=matrix
+        )
+        # A plain reformat leaves the transfer and primaries untagged.
+        shrunk.color_trc, shrunk.color_primaries = frame.color_trc, frame.color_primaries
+        frame = shrunk
+    converted = scaler.convert.reformat(
         frame,
         *scaled,
         "yuva420p" if alpha else "yuv420p",
@@ -314,7 +370,8 @@ def convert(
         # With swscale's fast rounding a matrix or range conversion is off by up to 6
         # levels in RGB; exact rounding costs ~40% more, so a plain scale (the common
         # case of HD video) keeps the fast path.
-        interpolation=_ACCURATE if full_range or matrix != OUTPUT_COLORSPACE else None,
+        interpolation=(_ACCURATE if full_range or matrix != OUTPUT_COLORSPACE or mapping else None),
+        **(mapping or {}),
     )
     planes = [_plane(converted, i) for i in range(len(converted.planes))]
     if mirror:

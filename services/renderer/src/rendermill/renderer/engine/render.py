@@ -7,7 +7,6 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from av.video.frame import VideoFrame
-from av.video.reformatter import VideoReformatter
 from opentelemetry import trace
 
 from rendermill.common import errors, schemas
@@ -155,7 +154,7 @@ class _PictureTrack:
         self._actions = _showable(track)
         self._effects = {i: compose.Effect.of(a) for i, a in self._actions} if effects else {}
         self._readers: dict[int, video.VideoReader] = {}
-        self._scaler = VideoReformatter()
+        self._scaler = compose.Scaler()
         # Per action, the last picture drawn and its conversion: held, frozen and still
         # pictures (and sources slower than the output) are converted once.
         self._converted: dict[int, tuple[VideoFrame, compose.Rect, compose.Layer]] = {}
