@@ -15,6 +15,10 @@ and its ``scale`` to 480x270 runs once). Both blend in YUV 4:2:0 on every frame 
 to 12 s; both seek into clip B rather than decode its first 2 s; both encode libx264
 veryfast crf 23 yuv420p with AAC 128 kb/s 48 kHz stereo into mp4 with +faststart.
 
+With ``--hdr`` both clips are HEVC Main 10 in HLG (BT.2020), as phones record, and both
+sides map them into BT.709 SDR with swscale's colour management (ffmpeg: ``scale`` with
+``out_transfer``/``out_primaries``/``out_color_matrix`` bt709 on each clip).
+
 With ``--moviepy``, MoviePy 2.x renders the same timeline as a third contender
 (bench/moviepy_compose.py, a child process like the others; off by default: it is
 several times slower). Its ffmpeg children's CPU and RSS are in its wait4 figures; the
@@ -53,6 +57,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--duration", type=float, default=20.0, help="timeline seconds (default 20)")
     p.add_argument("--resolution", default="1080p", help="output size (default 1080p)")
     p.add_argument(
+        "--hdr",
+        action="store_true",
+        help="clips in HEVC Main 10 HLG (generated once), mapped to BT.709 SDR by both sides",
+    )
+    p.add_argument(
         "--moviepy",
         action="store_true",
         help="add MoviePy as a third contender (slow; needs the bench group, 1080p only)",
@@ -77,7 +86,10 @@ def run(args: argparse.Namespace) -> int:
 
     # Each clip a little longer than it shows, as a real edit would be.
     clip_len = cut + TRIM_B
-    specs = [harness.ClipSpec(name, rgb, clip_len, hz) for name, rgb, hz in (CLIP_A, CLIP_B)]
+    specs = [
+        harness.ClipSpec(name, rgb, clip_len, hz, hlg=args.hdr)
+        for name, rgb, hz in (CLIP_A, CLIP_B)
+    ]
     clips = harness.ensure_clips(args.media_dir, specs)
     clip_a, clip_b = clips[CLIP_A[0]], clips[CLIP_B[0]]
     png = harness.ensure_png(args.media_dir, "overlay", size=OVERLAY, alpha=OVERLAY_ALPHA)
@@ -117,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
             work.path / "rendermill.mp4",
             duration,
         )
-        graph = _filter_graph(duration, cut, ov_start, ov_end, out_size, fps)
+        graph = _filter_graph(duration, cut, ov_start, ov_end, out_size, fps, hdr=args.hdr)
         ff = harness.Contender(
             "ffmpeg",
             [
@@ -189,6 +201,7 @@ def run(args: argparse.Namespace) -> int:
                     "fps": fps,
                     "runs": args.runs,
                     "warmup": args.warmup,
+                    "hdr": args.hdr,
                     "sources": {k: str(v) for k, v in clips.items()}
                     | {"overlay": str(png), "music": str(music)},
                     "ffmpeg_filter_complex": graph,
@@ -335,13 +348,20 @@ def _filter_graph(
     ov_end: float,
     out_size: tuple[int, int],
     fps: int,
+    *,
+    hdr: bool = False,
 ) -> str:
     place = harness.Placement.of(out_size)
     # Clips fill the canvas; the canvas lands in the frame as rendermill places it.
     cx, cy, cw, ch = place.rect(0, 0, *harness.CANVAS)
     ox, oy, ow, oh = place.rect(*OVERLAY_AT, *OVERLAY)
     ow_, oh_ = out_size
-    scale = "" if (cw, ch) == harness.CANVAS else f",scale={cw}:{ch}:flags=bilinear"
+    options = [] if (cw, ch) == harness.CANVAS else [f"{cw}:{ch}:flags=bilinear"]
+    if hdr:
+        # swscale's colour management, as rendermill asks it for HDR sources.
+        options.append("out_color_matrix=bt709:out_primaries=bt709:out_transfer=bt709")
+    scale = f",scale={':'.join(options)}" if options else ""
+    scale += ",format=yuv420p" if hdr else ""
     pad = "" if (cw, ch) == out_size else f",pad={ow_}:{oh_}:{cx}:{cy}:black"
     # overlay's enable is inclusive at both ends; rendermill shows an action while
     # start <= t < end.

@@ -37,6 +37,7 @@ import numpy.typing as npt
 from av.audio.frame import AudioFrame
 from av.packet import Packet
 from av.video.frame import VideoFrame
+from av.video.reformatter import Colorspace, VideoReformatter
 from av.video.stream import VideoStream
 
 from rendermill.cli import synth
@@ -200,7 +201,8 @@ def _cpu_model() -> str:
 @dataclasses.dataclass(frozen=True, slots=True)
 class ClipSpec:
     """A 1080p clip with a tone: H.264 + AAC in MP4, or (``ext="webm"``) VP9 + Opus in
-    WebM. ``gop`` in frames: None keeps synth's (1 s)."""
+    WebM. ``gop`` in frames: None keeps synth's (1 s). ``hlg``: HEVC Main 10 in HLG
+    (BT.2100), as phones record HDR, instead of H.264."""
 
     name: str
     color: tuple[int, int, int]
@@ -211,11 +213,13 @@ class ClipSpec:
     counter: bool = False
     gop: int | None = None
     ext: str = "mp4"
+    hlg: bool = False
 
     @property
     def filename(self) -> str:
         w, h = CANVAS
         tags = ("-moving" if self.moving else "") + ("-counter" if self.counter else "")
+        tags += "-hlg" if self.hlg else ""
         gop = f"-g{self.gop}" if self.gop else ""
         rgb = "".join(f"{c:02x}" for c in self.color)
         return (
@@ -259,6 +263,11 @@ def _make_clip(spec: ClipSpec, dest: Path) -> None:
             set_gop(tmp, regop, spec.gop)
             tmp.unlink()
             tmp = regop
+        if spec.hlg:
+            hdr = dest.with_name(f".{dest.name}.{os.getpid()}.hlg.{spec.ext}")
+            to_hlg(tmp, hdr)
+            tmp.unlink()
+            tmp = hdr
         tmp.replace(dest)
     finally:
         tmp.unlink(missing_ok=True)
@@ -268,31 +277,72 @@ def set_gop(src: Path, dest: Path, gop: int) -> None:
     """Re-encode ``src``'s picture with a keyframe exactly every ``gop`` frames (and no
     others), in its own codec (H.264 or VP9); the sound is copied. synth writes
     one-second GOPs; cuts need a choice."""
+    with av.open(str(src)) as inp:
+        vp9 = inp.streams.video[0].codec_context.name == "vp9"
+    if vp9:
+        options = {
+            "deadline": "realtime",
+            "cpu-used": "8",
+            "row-mt": "1",
+            "crf": "20",
+            "b": "0",
+            "g": str(gop),
+            "keyint_min": str(gop),
+            "lag-in-frames": "0",
+        }
+        _transcode(src, dest, "libvpx-vp9", "yuv420p", options)
+    else:
+        options = {
+            "preset": "ultrafast",
+            "crf": "18",
+            "x264-params": f"keyint={gop}:min-keyint={gop}:scenecut=0",
+        }
+        _transcode(src, dest, "libx264", "yuv420p", options)
+
+
+def to_hlg(src: Path, dest: Path) -> None:
+    """Re-encode ``src``'s picture as HEVC Main 10 in HLG with BT.2020 primaries and
+    matrix (swscale maps the SDR picture into it); the sound is copied."""
+    scaler = VideoReformatter()
+
+    def convert(frame: VideoFrame) -> VideoFrame:
+        return scaler.reformat(
+            frame,
+            format="yuv420p10le",
+            dst_colorspace=Colorspace.BT2020,
+            dst_color_trc=18,
+            dst_color_primaries=9,
+        )
+
+    options = {"preset": "ultrafast", "crf": "18", "x265-params": "log-level=error"}
+    # AVColorRange / AVColorSpace / AVColorPrimaries / AVColorTransferCharacteristic.
+    colour = (1, 9, 9, 18)
+    _transcode(src, dest, "libx265", "yuv420p10le", options, colour=colour, convert=convert)
+
+
+def _transcode(
+    src: Path,
+    dest: Path,
+    codec: str,
+    pix_fmt: str,
+    options: dict[str, str],
+    *,
+    colour: tuple[int, int, int, int] | None = None,
+    convert: Callable[[VideoFrame], VideoFrame] | None = None,
+) -> None:
+    """``src``'s picture re-encoded with ``codec`` (each frame through ``convert``
+    first; ``colour``: range, matrix, primaries, transfer to tag), its sound copied."""
     with av.open(str(src)) as inp, av.open(str(dest), "w") as out:
         vin = inp.streams.video[0]
-        vp9 = vin.codec_context.name == "vp9"
-        vout = out.add_stream("libvpx-vp9" if vp9 else "libx264", rate=vin.average_rate)
+        vout = out.add_stream(codec, rate=vin.average_rate)
         assert isinstance(vout, VideoStream)
         vout.width = vin.codec_context.width
         vout.height = vin.codec_context.height
-        vout.pix_fmt = "yuv420p"
-        if vp9:
-            vout.options = {
-                "deadline": "realtime",
-                "cpu-used": "8",
-                "row-mt": "1",
-                "crf": "20",
-                "b": "0",
-                "g": str(gop),
-                "keyint_min": str(gop),
-                "lag-in-frames": "0",
-            }
-        else:
-            vout.options = {
-                "preset": "ultrafast",
-                "crf": "18",
-                "x264-params": f"keyint={gop}:min-keyint={gop}:scenecut=0",
-            }
+        vout.pix_fmt = pix_fmt
+        if colour is not None:
+            ctx = vout.codec_context
+            ctx.color_range, ctx.colorspace, ctx.color_primaries, ctx.color_trc = colour
+        vout.options = dict(options)
         ain = inp.streams.audio[0] if inp.streams.audio else None
         aout = out.add_stream_from_template(ain) if ain is not None else None
         streams = [vin] if ain is None else [vin, ain]
@@ -304,8 +354,10 @@ def set_gop(src: Path, dest: Path, gop: int) -> None:
                 continue
             for frame in packet.decode():
                 assert isinstance(frame, VideoFrame)
-                frame.pict_type = av.video.frame.PictureType.NONE
-                out.mux(vout.encode(frame))
+                picture = convert(frame) if convert is not None else frame
+                picture.pts, picture.time_base = frame.pts, frame.time_base
+                picture.pict_type = av.video.frame.PictureType.NONE
+                out.mux(vout.encode(picture))
         out.mux(vout.encode(None))
 
 
