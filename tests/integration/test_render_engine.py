@@ -996,6 +996,10 @@ def test_every_source_matrix_and_range_comes_out_the_same_colour(
         "jpeg": synth.make_image(tmp_path / "i.jpg", color=ROSE, size=sd),
         "webp-lossy": synth.make_image(tmp_path / "j.webp", color=ROSE, size=sd, lossless=False),
         "webp-lossless": synth.make_image(tmp_path / "k.webp", color=ROSE, size=sd),
+        # Stored in Display P3 with its ICC profile, as macOS screenshots and iPhone
+        # photos are: read as sRGB they would be 18 levels off.
+        "png-p3": synth.make_image(tmp_path / "l.png", color=ROSE, size=sd, display_p3=True),
+        "jpeg-p3": synth.make_image(tmp_path / "m.jpg", color=ROSE, size=sd, display_p3=True),
     }
     still = (".png", ".jpg", ".webp")
     tracks = [

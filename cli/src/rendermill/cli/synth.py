@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import struct
+import zlib
 from collections.abc import Sequence
 from fractions import Fraction
 from pathlib import Path
@@ -208,7 +209,7 @@ def make_wide_video(
     sdr = np.asarray(colors, np.float64) / 255.0
     convert = np.linalg.inv(_rgb_to_xyz(gamut)) @ _rgb_to_xyz("bt709")
     if light == "p3":
-        signal = _srgb_oetf(np.clip(_srgb_eotf(sdr) @ convert.T, 0.0, 1.0))
+        signal = _in_p3(sdr)
     else:
         display = np.clip(np.power(sdr, 2.4) @ convert.T, 0.0, 1.0)
         if light == "pq":
@@ -256,6 +257,71 @@ def _rgb_to_xyz(gamut: str) -> npt.NDArray[np.float64]:
     wx, wy = _D65
     white = np.array([wx / wy, 1.0, (1 - wx - wy) / wy])
     return columns * np.linalg.solve(columns, white)
+
+
+def _in_p3(srgb: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """sRGB values (0-1) as Display P3 values of the same colours."""
+    convert = np.linalg.inv(_rgb_to_xyz("p3")) @ _rgb_to_xyz("bt709")
+    return _srgb_oetf(np.clip(_srgb_eotf(srgb) @ convert.T, 0.0, 1.0))
+
+
+# The ICC profile connection space's white (D50) and Bradford's cone response matrix.
+_D50_XYZ = (0.9642, 1.0, 0.8249)
+_BRADFORD = np.array(
+    [[0.8951, 0.2664, -0.1614], [-0.7502, 1.7135, 0.0367], [0.0389, -0.0685, 1.0296]]
+)
+
+
+def icc_profile(gamut: Literal["p3", "bt709"]) -> bytes:
+    """A version 2 ICC display profile for RGB in ``gamut`` with the sRGB curve, as
+    Apple's Display P3 and the common sRGB profiles are: colorants adapted to D50 with
+    Bradford's transform, the curve as a parametric one (type 3)."""
+    to_xyz = _rgb_to_xyz(gamut)
+    scale = (_BRADFORD @ np.array(_D50_XYZ)) / (_BRADFORD @ to_xyz.sum(axis=1))
+    adapted = np.linalg.inv(_BRADFORD) @ np.diag(scale) @ _BRADFORD @ to_xyz
+
+    def s15(*values: float) -> bytes:
+        return b"".join(struct.pack(">i", round(v * 65536)) for v in values)
+
+    def xyz(column: Sequence[float]) -> bytes:
+        return b"XYZ \0\0\0\0" + s15(*column)
+
+    text = f"rendermill test {gamut}".encode()
+    curve = b"para\0\0\0\0" + struct.pack(">HH", 3, 0)
+    curve += s15(2.4, 1 / 1.055, 0.055 / 1.055, 1 / 12.92, 0.04045)
+    tags = [
+        (b"desc", b"desc\0\0\0\0" + struct.pack(">I", len(text) + 1) + text + bytes(80)),
+        (b"wtpt", xyz(_D50_XYZ)),
+        (b"rXYZ", xyz(adapted[:, 0])),
+        (b"gXYZ", xyz(adapted[:, 1])),
+        (b"bXYZ", xyz(adapted[:, 2])),
+        (b"rTRC", curve),
+        (b"gTRC", curve),
+        (b"bTRC", curve),
+    ]
+    table, data = b"", b""
+    start = 128 + 4 + 12 * len(tags)
+    for signature, body in tags:
+        body += bytes(-len(body) % 4)
+        table += signature + struct.pack(">II", start + len(data), len(body))
+        data += body
+    header = struct.pack(">I", start + len(data)) + b"none" + bytes([2, 0x40, 0, 0])
+    header += b"mntrRGB XYZ " + bytes(12) + b"acsp" + bytes(28) + s15(*_D50_XYZ) + bytes(48)
+    return header + struct.pack(">I", len(tags)) + table + data
+
+
+def _with_profile(data: bytes, suffix: str, profile: bytes) -> bytes:
+    """An encoded PNG or JPEG file with ``profile`` embedded (an iCCP chunk after IHDR,
+    or an ICC_PROFILE APP2 segment after SOI)."""
+    if suffix == ".png":
+        (ihdr,) = struct.unpack_from(">I", data, 8)
+        at = 8 + 12 + ihdr
+        body = b"icc\0\0" + zlib.compress(profile)
+        chunk = struct.pack(">I", len(body)) + b"iCCP" + body
+        chunk += struct.pack(">I", zlib.crc32(b"iCCP" + body))
+        return data[:at] + chunk + data[at:]
+    payload = b"ICC_PROFILE\0\x01\x01" + profile
+    return data[:2] + b"\xff\xe2" + struct.pack(">H", len(payload) + 2) + payload + data[2:]
 
 
 def _srgb_eotf(v: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
@@ -396,6 +462,7 @@ def make_image(
     corner: RGB | None = None,
     exif_orientation: int | None = None,
     lossless: bool = True,
+    display_p3: bool = False,
 ) -> Path:
     """Write a solid ``color`` still of ``size`` to ``path`` (``.png``, ``.jpg``, ``.webp``).
 
@@ -403,9 +470,12 @@ def make_image(
     and WebP only). With ``corner`` the top-left quarter is that colour instead, so
     that a test can see which way up the picture is drawn. ``exif_orientation`` (1..8,
     JPEG only) adds an EXIF block with that orientation. WebP is lossless (RGB) unless
-    ``lossless`` is False (then it is BT.601 YUV, as lossy WebP always is). Returns
-    ``path``; raises ``ValueError`` for an unknown suffix, alpha in a JPEG or EXIF in
-    anything else.
+    ``lossless`` is False (then it is BT.601 YUV, as lossy WebP always is). With
+    ``display_p3`` (PNG and JPEG) the pixels hold ``color`` (and ``corner``) in Display P3
+    and the file embeds a Display P3 ICC profile, as macOS screenshots and iPhone photos
+    do: a colour-managed viewer shows ``color``. Returns ``path``; raises
+    ``ValueError`` for an unknown suffix, alpha in a JPEG, EXIF in anything else, or a
+    Display P3 WebP.
     """
     path = Path(path)
     suffix = path.suffix.lower()
@@ -424,10 +494,20 @@ def make_image(
         pix_fmt = "yuv420p" if alpha is None else "yuva420p"
     else:
         raise ValueError(f"make_image: unsupported suffix {suffix!r}; use .png, .jpg or .webp")
+    if display_p3 and suffix == ".webp":
+        raise ValueError("make_image: Display P3 is written into PNG and JPEG files only")
+
+    def stored(rgb: RGB) -> npt.NDArray[np.float64]:
+        value = np.asarray([rgb], np.float64) / 255.0
+        if display_p3:
+            value = _in_p3(value)
+        rounded: npt.NDArray[np.float64] = np.round(value[0] * 255.0)
+        return rounded
+
     rgba = np.empty((height, width, 4), np.uint8)
-    rgba[..., :3] = color
+    rgba[..., :3] = stored(color)
     if corner is not None:
-        rgba[: height // 2, : width // 2, :3] = corner
+        rgba[: height // 2, : width // 2, :3] = stored(corner)
     rgba[..., 3] = 255 if alpha is None else alpha
     frame = av.VideoFrame.from_ndarray(rgba, format="rgba")
     muxer = "webp" if suffix == ".webp" else "image2"
@@ -444,6 +524,8 @@ def make_image(
         picture.pts = 0
         out.mux(stream.encode(picture))
         out.mux(stream.encode(None))
+    if display_p3:
+        path.write_bytes(_with_profile(path.read_bytes(), suffix, icc_profile("p3")))
     if exif_orientation is not None:
         data = path.read_bytes()
         path.write_bytes(data[:2] + _exif_segment(exif_orientation) + data[2:])

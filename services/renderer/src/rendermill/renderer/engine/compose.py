@@ -15,7 +15,8 @@ BT.709 therefore needs no colour conversion at all, only scaling. HDR video (PQ 
 as phones record) and wide-gamut sources (BT.2020, P3) are mapped into BT.709 SDR by
 swscale's colour management, as ``ffmpeg -vf scale=out_transfer=bt709:out_primaries=bt709``
 does: HDR reference white (203 cd/m², 75 % HLG) becomes SDR white, colours outside BT.709
-are clipped to it (relative colorimetric).
+are clipped to it (relative colorimetric). Still images in P3 say so in an ICC profile,
+which ``probe`` reads into the frame's tags (see ``icc``).
 
 Effects (an output option): opacity folds into the alpha blend, which stays in YUV and
 is exact there because YUV is an affine function of RGB. Blend modes other than normal

@@ -23,12 +23,15 @@ from av.video.stream import VideoStream
 
 from rendermill.common import errors
 from rendermill.common.project import model
+from rendermill.renderer.engine import icc
 
 # Demuxers that read a single picture from a file (PNG, JPEG, WebP, BMP...).
 _STILL_DEMUXERS = ("image2", "_pipe")
 # VP8/VP9 carry alpha in side data that only libvpx decodes; FFmpeg's native decoders
 # drop it silently.
 _ALPHA_DECODERS = {"vp8": "libvpx", "vp9": "libvpx-vp9"}
+# AVColorPrimaries: a still whose decoder found no primaries (no cICP, cHRM or sRGB chunk).
+_PRIMARIES_UNSPECIFIED = 2
 _DURATION_TAG = re.compile(r"(\d+):(\d{2}):(\d{2}(?:\.\d+)?)")
 # EXIF sits in an APP1 segment (at most 64 KiB) right after SOI and maybe APP0.
 _JPEG_HEAD = 1 << 17
@@ -199,6 +202,11 @@ def _probe(
             declared_end=_stream_end(astream, origin),
         )
     still = first if is_still and video is not None else None
+    if still is not None and still.color_primaries == _PRIMARIES_UNSPECIFIED:
+        profile = icc.read_profile(source.path)
+        tagged = icc.light(profile) if profile is not None else None
+        if tagged is not None:
+            still.color_primaries, still.color_trc = tagged
     orientation = None
     if still is not None and vstream is not None and vstream.codec_context.name == "mjpeg":
         orientation = exif_orientation(source.path)
