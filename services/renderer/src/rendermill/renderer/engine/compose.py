@@ -25,9 +25,10 @@ are computed in RGB (the CSS compositing formulas), on the layer's region only.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import enum
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
 import numpy as np
@@ -319,13 +320,33 @@ def colour_mapping(frame: VideoFrame) -> dict[str, int] | None:
 
 
 class Scaler:
-    """swscale's state kept between the conversions of one track's pictures: one
-    context per kind of step, so that none is set up again on every frame (a colour
-    mapping's set-up alone takes milliseconds)."""
+    """swscale contexts kept between conversions, one per kind of conversion (input
+    format and size, output size, colour), so that none is set up again on every frame.
+    One is shared by every track of a render: a colour mapping takes about 1.6 s to set
+    up, so ten HDR clips from one phone pay it once, not once per track, and a track
+    whose actions alternate between two sizes does not pay it at every switch. The
+    LIMIT most recently used contexts are kept."""
+
+    LIMIT = 16
 
     def __init__(self) -> None:
-        self.convert = VideoReformatter()
-        self.shrink = VideoReformatter()
+        self._contexts: collections.OrderedDict[Hashable, VideoReformatter] = (
+            collections.OrderedDict()
+        )
+
+    def __len__(self) -> int:
+        return len(self._contexts)
+
+    def context(self, key: Hashable) -> VideoReformatter:
+        """The context for conversions described by ``key``."""
+        found = self._contexts.get(key)
+        if found is not None:
+            self._contexts.move_to_end(key)
+            return found
+        made = self._contexts[key] = VideoReformatter()
+        if len(self._contexts) > self.LIMIT:
+            self._contexts.popitem(last=False)
+        return made
 
 
 def convert(
@@ -344,24 +365,28 @@ def convert(
     quarter turns.
 
     ``still`` says ``frame`` is a still image (see :func:`source_colorspace`);
-    ``scaler`` keeps swscale's state between calls of one track. The result may share
+    ``scaler`` keeps swscale's contexts between calls (see Scaler). The result may share
     memory with ``frame`` when no conversion is needed; it is only ever read.
     """
-    scaler = scaler or Scaler()
+    if scaler is None:
+        scaler = Scaler()
     scaled = (height, width) if turns % 2 else (width, height)
     full_range = frame.color_range == _RANGE_JPEG
     matrix = source_colorspace(frame, still=still)
     mapping = colour_mapping(frame)
+    source = (frame.format.name, frame.width, frame.height)
     if mapping is not None and frame.width * frame.height > scaled[0] * scaled[1]:
         # swscale maps colour at the input's size, about 25 ns a pixel: a 4K phone
         # video shown at 1080p is scaled down first, in its own format (4x cheaper).
-        shrunk = scaler.shrink.reformat(
+        shrunk = scaler.context(("shrink", *source, scaled, matrix)).reformat(
             frame, *scaled, src_colorspace=matrix, dst_colorspace=matrix
         )
         # A plain reformat leaves the transfer and primaries untagged.
         shrunk.color_trc, shrunk.color_primaries = frame.color_trc, frame.color_primaries
         frame = shrunk
-    converted = scaler.convert.reformat(
+    light = (frame.color_range, frame.color_trc, frame.color_primaries, matrix)
+    key = ("convert", frame.format.name, frame.width, frame.height, scaled, alpha, light)
+    converted = scaler.context(key).reformat(
         frame,
         *scaled,
         "yuva420p" if alpha else "yuv420p",

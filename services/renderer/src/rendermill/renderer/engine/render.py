@@ -143,6 +143,7 @@ class _PictureTrack:
         track: model.Track,
         media: probe.Media,
         viewport: compose.Viewport,
+        scaler: compose.Scaler,
         *,
         effects: bool,
     ):
@@ -154,7 +155,7 @@ class _PictureTrack:
         self._actions = _showable(track)
         self._effects = {i: compose.Effect.of(a) for i, a in self._actions} if effects else {}
         self._readers: dict[int, video.VideoReader] = {}
-        self._scaler = compose.Scaler()
+        self._scaler = scaler
         # Per action, the last picture drawn and its conversion: held, frozen and still
         # pictures (and sources slower than the output) are converted once.
         self._converted: dict[int, tuple[VideoFrame, compose.Rect, compose.Layer]] = {}
@@ -268,6 +269,7 @@ def _plan(
 ) -> tuple[list[_PictureTrack], list[audio.TrackMixer]]:
     pictures: list[_PictureTrack] = []
     mixers: list[audio.TrackMixer] = []
+    scaler = compose.Scaler()
     for track in project.tracks:
         actions = [a for _, a in _showable(track)]
         picture = track.has_picture and bool(actions)
@@ -296,7 +298,7 @@ def _plan(
                 span.set_attribute("sample_rate", media.audio.rate)
                 span.set_attribute("channels", media.audio.channels)
         if picture and media.video is not None:
-            pictures.append(_PictureTrack(track, media, viewport, effects=effects))
+            pictures.append(_PictureTrack(track, media, viewport, scaler, effects=effects))
         if sound and media.audio is not None:
             mixers.append(audio.TrackMixer(track, media, clock=volume_clock))
     return pictures, mixers
