@@ -37,6 +37,7 @@ from av.video.frame import VideoFrame
 from av.video.reformatter import ColorRange, Colorspace, Interpolation, VideoReformatter
 
 from rendermill.common.project import model
+from rendermill.renderer.engine import icc
 
 Plane = npt.NDArray[np.uint8]
 Floats = npt.NDArray[np.float32]
@@ -61,10 +62,8 @@ _ACCURATE = Interpolation.BILINEAR | Interpolation.ACCURATE_RND
 _TRC_BT709 = 1
 _TRC_UNSPECIFIED = 2
 _TRC_HDR = frozenset({16, 18})  # SMPTE ST 2084 (PQ), ARIB STD-B67 (HLG)
-_PRI_BT709 = 1
-_PRI_UNSPECIFIED = 2
-_PRI_BT2020 = 9
-_PRI_WIDE = frozenset({9, 11, 12})  # BT.2020, DCI-P3, Display P3
+_PRI_DCI_P3 = 11
+_PRI_WIDE = frozenset({icc.PRIMARIES_BT2020, _PRI_DCI_P3, icc.PRIMARIES_DISPLAY_P3})
 
 
 def _even(value: float) -> int:
@@ -309,13 +308,13 @@ def colour_mapping(frame: VideoFrame) -> dict[str, int] | None:
     hdr = trc in _TRC_HDR
     if not hdr and primaries not in _PRI_WIDE:
         return None
-    if hdr and primaries == _PRI_UNSPECIFIED:
-        frame.color_primaries = _PRI_BT2020
+    if hdr and primaries == icc.PRIMARIES_UNSPECIFIED:
+        frame.color_primaries = icc.PRIMARIES_BT2020
     if not hdr and trc == _TRC_UNSPECIFIED:
         frame.color_trc = _TRC_BT709
     return {
         "dst_color_trc": _TRC_BT709 if hdr else frame.color_trc,
-        "dst_color_primaries": _PRI_BT709,
+        "dst_color_primaries": icc.PRIMARIES_BT709,
     }
 
 
@@ -325,9 +324,10 @@ class Scaler:
     One is shared by every track of a render: a colour mapping takes about 1.6 s to set
     up, so ten HDR clips from one phone pay it once, not once per track, and a track
     whose actions alternate between two sizes does not pay it at every switch. The
-    LIMIT most recently used contexts are kept."""
+    LIMIT most recently used contexts are kept: a 1080p mapping's context holds about
+    40 MB (its tables and float pictures), and no timeline shows more kinds at once."""
 
-    LIMIT = 16
+    LIMIT = 8
 
     def __init__(self) -> None:
         self._contexts: collections.OrderedDict[Hashable, VideoReformatter] = (

@@ -20,6 +20,7 @@ import numpy.typing as npt
 
 # AVColorPrimaries / AVColorTransferCharacteristic values (libavutil/pixfmt.h).
 PRIMARIES_BT709 = 1
+PRIMARIES_UNSPECIFIED = 2
 PRIMARIES_BT2020 = 9
 PRIMARIES_DISPLAY_P3 = 12
 TRANSFER_SRGB = 13

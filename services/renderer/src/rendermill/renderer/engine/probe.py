@@ -30,8 +30,6 @@ _STILL_DEMUXERS = ("image2", "_pipe")
 # VP8/VP9 carry alpha in side data that only libvpx decodes; FFmpeg's native decoders
 # drop it silently.
 _ALPHA_DECODERS = {"vp8": "libvpx", "vp9": "libvpx-vp9"}
-# AVColorPrimaries: a still whose decoder found no primaries (no cICP, cHRM or sRGB chunk).
-_PRIMARIES_UNSPECIFIED = 2
 _DURATION_TAG = re.compile(r"(\d+):(\d{2}):(\d{2}(?:\.\d+)?)")
 # EXIF sits in an APP1 segment (at most 64 KiB) right after SOI and maybe APP0.
 _JPEG_HEAD = 1 << 17
@@ -202,7 +200,8 @@ def _probe(
             declared_end=_stream_end(astream, origin),
         )
     still = first if is_still and video is not None else None
-    if still is not None and still.color_primaries == _PRIMARIES_UNSPECIFIED:
+    # A still whose decoder found no primaries (no cICP, cHRM or sRGB chunk in a PNG).
+    if still is not None and still.color_primaries == icc.PRIMARIES_UNSPECIFIED:
         profile = icc.read_profile(source.path)
         tagged = icc.light(profile) if profile is not None else None
         if tagged is not None:
