@@ -16,6 +16,7 @@ from rendermill.common import errors, schemas
 from rendermill.common.project import model
 from rendermill.common.testing import clip, project, track
 from rendermill.renderer import engine
+from rendermill.renderer.engine import probe
 
 FPS = 30
 SMALL = schemas.OutputSpec(resolution="320x180", fps=FPS)
@@ -1038,6 +1039,10 @@ def test_hdr_and_wide_gamut_sources_are_mapped_into_bt709_sdr(
         track(name, clip(k * 0.1, (k + 1) * 0.1, fit=model.Fit.FILL))
         for k, name in enumerate(sources)
     ]
+    for name, path in sources.items():
+        source = probe.Source(track=track(name, clip(0.0, 0.1)), path=path)
+        media = probe.probe(source, picture=True, sound=False)
+        assert media.video is not None and media.video.light == name.split("-")[0]
     out = run(project(*tracks), sources)
     stripe = 320 // len(colours)
     for k, name in enumerate(sources):

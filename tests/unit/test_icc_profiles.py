@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from rendermill.cli import synth
-from rendermill.renderer.engine import icc
+from rendermill.common.testing import clip, track
+from rendermill.renderer.engine import icc, probe
 
 # The colorants of Apple's "Display P3" profile (macOS, iOS), as its rXYZ, gXYZ and bXYZ
 # tags store them.
@@ -69,3 +70,21 @@ def test_unreadable_files_have_no_profile(tmp_path: Path) -> None:
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 5) + b"iCCPnoNUL")
     assert icc.read_profile(broken) is None
+
+
+def test_light_names_for_spans() -> None:
+    assert icc.light_name(icc.TRANSFER_HLG, icc.PRIMARIES_BT2020) == "hlg"
+    assert icc.light_name(icc.TRANSFER_PQ, icc.PRIMARIES_UNSPECIFIED) == "pq"
+    assert icc.light_name(icc.TRANSFER_BT2020_10, icc.PRIMARIES_BT2020) == "bt2020"
+    assert icc.light_name(icc.TRANSFER_SRGB, icc.PRIMARIES_DISPLAY_P3) == "p3"
+    assert icc.light_name(icc.TRANSFER_BT709, icc.PRIMARIES_BT709) == "sdr"
+
+
+@pytest.mark.parametrize("suffix", [".png", ".jpg"])
+def test_a_display_p3_image_is_probed_in_its_primaries(tmp_path: Path, suffix: str) -> None:
+    path = synth.make_image(tmp_path / f"p3{suffix}", size=(16, 16), display_p3=True)
+    source = probe.Source(track=track("p3", clip(0.0, 1.0)), path=path)
+    media = probe.probe(source, picture=True, sound=False)
+    assert media.still is not None and media.video is not None
+    assert media.still.color_primaries == icc.PRIMARIES_DISPLAY_P3
+    assert media.video.light == "p3"

@@ -58,12 +58,8 @@ _SPC_BT470BG = 5
 _SPC_SMPTE170M = 6
 _RANGE_JPEG = 2
 _ACCURATE = Interpolation.BILINEAR | Interpolation.ACCURATE_RND
-# AVColorTransferCharacteristic / AVColorPrimaries values (libavutil/pixfmt.h).
-_TRC_BT709 = 1
-_TRC_UNSPECIFIED = 2
-_TRC_HDR = frozenset({16, 18})  # SMPTE ST 2084 (PQ), ARIB STD-B67 (HLG)
-_PRI_DCI_P3 = 11
-_PRI_WIDE = frozenset({icc.PRIMARIES_BT2020, _PRI_DCI_P3, icc.PRIMARIES_DISPLAY_P3})
+_TRC_HDR = frozenset({icc.TRANSFER_PQ, icc.TRANSFER_HLG})
+_PRI_WIDE = frozenset({icc.PRIMARIES_BT2020, icc.PRIMARIES_DCI_P3, icc.PRIMARIES_DISPLAY_P3})
 
 
 def _even(value: float) -> int:
@@ -310,10 +306,10 @@ def colour_mapping(frame: VideoFrame) -> dict[str, int] | None:
         return None
     if hdr and primaries == icc.PRIMARIES_UNSPECIFIED:
         frame.color_primaries = icc.PRIMARIES_BT2020
-    if not hdr and trc == _TRC_UNSPECIFIED:
-        frame.color_trc = _TRC_BT709
+    if not hdr and trc == icc.TRANSFER_UNSPECIFIED:
+        frame.color_trc = icc.TRANSFER_BT709
     return {
-        "dst_color_trc": _TRC_BT709 if hdr else frame.color_trc,
+        "dst_color_trc": icc.TRANSFER_BT709 if hdr else frame.color_trc,
         "dst_color_primaries": icc.PRIMARIES_BT709,
     }
 

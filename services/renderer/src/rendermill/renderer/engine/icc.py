@@ -22,9 +22,14 @@ import numpy.typing as npt
 PRIMARIES_BT709 = 1
 PRIMARIES_UNSPECIFIED = 2
 PRIMARIES_BT2020 = 9
+PRIMARIES_DCI_P3 = 11
 PRIMARIES_DISPLAY_P3 = 12
+TRANSFER_BT709 = 1
+TRANSFER_UNSPECIFIED = 2
 TRANSFER_SRGB = 13
 TRANSFER_BT2020_10 = 14
+TRANSFER_PQ = 16  # SMPTE ST 2084
+TRANSFER_HLG = 18  # ARIB STD-B67
 
 # Chromaticities (x, y) of the red, green and blue primaries; every one here has a D65
 # white.
@@ -49,6 +54,20 @@ _BRADFORD = np.array(
 _TOLERANCE = 0.003
 # How much of a file is searched for the profile: it sits before the picture data.
 _HEAD = 1 << 20
+
+
+def light_name(transfer: int, primaries: int) -> str:
+    """A picture's light in a word, for spans and logs: "pq" or "hlg" (HDR), "bt2020" or
+    "p3" (wide-gamut SDR), otherwise "sdr"."""
+    if transfer == TRANSFER_PQ:
+        return "pq"
+    if transfer == TRANSFER_HLG:
+        return "hlg"
+    if primaries == PRIMARIES_BT2020:
+        return "bt2020"
+    if primaries in (PRIMARIES_DCI_P3, PRIMARIES_DISPLAY_P3):
+        return "p3"
+    return "sdr"
 
 
 def colorants(primaries: int) -> npt.NDArray[np.float64]:

@@ -108,6 +108,8 @@ class VideoInfo:
     # Seconds per timestamp tick of the picture stream: how exact its frame times are
     # (WebM/Matroska counts milliseconds, so a 30 fps frame is up to 0.5 ms off).
     tick: float = 0.0
+    # The first picture's light (see icc.light_name): anything but "sdr" is mapped.
+    light: str = "sdr"
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -177,6 +179,13 @@ def _probe(
         astream if want_audio else None,
         decoder,
     )
+    # A still whose decoder found no primaries (no cICP, cHRM or sRGB chunk in a PNG) may
+    # say them in an ICC profile.
+    if is_still and first is not None and first.color_primaries == icc.PRIMARIES_UNSPECIFIED:
+        profile = icc.read_profile(source.path)
+        tagged = icc.light(profile) if profile is not None else None
+        if tagged is not None:
+            first.color_primaries, first.color_trc = tagged
 
     video = None
     if want_video:
@@ -189,6 +198,7 @@ def _probe(
             decoder=decoder,
             declared_end=None if is_still or vstream is None else _stream_end(vstream, origin),
             tick=float(vstream.time_base) if vstream and vstream.time_base else 0.0,
+            light=icc.light_name(first.color_trc, first.color_primaries),
         )
     audio = None
     if want_audio and astream is not None:
@@ -200,12 +210,6 @@ def _probe(
             declared_end=_stream_end(astream, origin),
         )
     still = first if is_still and video is not None else None
-    # A still whose decoder found no primaries (no cICP, cHRM or sRGB chunk in a PNG).
-    if still is not None and still.color_primaries == icc.PRIMARIES_UNSPECIFIED:
-        profile = icc.read_profile(source.path)
-        tagged = icc.light(profile) if profile is not None else None
-        if tagged is not None:
-            still.color_primaries, still.color_trc = tagged
     orientation = None
     if still is not None and vstream is not None and vstream.codec_context.name == "mjpeg":
         orientation = exif_orientation(source.path)

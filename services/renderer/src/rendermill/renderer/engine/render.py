@@ -294,6 +294,7 @@ def _plan(
             if media.video is not None:
                 span.set_attribute("size", f"{media.video.width}x{media.video.height}")
                 span.set_attribute("alpha", media.video.alpha)
+                span.set_attribute("light", media.video.light)
             if media.audio is not None:
                 span.set_attribute("sample_rate", media.audio.rate)
                 span.set_attribute("channels", media.audio.channels)
