@@ -1050,3 +1050,21 @@ def test_hdr_and_wide_gamut_sources_are_mapped_into_bt709_sdr(
         for i, expected in enumerate(colours):
             shown = colour(picture, i * stripe + 8, 20, (i + 1) * stripe - 8, 160)
             assert near(shown, expected, 12), (name, expected, shown)
+
+
+def test_a_portrait_phone_hdr_video_is_turned_scaled_and_mapped(
+    run: Callable[..., synth.Decoded], tmp_path: Path
+) -> None:
+    # Recorded with a quarter turn, as a phone held upright records: turned a quarter
+    # counterclockwise, the stripes, left to right in the coded picture, show as bands
+    # from bottom to top.
+    colours = [(128, 128, 128), WHITE, ROSE, (51, 178, 76), (51, 76, 204)]
+    path = synth.make_wide_video(
+        tmp_path / "portrait.mp4", colours, "hlg", size=(640, 360), rotation=90
+    )
+    proj = project(track("portrait", clip(0.0, 0.1, fit=model.Fit.FILL)))
+    picture = run(proj, {"portrait": path}).at(0.05)
+    band = 180 // len(colours)
+    for i, expected in enumerate(reversed(colours)):
+        shown = colour(picture, 20, i * band + 6, 300, (i + 1) * band - 6)
+        assert near(shown, expected, 12), (expected, shown)

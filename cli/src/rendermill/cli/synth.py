@@ -190,10 +190,12 @@ def make_wide_video(
     duration: float = 0.2,
     fps: int = 30,
     codec: str = "libx265",
+    rotation: int = 0,
 ) -> Path:
     """Write a 10-bit clip showing ``colors`` (BT.709 SDR values) as equal vertical
     stripes, left to right, in another light, tagged so in the bitstream and the
-    container, as phones and cameras write them:
+    container, as phones and cameras write them (``rotation``: a display matrix, as in
+    :func:`make_video`):
 
     - ``hlg`` and ``pq``: BT.2100 HDR (BT.2020 primaries), the SDR display's light
       (BT.1886: gamma 2.4) with its white at HDR reference white, 203 cd/m² (BT.2408's
@@ -237,6 +239,8 @@ def make_wide_video(
         )
         if codec == "libx265":
             stream.options = {"preset": "ultrafast", "x265-params": "log-level=error"}
+        if rotation:
+            stream.set_display_rotation(rotation)
         frame = av.VideoFrame(width, height, "yuv420p10le")
         for index, plane in enumerate(frame.planes):
             rows = np.frombuffer(memoryview(plane), np.uint16).reshape(plane.height, -1)
