@@ -77,6 +77,11 @@ async def _job(
     return job, tenant
 
 
+def _store(cfg: settings.Renderer) -> fs.FsStore:
+    """The filesystem store ``cfg`` names, as the renderer opens it."""
+    return fs.FsStore(cfg.store_root, signing_key="k", public_url="http://x")
+
+
 def _cfg(db_url: str, tmp: Path, **extra: object) -> settings.Renderer:
     return settings.load(
         settings.Renderer,
@@ -96,7 +101,7 @@ async def test_attempt_renders_uploads_and_records_the_result(
     pool: asyncpg.Pool, db_url: str, tmp_path: Path
 ) -> None:
     cfg = _cfg(db_url, tmp_path)
-    store = fs.FsStore(cfg.store_root, signing_key="k", public_url="http://x")
+    store = _store(cfg)
     clip = synth.make_video(tmp_path / "clip.mp4", color=(0, 200, 0), duration=1.0)
     job, tenant = await _job(pool, store, clip, "blob:editor/1", end=3.0)
     attempt = service.Attempt(cfg, pool, store, job.id, 1)
@@ -155,7 +160,7 @@ async def test_unresolvable_url_fails_as_media_error(
     pool: asyncpg.Pool, db_url: str, tmp_path: Path
 ) -> None:
     cfg = _cfg(db_url, tmp_path)
-    store = fs.FsStore(cfg.store_root, signing_key="k", public_url="http://x")
+    store = _store(cfg)
     job, _ = await _job(pool, store, None, "/not/uploaded.mp4")
     attempt = service.Attempt(cfg, pool, store, job.id, 1)
     with pytest.raises(errors.MediaError, match="resolves to no media"):
@@ -166,7 +171,7 @@ async def test_sources_over_the_scratch_limit_fail_as_invalid(
     pool: asyncpg.Pool, db_url: str, tmp_path: Path
 ) -> None:
     cfg = _cfg(db_url, tmp_path, max_scratch_bytes=1000)
-    store = fs.FsStore(cfg.store_root, signing_key="k", public_url="http://x")
+    store = _store(cfg)
     clip = synth.make_video(tmp_path / "clip.mp4", duration=1.0)
     job, _ = await _job(pool, store, clip, "/a.mp4")
     attempt = service.Attempt(cfg, pool, store, job.id, 1)
@@ -178,7 +183,7 @@ async def test_sigterm_mid_render_exits_transient_and_cleans_scratch(
     pool: asyncpg.Pool, db_url: str, tmp_path: Path
 ) -> None:
     cfg = _cfg(db_url, tmp_path)
-    store = fs.FsStore(cfg.store_root, signing_key="k", public_url="http://x")
+    store = _store(cfg)
     clip = synth.make_video(tmp_path / "clip.mp4", duration=1.0, size=(640, 360))
     job, _ = await _job(pool, store, clip, "/a.mp4", end=600.0)
     env = {
@@ -233,7 +238,7 @@ async def test_an_upload_that_is_not_the_file_recorded_fails_as_media_error(
     # A direct upload whose client declared another file's SHA-256 (or a stored file that
     # changed since): the render fails naming the track, and renders nothing.
     cfg = _cfg(db_url, tmp_path)
-    store = fs.FsStore(cfg.store_root, signing_key="k", public_url="http://x")
+    store = _store(cfg)
     clip = synth.make_video(tmp_path / "clip.mp4", duration=1.0)
     job, _ = await _job(pool, store, clip, "blob:editor/1", end=1.0, sha256="ab" * 32)
     attempt = service.Attempt(cfg, pool, store, job.id, 1)
@@ -248,7 +253,7 @@ async def test_an_upload_recorded_without_a_digest_is_rendered(
 ) -> None:
     # A direct upload whose client declared no SHA-256 has none to check against.
     cfg = _cfg(db_url, tmp_path)
-    store = fs.FsStore(cfg.store_root, signing_key="k", public_url="http://x")
+    store = _store(cfg)
     clip = synth.make_video(tmp_path / "clip.mp4", duration=1.0)
     job, _ = await _job(pool, store, clip, "blob:editor/1", end=1.0, sha256="")
     attempt = service.Attempt(cfg, pool, store, job.id, 1)

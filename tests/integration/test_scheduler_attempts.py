@@ -79,11 +79,19 @@ async def _final(pool: asyncpg.Pool, job_id: uuid.UUID, seconds: float = 30.0) -
             await asyncio.sleep(0.1)
 
 
-async def _run_until_final(pool: asyncpg.Pool, launcher: LocalLauncher, db_url: str) -> jobs.Job:
+async def _run_until_final(
+    pool: asyncpg.Pool,
+    launcher: LocalLauncher,
+    db_url: str,
+    overrides: dict[str, object] | None = None,
+) -> jobs.Job:
+    """One job run by a scheduler (quick retries and polls; ``overrides`` on top) until
+    it reaches a terminal state."""
     cfg = settings.load(
         settings.Scheduler,
         env={},
-        overrides={"retry_base_delay": 0.05, "poll_interval": 0.1, "max_attempts": 3},
+        overrides={"retry_base_delay": 0.05, "poll_interval": 0.1, "max_attempts": 3}
+        | (overrides or {}),
     )
     queue = PostgresQueue(pool)
     job = await _queued_job(pool, queue, cfg.max_attempts)
@@ -406,19 +414,11 @@ class _NoRoomAtFirst(LocalLauncher):
 async def test_launches_refused_for_capacity_wait_without_using_up_attempts(
     pool: asyncpg.Pool, db_url: str
 ) -> None:
-    cfg = settings.load(
-        settings.Scheduler,
-        env={},
-        overrides={"retry_base_delay": 0.05, "poll_interval": 0.1, "max_attempts": 1},
-    )
-    queue = PostgresQueue(pool)
-    job = await _queued_job(pool, queue, cfg.max_attempts)
     launcher = _NoRoomAtFirst(3, (sys.executable, "-c", "import sys; sys.exit(75)"))
-    async with _running(Scheduler(cfg, pool, queue, launcher, db_url)):
-        final = await _final(pool, job.id)
+    final = await _run_until_final(pool, launcher, db_url, {"max_attempts": 1})
     # Three refusals, then the one attempt the job has: it ran (and failed transiently,
     # with no attempt left).
-    assert await _attempts(pool, job.id) == [
+    assert await _attempts(pool, final.id) == [
         (1, 75, "no_capacity"),
         (2, 75, "no_capacity"),
         (3, 75, "no_capacity"),
@@ -431,18 +431,10 @@ async def test_launches_refused_for_capacity_wait_without_using_up_attempts(
 async def test_a_job_that_never_finds_capacity_fails_saying_so(
     pool: asyncpg.Pool, db_url: str
 ) -> None:
-    cfg = settings.load(
-        settings.Scheduler,
-        env={},
-        overrides={"retry_base_delay": 0.05, "poll_interval": 0.1, "launch_wait_seconds": 0.5},
-    )
-    queue = PostgresQueue(pool)
-    job = await _queued_job(pool, queue, cfg.max_attempts)
     launcher = _NoRoomAtFirst(10_000, (sys.executable, "-c", "pass"))
-    async with _running(Scheduler(cfg, pool, queue, launcher, db_url)):
-        final = await _final(pool, job.id)
+    final = await _run_until_final(pool, launcher, db_url, {"launch_wait_seconds": 0.5})
     assert final.status == JobStatus.FAILED and final.error is not None
     assert final.error["code"] == "no_capacity"
     assert final.error["message"].startswith("no capacity to start the render in ")
-    attempts = await _attempts(pool, job.id)
+    attempts = await _attempts(pool, final.id)
     assert len(attempts) >= 2 and {a[2] for a in attempts} == {"no_capacity"}
