@@ -349,7 +349,11 @@ def _reencode_graph(segments: tuple[Segment, ...]) -> str:
     for i, s in enumerate(segments):
         length = s.end - s.start
         parts.append(f"[{i}:v]trim=end={length:g},setpts=PTS-STARTPTS[v{i}]")
-        parts.append(f"[{i}:a]atrim=end={length:g},asetpts=PTS-STARTPTS[a{i}]")
+        # Input seeking lands the sound on a whole AAC frame, up to one frame after the
+        # cut, so a segment's sound can be short by as much: apad makes it exact.
+        parts.append(
+            f"[{i}:a]atrim=end={length:g},asetpts=PTS-STARTPTS,apad=whole_dur={length:g}[a{i}]"
+        )
         labels += f"[v{i}][a{i}]"
     parts.append(f"{labels}concat=n={len(segments)}:v=1:a=1[vout][aout]")
     return ";".join(parts)
