@@ -4,6 +4,7 @@ file formats that carry one, and profiles that must be left alone."""
 from __future__ import annotations
 
 import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -70,6 +71,18 @@ def test_unreadable_files_have_no_profile(tmp_path: Path) -> None:
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 5) + b"iCCPnoNUL")
     assert icc.read_profile(broken) is None
+
+
+def test_a_png_profile_is_inflated_to_a_bounded_size(tmp_path: Path) -> None:
+    # 64 MB of zeros compress to about 64 KB: a chunk made to exhaust memory.
+    bomb = zlib.compress(bytes(64 << 20), 9)
+    body = b"bomb\0\0" + bomb
+    chunk = struct.pack(">I", len(body)) + b"iCCP" + body + struct.pack(">I", zlib.crc32(body))
+    path = tmp_path / "bomb.png"
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk)
+    profile = icc.read_profile(path)
+    assert profile is not None and len(profile) == 1 << 20
+    assert icc.light(profile) is None
 
 
 def test_light_names_for_spans() -> None:

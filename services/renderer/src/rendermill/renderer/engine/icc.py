@@ -54,6 +54,10 @@ _BRADFORD = np.array(
 _TOLERANCE = 0.003
 # How much of a file is searched for the profile: it sits before the picture data.
 _HEAD = 1 << 20
+# The most a compressed (PNG) profile is inflated to: matrix profiles are a few hundred
+# bytes to a few kilobytes, and the tags read here sit at their start. A crafted chunk
+# inflating to gigabytes stops here.
+_MAX_PROFILE = 1 << 20
 
 
 def light_name(transfer: int, primaries: int) -> str:
@@ -140,7 +144,7 @@ def _png(data: bytes) -> bytes | None:
             body = data[pos + 8 : pos + 8 + length]
             name_end = body.index(b"\0")
             # A profile name, a NUL, compression method 0 (zlib), the compressed profile.
-            return zlib.decompress(body[name_end + 2 :])
+            return zlib.decompressobj().decompress(body[name_end + 2 :], _MAX_PROFILE)
         if kind in (b"IDAT", b"IEND"):
             return None
         pos += 12 + length
