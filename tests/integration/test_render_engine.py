@@ -420,6 +420,25 @@ def test_unreadable_source_is_a_media_error_naming_the_track(
     assert not dest.exists()
 
 
+def test_a_damaged_picture_that_shows_is_a_media_error_naming_its_time(
+    tmp_path: Path, media: dict[str, Path]
+) -> None:
+    source = synth.make_video(tmp_path / "clip.mp4", moving=True, duration=2.0, tone_hz=None)
+    bad = synth.damage_picture(source, tmp_path / "damaged.mp4", 20)
+    # Composed, not stream-copied: every picture shown is decoded.
+    composed = schemas.OutputSpec(resolution="320x180", fps=FPS, copy="never")
+    dest = tmp_path / "out.mp4"
+    with pytest.raises(errors.MediaError) as caught:
+        engine.render(project(track("bad", clip(0.0, 1.0))), {"bad": bad}, composed, dest)
+    assert "track bad" in caught.value.message
+    assert "its picture at 0.667 s is damaged" in caught.value.message
+    assert caught.value.track == "t-bad"
+    assert not dest.exists()
+    # Damage where the timeline does not look is no error.
+    engine.render(project(track("bad", clip(0.0, 0.5))), {"bad": bad}, composed, dest)
+    assert dest.exists()
+
+
 def test_source_missing_from_the_map_is_a_media_error(
     tmp_path: Path, media: dict[str, Path]
 ) -> None:

@@ -697,6 +697,32 @@ def make_coded_clip(
     return path
 
 
+def damage_picture(src: str | Path, dest: str | Path, index: int) -> Path:
+    """Copy ``src`` to ``dest`` with the coded data of its picture ``index`` (presentation
+    order, counted at the stream's frame rate) overwritten by seeded noise, as a bad disk
+    or a broken upload leaves it. The container stays intact; FFmpeg's decoder conceals
+    the damage and marks the picture corrupt."""
+    with av.open(str(src)) as container:
+        stream = container.streams.video[0]
+        assert stream.time_base is not None and stream.average_rate is not None
+        rate = stream.average_rate
+        found = next(
+            (p.pos, p.size)
+            for p in container.demux(stream)
+            if p.pts is not None
+            and p.pos is not None
+            and round(p.pts * stream.time_base * rate) == index
+        )
+    data = bytearray(Path(src).read_bytes())
+    pos, size = found
+    noise = np.random.default_rng(index).integers(0, 256, size, np.uint8)
+    # The first bytes (the NAL unit's length and header, the slice header's start) stay,
+    # so that the decoder takes the rest as this picture's damaged data.
+    data[pos + 12 : pos + size] = noise[12:].tobytes()
+    Path(dest).write_bytes(bytes(data))
+    return Path(dest)
+
+
 def decoded_sound(path: str | Path) -> tuple[npt.NDArray[np.float64], list[bytes], list[str]]:
     """A file's first audio stream: its first channel decoded, its packets as stored,
     and what the decoder complained about (warnings and worse)."""

@@ -85,9 +85,10 @@ How the H.264 video is put together, per run of output frames that show consecut
 
 Checks that need the packets (IDR positions, timestamps) demux only the windows of each
 source the timeline uses. If something turns out wrong while writing (a source that no
-longer reads as it was indexed, a decode error, libx264 changing its parameter sets),
-the file is removed and None is returned: the compose path then renders, or reports
-the problem in its own words.
+longer reads as it was indexed, a decode error or a damaged picture to re-encode, libx264
+changing its parameter sets), the file is removed and None is returned: the compose path
+then renders, or reports the problem in its own words. Copied packets are not decoded:
+damage inside them is copied as it is, as ``ffmpeg -c copy`` would.
 """
 
 from __future__ import annotations

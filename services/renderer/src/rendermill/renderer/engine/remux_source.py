@@ -550,8 +550,8 @@ class Reader:
         """Pictures ``first .. end - 1``, decoded from the window's IDR frame at or
         before ``first``.
 
-        Raises Ineligible when the file cannot be decoded or a picture is missing (the
-        compose path then reports the problem).
+        Raises Ineligible when the file cannot be decoded or a picture is missing or
+        damaged (the compose path then reports the problem).
         """
         header, stream = self.header, self._stream
         assert header is not None and stream is not None
@@ -578,7 +578,7 @@ class Reader:
                     k = round(float((frame.pts - header.start) * header.time_base) * fps)
                     if k < want:
                         continue
-                    if k != want:
+                    if k != want or frame.is_corrupt:
                         raise Ineligible(f"{self.path.name}: frame {want} did not decode")
                     yield frame
                     want += 1

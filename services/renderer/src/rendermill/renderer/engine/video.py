@@ -68,7 +68,7 @@ class VideoReader:
         """The frame showing at source time ``s`` (the last frame once past the end).
 
         Returns None only when the stream yields no frame at all. Raises MediaError when
-        the file cannot be decoded or turns out truncated.
+        the file cannot be decoded, turns out truncated, or the frame showing is damaged.
         """
         if self._container is None:
             self._open()
@@ -86,7 +86,19 @@ class VideoReader:
             self._at_first = self._current is None
             self._current = self._pending
             self._pending = self._next()
-        return self._current[0] if self._current is not None else None
+        if self._current is None:
+            return None
+        frame, time = self._current
+        if frame.is_corrupt:
+            # The decoder hid damage it could not decode (FFmpeg conceals it and goes
+            # on), which would show as smeared blocks. Only shown pictures count: a
+            # picture replaced before it shows, such as an open GOP's leading pictures
+            # after a seek, does not fail the render.
+            raise self._media.source.error(
+                f"is corrupt: its picture at {time:.3f} s is damaged (part of its data "
+                "does not decode); export or encode the file again"
+            )
+        return frame
 
     def close(self) -> None:
         """Release the file and the decoder; the reader can be used again (it reopens)."""
