@@ -77,6 +77,30 @@ async def _job(
     return job, tenant
 
 
+async def _attempt(
+    pool: asyncpg.Pool,
+    cfg: settings.Renderer,
+    media_file: Path | None,
+    url: str,
+    end: float = 2.0,
+    *,
+    sha256: str | None = None,
+    store: fs.FsStore | None = None,
+) -> tuple[jobs.Job, tenants.Tenant, service.Attempt]:
+    """A job of one track playing ``media_file`` at ``url``, and its first attempt, with
+    ``store`` (by default the one ``cfg`` names)."""
+    store = store or _store(cfg)
+    job, tenant = await _job(pool, store, media_file, url, end, sha256=sha256)
+    return job, tenant, service.Attempt(cfg, pool, store, job.id, 1)
+
+
+def _scratch(tmp: Path) -> Path:
+    """A fresh scratch directory of one attempt."""
+    scratch = tmp / "scratch" / "one"
+    scratch.mkdir(parents=True)
+    return scratch
+
+
 def _store(cfg: settings.Renderer) -> fs.FsStore:
     """The filesystem store ``cfg`` names, as the renderer opens it."""
     return fs.FsStore(cfg.store_root, signing_key="k", public_url="http://x")
@@ -101,13 +125,9 @@ async def test_attempt_renders_uploads_and_records_the_result(
     pool: asyncpg.Pool, db_url: str, tmp_path: Path
 ) -> None:
     cfg = _cfg(db_url, tmp_path)
-    store = _store(cfg)
     clip = synth.make_video(tmp_path / "clip.mp4", color=(0, 200, 0), duration=1.0)
-    job, tenant = await _job(pool, store, clip, "blob:editor/1", end=3.0)
-    attempt = service.Attempt(cfg, pool, store, job.id, 1)
-    scratch = tmp_path / "scratch" / "one"
-    scratch.mkdir(parents=True)
-    assert await attempt.run(scratch) == JobStatus.SUCCEEDED
+    job, tenant, attempt = await _attempt(pool, cfg, clip, "blob:editor/1", end=3.0)
+    assert await attempt.run(_scratch(tmp_path)) == JobStatus.SUCCEEDED
     async with pool.acquire() as conn:
         done = await jobs.get(conn, job.id)
         events = await jobs.events_after(conn, job.id, 0)
@@ -142,12 +162,9 @@ async def test_cancel_during_upload_leaves_no_output_behind(
 
     store = CancelingStore(cfg.store_root, signing_key="k", public_url="http://x")
     clip = synth.make_video(tmp_path / "clip.mp4", duration=1.0)
-    job, tenant = await _job(pool, store, clip, "blob:editor/1", end=1.0)
-    attempt = service.Attempt(cfg, pool, store, job.id, 1)
-    scratch = tmp_path / "scratch" / "one"
-    scratch.mkdir(parents=True)
+    job, tenant, attempt = await _attempt(pool, cfg, clip, "blob:editor/1", 1.0, store=store)
     with pytest.raises(errors.Conflict):
-        await attempt.run(scratch)
+        await attempt.run(_scratch(tmp_path))
     # Output and poster were both stored, then deleted when the result could not be
     # recorded.
     outputs = cfg.store_root / "outputs" / str(tenant.id) / str(job.id)
@@ -160,9 +177,7 @@ async def test_unresolvable_url_fails_as_media_error(
     pool: asyncpg.Pool, db_url: str, tmp_path: Path
 ) -> None:
     cfg = _cfg(db_url, tmp_path)
-    store = _store(cfg)
-    job, _ = await _job(pool, store, None, "/not/uploaded.mp4")
-    attempt = service.Attempt(cfg, pool, store, job.id, 1)
+    _, _, attempt = await _attempt(pool, cfg, None, "/not/uploaded.mp4")
     with pytest.raises(errors.MediaError, match="resolves to no media"):
         await attempt.run(tmp_path)
 
@@ -171,10 +186,8 @@ async def test_sources_over_the_scratch_limit_fail_as_invalid(
     pool: asyncpg.Pool, db_url: str, tmp_path: Path
 ) -> None:
     cfg = _cfg(db_url, tmp_path, max_scratch_bytes=1000)
-    store = _store(cfg)
     clip = synth.make_video(tmp_path / "clip.mp4", duration=1.0)
-    job, _ = await _job(pool, store, clip, "/a.mp4")
-    attempt = service.Attempt(cfg, pool, store, job.id, 1)
+    _, _, attempt = await _attempt(pool, cfg, clip, "/a.mp4")
     with pytest.raises(errors.InvalidProject, match="scratch limit"):
         await attempt.run(tmp_path)
 
@@ -238,14 +251,10 @@ async def test_an_upload_that_is_not_the_file_recorded_fails_as_media_error(
     # A direct upload whose client declared another file's SHA-256 (or a stored file that
     # changed since): the render fails naming the track, and renders nothing.
     cfg = _cfg(db_url, tmp_path)
-    store = _store(cfg)
     clip = synth.make_video(tmp_path / "clip.mp4", duration=1.0)
-    job, _ = await _job(pool, store, clip, "blob:editor/1", end=1.0, sha256="ab" * 32)
-    attempt = service.Attempt(cfg, pool, store, job.id, 1)
-    scratch = tmp_path / "scratch" / "one"
-    scratch.mkdir(parents=True)
+    _, _, attempt = await _attempt(pool, cfg, clip, "blob:editor/1", 1.0, sha256="ab" * 32)
     with pytest.raises(errors.MediaError, match=r"track 'clip'.*is not the one uploaded"):
-        await attempt.run(scratch)
+        await attempt.run(_scratch(tmp_path))
 
 
 async def test_an_upload_recorded_without_a_digest_is_rendered(
@@ -253,10 +262,6 @@ async def test_an_upload_recorded_without_a_digest_is_rendered(
 ) -> None:
     # A direct upload whose client declared no SHA-256 has none to check against.
     cfg = _cfg(db_url, tmp_path)
-    store = _store(cfg)
     clip = synth.make_video(tmp_path / "clip.mp4", duration=1.0)
-    job, _ = await _job(pool, store, clip, "blob:editor/1", end=1.0, sha256="")
-    attempt = service.Attempt(cfg, pool, store, job.id, 1)
-    scratch = tmp_path / "scratch" / "one"
-    scratch.mkdir(parents=True)
-    assert await attempt.run(scratch) == JobStatus.SUCCEEDED
+    _, _, attempt = await _attempt(pool, cfg, clip, "blob:editor/1", 1.0, sha256="")
+    assert await attempt.run(_scratch(tmp_path)) == JobStatus.SUCCEEDED
