@@ -7,12 +7,14 @@ import os
 import signal
 import sys
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import msgspec
 import pytest
+from aiohttp import web
 
 from rendermill.cli import synth
 from rendermill.common import db, errors, jobs, launch, schemas, settings, tenants
@@ -265,3 +267,64 @@ async def test_an_upload_recorded_without_a_digest_is_rendered(
     clip = synth.make_video(tmp_path / "clip.mp4", duration=1.0)
     _, _, attempt = await _attempt(pool, cfg, clip, "blob:editor/1", 1.0, sha256="")
     assert await attempt.run(_scratch(tmp_path)) == JobStatus.SUCCEEDED
+
+
+@pytest.fixture
+async def media_site(tmp_path: Path) -> AsyncIterator[str]:
+    """An HTTP server on this machine serving a clip at /clip.mp4 (404 elsewhere)."""
+    clip = synth.make_video(tmp_path / "served.mp4", color=(0, 0, 200), duration=1.0)
+
+    async def serve(_: web.Request) -> web.FileResponse:
+        return web.FileResponse(clip)
+
+    app = web.Application()
+    app.router.add_get("/clip.mp4", serve)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
+
+
+async def test_an_http_source_is_fetched_and_rendered(
+    pool: asyncpg.Pool, db_url: str, tmp_path: Path, media_site: str
+) -> None:
+    cfg = _cfg(db_url, tmp_path, allow_private_sources=True)
+    job, _, attempt = await _attempt(pool, cfg, None, f"{media_site}/clip.mp4", end=1.0)
+    assert await attempt.run(_scratch(tmp_path)) == JobStatus.SUCCEEDED
+    async with pool.acquire() as conn:
+        done = await jobs.get(conn, job.id)
+    assert done.result is not None and done.result["frames"] == 30
+
+
+@pytest.mark.parametrize(
+    ("path", "extra", "error", "match"),
+    [
+        ("/gone.mp4", {"allow_private_sources": True}, errors.MediaError, "failed with HTTP 404"),
+        (
+            "/clip.mp4",
+            {"allow_private_sources": True, "max_source_bytes": 1000},
+            errors.MediaError,
+            "larger than the source limit",
+        ),
+        ("/clip.mp4", {}, errors.InvalidInput, "non-public address"),
+    ],
+)
+async def test_an_http_source_that_cannot_be_used_fails_naming_it(
+    pool: asyncpg.Pool,
+    db_url: str,
+    tmp_path: Path,
+    media_site: str,
+    path: str,
+    extra: dict[str, object],
+    error: type[Exception],
+    match: str,
+) -> None:
+    cfg = _cfg(db_url, tmp_path, **extra)
+    _, _, attempt = await _attempt(pool, cfg, None, f"{media_site}{path}", end=1.0)
+    with pytest.raises(error, match=match):
+        await attempt.run(_scratch(tmp_path))
