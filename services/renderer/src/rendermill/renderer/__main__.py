@@ -4,14 +4,23 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import os
 import sys
 
-from rendermill.common import logging, settings, telemetry
-from rendermill.renderer.service import main
-
 
 def cli() -> int:
+    # One process per attempt. Its imports (numpy, PyAV, the database and HTTP clients,
+    # OpenTelemetry) make about 55,000 objects that live as long as it does: collecting
+    # while they are made finds nothing, and once frozen no full collection (40 ms each
+    # here) walks them again. About a tenth of the start-up.
+    gc.disable()
+    try:
+        from rendermill.common import logging, settings, telemetry
+        from rendermill.renderer.service import main
+    finally:
+        gc.freeze()
+        gc.enable()
     parser = argparse.ArgumentParser(prog="python -m rendermill.renderer")
     parser.add_argument("--job", help="job id (default: $RENDERMILL_JOB_ID)")
     parser.add_argument("--attempt", type=int, help="attempt number (default: $RENDERMILL_ATTEMPT)")

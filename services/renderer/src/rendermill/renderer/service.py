@@ -18,7 +18,6 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import asyncpg
 import msgspec
 import structlog
@@ -331,6 +330,10 @@ class Attempt:
             )
 
     async def _download(self, url: str, local: Path, track: model.Track) -> None:
+        # Imported here: most sources come from the store, and aiohttp is about a tenth
+        # of the start-up of a render process, which runs one attempt.
+        import aiohttp
+
         await netguard.check_url(
             url, allow_private=self.cfg.allow_private_sources, what="source url"
         )
