@@ -91,9 +91,10 @@ class VideoReader:
         frame, time = self._current
         if frame.is_corrupt:
             # The decoder hid damage it could not decode (FFmpeg conceals it and goes
-            # on), which would show as smeared blocks. Only shown pictures count: a
-            # picture replaced before it shows, such as an open GOP's leading pictures
-            # after a seek, does not fail the render.
+            # on), which would show as smeared blocks. Only the picture shown counts:
+            # damage in one decoded on the way to it, or outside the timeline, does not
+            # fail the render. (FFmpeg drops, rather than marks, the pictures an open GOP
+            # leads with after a seek.)
             raise self._media.source.error(
                 f"is corrupt: its picture at {time:.3f} s is damaged (part of its data "
                 "does not decode); export or encode the file again"
