@@ -434,9 +434,16 @@ def test_a_damaged_picture_that_shows_is_a_media_error_naming_its_time(
     assert "its picture at 0.667 s is damaged" in caught.value.message
     assert caught.value.track == "t-bad"
     assert not dest.exists()
-    # Damage where the timeline does not look is no error.
-    engine.render(project(track("bad", clip(0.0, 0.5))), {"bad": bad}, composed, dest)
-    assert dest.exists()
+    # The pictures predicted from it carry the damage, unmarked by the decoder, up to
+    # the next keyframe (synth writes one a second).
+    after = project(track("bad", clip(0.0, 0.3, trim_start=0.7)))
+    with pytest.raises(errors.MediaError, match=r"its picture at 0\.667 s is damaged"):
+        engine.render(after, {"bad": bad}, composed, dest)
+    # Damage where the timeline does not look is no error: before it, or from the
+    # keyframe after it.
+    for shown in (clip(0.0, 0.5), clip(0.0, 0.5, trim_start=1.0)):
+        engine.render(project(track("bad", shown)), {"bad": bad}, composed, dest)
+        assert dest.exists()
 
 
 def test_source_missing_from_the_map_is_a_media_error(

@@ -170,14 +170,17 @@ def test_mid_gop_cuts_land_on_the_exact_frames(
 def test_a_damaged_picture_to_reencode_leaves_the_fast_path(
     run: Remux, media: dict[str, Path], tmp_path: Path
 ) -> None:
-    # Output frames 0-14 are source frames 15-29, re-encoded up to the IDR frame at 30.
-    bad = synth.damage_picture(media["plain_a"], tmp_path / "damaged.mp4", 20)
-    proj = project(track("bad", clip(0.0, 1.0, trim_start=0.5)))
-    result, dest = run(proj, {"bad": bad})
-    assert result is None and not dest.exists()
-    # The compose path then says what is wrong with the file.
-    with pytest.raises(errors.MediaError, match=r"picture at 0\.667 s is damaged"):
-        engine.render(proj, {"bad": bad}, OUT, tmp_path / "out.mp4")
+    # Output frames 0-14 are source frames 15-29, re-encoded up to the IDR frame at 30:
+    # decoded from the IDR frame at 0, past the damaged frame 10 (before the cut; the
+    # frames after it carry its damage) or through the damaged frame 20.
+    for damaged in (10, 20):
+        bad = synth.damage_picture(media["plain_a"], tmp_path / f"damaged-{damaged}.mp4", damaged)
+        proj = project(track("bad", clip(0.0, 1.0, trim_start=0.5)))
+        result, dest = run(proj, {"bad": bad})
+        assert result is None and not dest.exists()
+        # The compose path then says what is wrong with the file.
+        with pytest.raises(errors.MediaError, match=rf"picture at {damaged / 30:.3f} s is damaged"):
+            engine.render(proj, {"bad": bad}, OUT, tmp_path / "out.mp4")
 
 
 def test_cut_inside_a_group_of_b_frames_reencodes_only_the_tail(

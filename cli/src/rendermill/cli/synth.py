@@ -715,6 +715,8 @@ def damage_picture(src: str | Path, dest: str | Path, index: int) -> Path:
         )
     data = bytearray(Path(src).read_bytes())
     pos, size = found
+    if size <= 16:
+        raise ValueError(f"picture {index} is coded in {size} bytes: too few to damage")
     noise = np.random.default_rng(index).integers(0, 256, size, np.uint8)
     # The first bytes (the NAL unit's length and header, the slice header's start) stay,
     # so that the decoder takes the rest as this picture's damaged data.

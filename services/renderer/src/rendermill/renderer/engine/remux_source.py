@@ -558,6 +558,7 @@ class Reader:
         config = header.config
         entry = max(e.k for e in window.entries if e.idr and e.k <= first)
         want = first
+        damaged = False
         try:
             # Seeking also flushes the decoder of whatever an earlier piece left in it.
             self._container.seek(window.pts[entry], stream=stream, backward=True)
@@ -573,12 +574,18 @@ class Reader:
                     ):
                         continue
                 for frame in packet.decode():
+                    # A damaged picture, and the ones predicted from it up to the next
+                    # keyframe, which the decoder does not mark, must not be re-encoded.
+                    if frame.is_corrupt:
+                        damaged = True
+                    elif frame.key_frame:
+                        damaged = False
                     if frame.pts is None:
                         continue
                     k = round(float((frame.pts - header.start) * header.time_base) * fps)
                     if k < want:
                         continue
-                    if k != want or frame.is_corrupt:
+                    if k != want or damaged:
                         raise Ineligible(f"{self.path.name}: frame {want} did not decode")
                     yield frame
                     want += 1

@@ -41,6 +41,8 @@ _ROUNDED_TICK = 0.001
 # Decoding forward this far is cheaper than a seek plus a decode from the keyframe.
 SEEK_AHEAD = 5.0
 
+_Decoded = tuple[VideoFrame, float, float | None]
+
 
 class VideoReader:
     """The picture of one action's source at increasing source times."""
@@ -54,8 +56,12 @@ class VideoReader:
         self._stream: VideoStream | None = None
         self._ctx: VideoCodecContext | None = None
         self._frames: Iterator[VideoFrame] = iter(())
-        self._current: tuple[VideoFrame, float] | None = None
-        self._pending: tuple[VideoFrame, float] | None = None
+        # (frame, source time, time of the damaged picture it may be predicted from).
+        self._current: _Decoded | None = None
+        self._pending: _Decoded | None = None
+        # A damaged picture decoded since the last keyframe: the pictures predicted from
+        # it carry its damage, though the decoder marks only the damaged one.
+        self._damaged: float | None = None
         # Source time of the last seek, and whether the current frame is the first one
         # decoded after it.
         self._floor = 0.0
@@ -88,15 +94,15 @@ class VideoReader:
             self._pending = self._next()
         if self._current is None:
             return None
-        frame, time = self._current
-        if frame.is_corrupt:
+        frame, _, damaged = self._current
+        if damaged is not None:
             # The decoder hid damage it could not decode (FFmpeg conceals it and goes
-            # on), which would show as smeared blocks. Only the picture shown counts:
-            # damage in one decoded on the way to it, or outside the timeline, does not
-            # fail the render. (FFmpeg drops, rather than marks, the pictures an open GOP
-            # leads with after a seek.)
+            # on), which would show as smeared blocks. Only what is shown counts: damage
+            # outside the timeline, or before a keyframe the shown picture follows, does
+            # not fail the render. (FFmpeg drops, rather than marks, the pictures an open
+            # GOP leads with after a seek.)
             raise self._media.source.error(
-                f"is corrupt: its picture at {time:.3f} s is damaged (part of its data "
+                f"is corrupt: its picture at {damaged:.3f} s is damaged (part of its data "
                 "does not decode); export or encode the file again"
             )
         return frame
@@ -138,6 +144,7 @@ class VideoReader:
         self._floor = s
         self._eof = False
         self._current = None
+        self._damaged = None
         # A freshly opened file already stands at its start.
         if not (self._fresh and s <= self._eps):
             tb = self._stream.time_base
@@ -164,7 +171,7 @@ class VideoReader:
                 if isinstance(frame, VideoFrame):
                     yield frame
 
-    def _next(self) -> tuple[VideoFrame, float] | None:
+    def _next(self) -> _Decoded | None:
         if self._eof:
             return None
         try:
@@ -183,7 +190,12 @@ class VideoReader:
         else:
             time = self._last_time
         self._last_time = time
-        return frame, time
+        if frame.is_corrupt:
+            if self._damaged is None:
+                self._damaged = time
+        elif frame.key_frame:
+            self._damaged = None
+        return frame, time, self._damaged
 
     def _check_complete(self) -> None:
         end = self._info.declared_end
