@@ -21,7 +21,7 @@ import av.stream
 from av.video.frame import VideoFrame
 from av.video.stream import VideoStream
 
-from rendermill.renderer.engine import probe
+from rendermill.renderer.engine import probe, video
 from rendermill.renderer.engine import remux_h264 as h264
 
 _COPYABLE_PROFILES = frozenset({"Baseline", "Constrained Baseline", "Main", "High"})
@@ -558,7 +558,7 @@ class Reader:
         config = header.config
         entry = max(e.k for e in window.entries if e.idr and e.k <= first)
         want = first
-        damaged = False
+        damage = video.Damage()
         try:
             # Seeking also flushes the decoder of whatever an earlier piece left in it.
             self._container.seek(window.pts[entry], stream=stream, backward=True)
@@ -574,12 +574,9 @@ class Reader:
                     ):
                         continue
                 for frame in packet.decode():
-                    # A damaged picture, and the ones predicted from it up to the next
-                    # keyframe, which the decoder does not mark, must not be re-encoded.
-                    if frame.is_corrupt:
-                        damaged = True
-                    elif frame.key_frame:
-                        damaged = False
+                    # Damaged pictures (and those carrying their damage) are not
+                    # re-encoded.
+                    damaged = damage.see(frame, want / fps) is not None
                     if frame.pts is None:
                         continue
                     k = round(float((frame.pts - header.start) * header.time_base) * fps)

@@ -44,6 +44,25 @@ SEEK_AHEAD = 5.0
 _Decoded = tuple[VideoFrame, float, float | None]
 
 
+class Damage:
+    """Where the last damaged picture decoded since a keyframe was. FFmpeg's decoders
+    conceal a picture whose data does not decode and mark it corrupt, but not the
+    pictures predicted from it, which carry its damage up to the next keyframe."""
+
+    def __init__(self) -> None:
+        self.at: float | None = None
+
+    def see(self, frame: VideoFrame, time: float) -> float | None:
+        """Take the next decoded ``frame`` (at ``time``, in decode order); return the
+        time of the damaged picture it may carry damage from, or None."""
+        if frame.is_corrupt:
+            if self.at is None:
+                self.at = time
+        elif frame.key_frame:
+            self.at = None
+        return self.at
+
+
 class VideoReader:
     """The picture of one action's source at increasing source times."""
 
@@ -59,9 +78,7 @@ class VideoReader:
         # (frame, source time, time of the damaged picture it may be predicted from).
         self._current: _Decoded | None = None
         self._pending: _Decoded | None = None
-        # A damaged picture decoded since the last keyframe: the pictures predicted from
-        # it carry its damage, though the decoder marks only the damaged one.
-        self._damaged: float | None = None
+        self._damage = Damage()
         # Source time of the last seek, and whether the current frame is the first one
         # decoded after it.
         self._floor = 0.0
@@ -144,7 +161,7 @@ class VideoReader:
         self._floor = s
         self._eof = False
         self._current = None
-        self._damaged = None
+        self._damage = Damage()
         # A freshly opened file already stands at its start.
         if not (self._fresh and s <= self._eps):
             tb = self._stream.time_base
@@ -190,12 +207,7 @@ class VideoReader:
         else:
             time = self._last_time
         self._last_time = time
-        if frame.is_corrupt:
-            if self._damaged is None:
-                self._damaged = time
-        elif frame.key_frame:
-            self._damaged = None
-        return frame, time, self._damaged
+        return frame, time, self._damage.see(frame, time)
 
     def _check_complete(self) -> None:
         end = self._info.declared_end
