@@ -366,7 +366,7 @@ ABOVE = model.Controller.IMAGE
         (
             [track("a", clip(0, 1)), track("png", clip(0.5, 0.8), controller=ABOVE)],
             OUT,
-            "png_pipe is not MP4",
+            "is a still picture",
         ),
         ([track("a", clip(0, 1), clip(1.2, 2))], OUT, "nothing covers the canvas at 1.000 s"),
         (

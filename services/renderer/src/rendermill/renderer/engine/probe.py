@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
@@ -23,7 +24,7 @@ from av.video.stream import VideoStream
 
 from rendermill.common import errors
 from rendermill.common.project import model
-from rendermill.renderer.engine import icc
+from rendermill.renderer.engine import icc, still
 
 # Demuxers that read a single picture from a file (PNG, JPEG, WebP, BMP...).
 _STILL_DEMUXERS = ("image2", "_pipe")
@@ -46,6 +47,9 @@ _MOV = "mov,mp4,m4a,3gp,3g2,mj2"
 _MATROSKA = "matroska,webm"
 # Container options that skip the probing (the least that avformat still reads).
 NO_PROBING = {"probesize": "32", "analyzeduration": "0"}
+# Decoder options for the probing avformat still does: a picture of more than one pixel
+# is not decoded.
+_NO_DECODING = {"max_pixels": "1"}
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -68,10 +72,26 @@ class Source:
         """Open the file for reading; raises MediaError when it cannot be opened.
 
         An MP4/MOV file, or a Matroska/WebM file whose streams' start times show without
-        it, is opened without probing its streams (other files are probed as always):
-        every reader decodes the first frames it needs itself.
+        it, is opened without probing its streams, and so is a PNG or WebP still (other
+        files are probed as always): every reader decodes the first frames it needs
+        itself.
         """
         try:
+            if _header_only(self.path):
+                # avformat would decode a whole PNG or WebP picture only to learn its
+                # size and format (2.5 s for 144 megapixels); the probe decodes it
+                # itself, once, after checking the size its header says. (PyAV's stub
+                # types stream_options as strings; they are one dict per stream.)
+                unprobed: av.container.InputContainer = av.open(  # type: ignore[call-overload]
+                    str(self.path),
+                    "r",
+                    metadata_errors="ignore",
+                    container_options=NO_PROBING,
+                    stream_options=[_NO_DECODING],
+                )
+                if _is_still(unprobed):
+                    return unprobed
+                unprobed.close()
             container = av.open(
                 str(self.path), "r", metadata_errors="ignore", container_options=NO_PROBING
             )
@@ -81,6 +101,20 @@ class Source:
             return av.open(str(self.path), "r", metadata_errors="ignore")
         except (av.FFmpegError, OSError, UnicodeDecodeError) as exc:
             raise self.error(f"cannot be read ({reason(exc)})") from exc
+
+
+def _header_only(path: Path) -> bool:
+    try:
+        with path.open("rb") as f:
+            return still.header_only(f.read(12))
+    except OSError:
+        return False
+
+
+def _is_still(container: av.container.InputContainer) -> bool:
+    return bool(container.streams.video) and any(
+        p in container.format.name for p in _STILL_DEMUXERS
+    )
 
 
 def _declared(container: av.container.InputContainer) -> bool:
@@ -130,28 +164,72 @@ class Media:
     duration: float | None
     video: VideoInfo | None
     audio: AudioInfo | None
-    # The decoded picture of a still image (PNG, JPEG, WebP): shown for the whole action.
-    still: VideoFrame | None
+    # A still image (PNG, JPEG, WebP), shown for the whole action; None for video.
+    still: Still | None
     # A JPEG still's EXIF orientation (1..8), which also says whether it is mirrored;
     # None when the file has none (then only the frame's display matrix applies).
     orientation: int | None = None
 
 
-def probe(source: Source, *, picture: bool, sound: bool) -> Media:
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class Still:
+    """A still image, decoded by :meth:`picture` whenever a track starts showing it
+    rather than held for the whole render: a slideshow's photos are not all in memory
+    at once."""
+
+    source: Source
+    # Its size as stored (before any EXIF orientation), which placement uses; the
+    # decoded picture is smaller when a JPEG is decoded at a smaller scale.
+    width: int
+    height: int
+    # Decoder options: the JPEG scale, and the largest picture decoded at all.
+    options: dict[str, str]
+
+    def picture(self) -> VideoFrame:
+        """The decoded picture; raises MediaError when it cannot be decoded."""
+        with self.source.open() as container:
+            stream = _first_picture(container)
+            if stream is None:
+                raise self.source.error("has no picture stream")
+            stream.codec_context.options = dict(self.options)
+            try:
+                frame, _ = _first_frames(container, stream, None, None)
+            except (av.FFmpegError, OSError) as exc:
+                raise self.source.error(f"cannot be decoded ({reason(exc)})") from exc
+        if frame is None:
+            raise self.source.error("has a picture stream with no decodable picture")
+        _profile_light(self.source, frame)
+        return frame
+
+
+# The largest size (width, height) a picture of the given size, as shown (after its
+# orientation), is drawn at anywhere in its track.
+Drawn = Callable[[tuple[int, int]], tuple[int, int]]
+
+
+def probe(source: Source, *, picture: bool, sound: bool, drawn: Drawn | None = None) -> Media:
     """Probe ``source`` for what its track needs: a picture, sound, or both.
 
     Returns the source's streams, size, alpha and duration. Raises MediaError when the
-    file cannot be opened or decoded, or holds neither of the streams its track needs.
+    file cannot be opened or decoded, or holds neither of the streams its track needs,
+    or is a still picture too large to draw. ``drawn`` says how large the track draws a
+    picture, so that a JPEG photo can be decoded at a smaller scale (see ``still``);
+    without it a JPEG is decoded whole.
     """
     with source.open() as container:
         try:
-            return _probe(source, container, picture=picture, sound=sound)
+            return _probe(source, container, picture=picture, sound=sound, drawn=drawn)
         except (av.FFmpegError, OSError) as exc:
             raise source.error(f"cannot be decoded ({reason(exc)})") from exc
 
 
 def _probe(
-    source: Source, container: av.container.InputContainer, *, picture: bool, sound: bool
+    source: Source,
+    container: av.container.InputContainer,
+    *,
+    picture: bool,
+    sound: bool,
+    drawn: Drawn | None,
 ) -> Media:
     vstream = _first_picture(container)
     astream = container.streams.audio[0] if container.streams.audio else None
@@ -173,27 +251,34 @@ def _probe(
     decoder = None
     if vstream is not None and vstream.metadata.get("alpha_mode") == "1":
         decoder = _ALPHA_DECODERS.get(vstream.codec_context.name)
+    orientation = None
+    picture_still = None
+    if is_still and want_video and vstream is not None:
+        if vstream.codec_context.name == "mjpeg":
+            orientation = exif_orientation(source.path)
+        picture_still = _still(source, vstream, orientation, drawn)
+        vstream.codec_context.options = dict(picture_still.options)
     first, first_audio = _first_frames(
         container,
         vstream if want_video else None,
         astream if want_audio else None,
         decoder,
     )
-    # A still whose decoder found no primaries (no cICP, cHRM or sRGB chunk in a PNG) may
-    # say them in an ICC profile.
-    if is_still and first is not None and first.color_primaries == icc.PRIMARIES_UNSPECIFIED:
-        profile = icc.read_profile(source.path)
-        tagged = icc.light(profile) if profile is not None else None
-        if tagged is not None:
-            first.color_primaries, first.color_trc = tagged
+    if picture_still is not None and first is not None:
+        _profile_light(source, first)
+        if not (picture_still.width and picture_still.height):
+            # A header that does not say the size: the decoder's word for it.
+            picture_still = dataclasses.replace(
+                picture_still, width=first.width, height=first.height
+            )
 
     video = None
     if want_video:
         if first is None:
             raise source.error("has a picture stream with no decodable picture")
         video = VideoInfo(
-            width=first.width,
-            height=first.height,
+            width=first.width if picture_still is None else picture_still.width,
+            height=first.height if picture_still is None else picture_still.height,
             alpha=any(c.is_alpha for c in first.format.components),
             decoder=decoder,
             declared_end=None if is_still or vstream is None else _stream_end(vstream, origin),
@@ -209,13 +294,8 @@ def _probe(
             channels=first_audio.layout.nb_channels,
             declared_end=_stream_end(astream, origin),
         )
-    still = first if is_still and video is not None else None
-    orientation = None
-    if still is not None and vstream is not None and vstream.codec_context.name == "mjpeg":
-        orientation = exif_orientation(source.path)
-
-    duration = None if still is not None else _duration(container, origin)
-    if duration is None and still is None and any(a.loop for a in source.track.actions):
+    duration = None if picture_still is not None else _duration(container, origin)
+    if duration is None and picture_still is None and any(a.loop for a in source.track.actions):
         # A recording written as it was made (MediaRecorder's WebM) says nowhere how long
         # it is; a browser learns it at the end and loops there. Looping needs it, so it
         # is read off the packets (a demux, nothing decoded).
@@ -226,9 +306,48 @@ def _probe(
         duration=duration,
         video=video,
         audio=audio,
-        still=still,
+        still=picture_still,
         orientation=orientation,
     )
+
+
+def _still(
+    source: Source, stream: VideoStream, orientation: int | None, drawn: Drawn | None
+) -> Still:
+    """How to decode a still: a JPEG at the smallest scale it is still drawn at, and
+    nothing larger than ``still.MAX_PIXELS``."""
+    ctx = stream.codec_context
+    stored = still.stored_size(source.path) or (ctx.width, ctx.height)
+    options = {"max_pixels": str(still.MAX_PIXELS)}
+    decoded = stored
+    if ctx.name == "mjpeg" and drawn is not None and all(stored):
+        # EXIF orientations 5 to 8 turn the picture a quarter: it shows sideways.
+        sideways = orientation in (5, 6, 7, 8)
+        need = drawn(stored[::-1] if sideways else stored)
+        k = still.lowres(stored, need[::-1] if sideways else need)
+        if k:
+            options["lowres"] = str(k)
+            decoded = still.scaled(stored, k)
+    width, height = decoded
+    if width * height > still.MAX_PIXELS:
+        raise source.error(
+            f"is a picture of {stored[0]}x{stored[1]} pixels "
+            f"({stored[0] * stored[1] / 1e6:.0f} megapixels), larger than can be drawn "
+            f"({still.MAX_PIXELS / 1e6:.0f} megapixels, such as 8192x8192): scale it "
+            "down and upload it again"
+        )
+    return Still(source=source, width=stored[0], height=stored[1], options=options)
+
+
+def _profile_light(source: Source, frame: VideoFrame) -> None:
+    """A still whose decoder found no primaries (no cICP, cHRM or sRGB chunk in a PNG)
+    may say them in an ICC profile: tag ``frame`` with them."""
+    if frame.color_primaries != icc.PRIMARIES_UNSPECIFIED:
+        return
+    profile = icc.read_profile(source.path)
+    tagged = icc.light(profile) if profile is not None else None
+    if tagged is not None:
+        frame.color_primaries, frame.color_trc = tagged
 
 
 def exif_orientation(path: Path) -> int | None:

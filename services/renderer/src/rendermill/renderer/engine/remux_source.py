@@ -21,7 +21,7 @@ import av.stream
 from av.video.frame import VideoFrame
 from av.video.stream import VideoStream
 
-from rendermill.renderer.engine import probe, video
+from rendermill.renderer.engine import probe, still, video
 from rendermill.renderer.engine import remux_h264 as h264
 
 _COPYABLE_PROFILES = frozenset({"Baseline", "Constrained Baseline", "Main", "High"})
@@ -435,6 +435,10 @@ class Reader:
         """Open ``path``; raises av.FFmpegError/OSError when it cannot be opened (the
         compose path then words the error for the user)."""
         self.path = path
+        with path.open("rb") as f:
+            if still.is_picture(f.read(12)):
+                # Never copied, and opening a PNG or WebP file probes it by decoding it.
+                raise Ineligible(f"{path.name} is a still picture")
         self._container = av.open(
             str(path), "r", metadata_errors="ignore", container_options=probe.NO_PROBING
         )

@@ -159,6 +159,9 @@ class _PictureTrack:
         # Per action, the last picture drawn and its conversion: held, frozen and still
         # pictures (and sources slower than the output) are converted once.
         self._converted: dict[int, tuple[VideoFrame, compose.Rect, compose.Layer]] = {}
+        # A still's decoded picture, from the first action that shows it to the end of
+        # an action.
+        self._still: VideoFrame | None = None
 
     def layer_at(self, t: float) -> compose.Placed | None:
         active = _active(self._actions, t)
@@ -175,8 +178,10 @@ class _PictureTrack:
             turns, mirror = compose.orientation(exif)
         else:
             turns, mirror = compose.quarter_turns(frame), False
-        shown = (frame.height, frame.width) if turns % 2 else (frame.width, frame.height)
-        rect = self._viewport.place(action, shown)
+        # A still is placed by the size it is stored at; a JPEG may decode smaller.
+        still = self._media.still
+        w, h = (still.width, still.height) if still is not None else (frame.width, frame.height)
+        rect = self._viewport.place(action, (h, w) if turns % 2 else (w, h))
         cached = self._converted.get(index)
         if cached is not None and cached[0] is frame and cached[1] == rect:
             return cached[2], rect, effect
@@ -196,7 +201,9 @@ class _PictureTrack:
     def _picture(self, index: int, action: model.Action, t: float) -> VideoFrame | None:
         media = self._media
         if media.still is not None:
-            return media.still
+            if self._still is None:
+                self._still = media.still.picture()
+            return self._still
         s = action.freeze if action.freeze is not None else action.source_time(t)
         s = max(0.0, s)
         end = media.duration
@@ -213,13 +220,16 @@ class _PictureTrack:
             if action.end <= t:
                 if index in self._readers:
                     self._readers.pop(index).close()
-                self._converted.pop(index, None)
+                if self._converted.pop(index, None) is not None:
+                    # The next action showing the still decodes it again.
+                    self._still = None
 
     def close(self) -> None:
         for reader in self._readers.values():
             reader.close()
         self._readers.clear()
         self._converted.clear()
+        self._still = None
 
 
 def _frame_at(t: float, pictures: list[_PictureTrack], canvas: compose.Canvas) -> VideoFrame:
@@ -286,7 +296,10 @@ def _plan(
             )
         with _tracer.start_as_current_span("probe", attributes={"track": track.id}) as span:
             media = probe.probe(
-                probe.Source(track=track, path=Path(path)), picture=picture, sound=sound
+                probe.Source(track=track, path=Path(path)),
+                picture=picture,
+                sound=sound,
+                drawn=_largest_drawn(actions, viewport),
             )
             span.set_attribute("bytes", Path(path).stat().st_size)
             if media.duration is not None:
@@ -303,6 +316,16 @@ def _plan(
         if sound and media.audio is not None:
             mixers.append(audio.TrackMixer(track, media, clock=volume_clock))
     return pictures, mixers
+
+
+def _largest_drawn(actions: list[model.Action], viewport: compose.Viewport) -> probe.Drawn:
+    """How large ``actions`` draw a picture of a given (shown) size, at the most."""
+
+    def largest(shown: tuple[int, int]) -> tuple[int, int]:
+        rects = [viewport.place(a, shown) for a in actions]
+        return max((r.width for r in rects), default=0), max((r.height for r in rects), default=0)
+
+    return largest
 
 
 def _showable(track: model.Track) -> list[tuple[int, model.Action]]:
