@@ -69,11 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.moviepy and harness.output_size(args.resolution) != harness.CANVAS:
         raise SystemExit("--moviepy renders at the canvas size: use --resolution 1080p")
-    try:
-        return run(args)
-    except harness.BenchError as exc:
-        print(f"bench failed: {exc}", file=sys.stderr)
-        return 1
+    return harness.guarded(lambda: run(args))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -104,11 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         if any(s.trim % args.gop for s in segments):
             p.error("--cuts keyframe puts cuts on keyframes of 2 s GOPs: use --gop 1 or 2")
-    try:
-        return run(args, chosen, segments)
-    except harness.BenchError as exc:
-        print(f"bench failed: {exc}", file=sys.stderr)
-        return 1
+    return harness.guarded(lambda: run(args, chosen, segments))
 
 
 def run(args: argparse.Namespace, chosen: list[str], segments: tuple[Segment, ...]) -> int:

@@ -65,6 +65,16 @@ class BenchError(RuntimeError):
 # --- command line ------------------------------------------------------------------
 
 
+def guarded(run: Callable[[], int]) -> int:
+    """``run()``'s exit status, or 1 with the reason when the benchmark fails
+    (BenchError: a contender failed, or an output is not what both should write)."""
+    try:
+        return run()
+    except BenchError as exc:
+        print(f"bench failed: {exc}", file=sys.stderr)
+        return 1
+
+
 def add_common_arguments(p: argparse.ArgumentParser, *, runs: int = 3) -> None:
     p.add_argument("--runs", type=int, default=runs, help=f"measured runs each (default {runs})")
     p.add_argument(

@@ -58,11 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--no-ffmpeg", action="store_true", help="skip the ffmpeg reference renders")
     args = p.parse_args(argv)
-    try:
-        return run(args)
-    except harness.BenchError as exc:
-        print(f"bench failed: {exc}", file=sys.stderr)
-        return 1
+    return harness.guarded(lambda: run(args))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -46,11 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         "--more", type=int, default=4, help="rendermill also renders this many times the photos"
     )
     args = p.parse_args(argv)
-    try:
-        return run(args)
-    except harness.BenchError as exc:
-        print(f"bench failed: {exc}", file=sys.stderr)
-        return 1
+    return harness.guarded(lambda: run(args))
 
 
 def run(args: argparse.Namespace) -> int:
