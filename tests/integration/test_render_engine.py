@@ -16,7 +16,7 @@ from rendermill.common import errors, schemas
 from rendermill.common.project import model
 from rendermill.common.testing import clip, project, track
 from rendermill.renderer import engine
-from rendermill.renderer.engine import probe
+from rendermill.renderer.engine import probe, video
 
 FPS = 30
 SMALL = schemas.OutputSpec(resolution="320x180", fps=FPS)
@@ -444,6 +444,29 @@ def test_a_damaged_picture_that_shows_is_a_media_error_naming_its_time(
     for shown in (clip(0.0, 0.5), clip(0.0, 0.5, trim_start=1.0)):
         engine.render(project(track("bad", shown)), {"bad": bad}, composed, dest)
         assert dest.exists()
+
+
+def test_a_video_larger_than_can_be_drawn_is_refused_and_no_decoder_allocates_one(
+    tmp_path: Path, media: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The bound is 8192x8192; making a video that large would take the test minutes, so
+    # the bound is lowered to just under the 320x180 test clip instead.
+    proj = project(track("red", clip(0.0, 1.0)))
+    composed = schemas.OutputSpec(resolution="320x180", fps=FPS, copy="never")
+    monkeypatch.setattr(probe, "MAX_PIXELS", 320 * 180 - 1)
+    with pytest.raises(errors.MediaError) as caught:
+        engine.render(proj, {"red": media["red"]}, composed, tmp_path / "out.mp4")
+    assert "is a video of 320x180 pixels" in caught.value.message
+    assert "export it at a smaller size" in caught.value.message
+    assert caught.value.track == "t-red"
+    # A file whose header understates its pictures gets past the check; the decoders
+    # then refuse a picture over the bound before allocating it.
+    monkeypatch.setattr(probe, "MAX_PIXELS", 320 * 180)
+    source = probe.Source(track=proj.tracks[0], path=media["red"])
+    info = probe.probe(source, picture=True, sound=False)
+    monkeypatch.setattr(probe, "MAX_PIXELS", 320 * 180 - 1)
+    with pytest.raises(errors.MediaError, match="is corrupt: decoding failed"):
+        video.VideoReader(info).frame_at(0.0)
 
 
 def test_source_missing_from_the_map_is_a_media_error(

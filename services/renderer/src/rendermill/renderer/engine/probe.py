@@ -50,6 +50,12 @@ NO_PROBING = {"probesize": "32", "analyzeduration": "0"}
 # Decoder options for the probing avformat still does: a picture of more than one pixel
 # is not decoded.
 _NO_DECODING = {"max_pixels": "1"}
+# The largest picture any source is decoded at: 8192 x 8192 (about 67 megapixels; 268 MB
+# as RGBA, 100 MB as 4:2:0). Phone photos (up to 50 megapixels) and 8K video (33) fit; a
+# JPEG larger than this is decoded at a smaller scale when it is drawn small enough. A
+# file of a few kilobytes can declare a picture far larger, which the decoder would
+# allocate (several times over, with frame threads) before finding out it is garbage.
+MAX_PIXELS = 8192 * 8192
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -253,6 +259,12 @@ def _probe(
         decoder = _ALPHA_DECODERS.get(vstream.codec_context.name)
     orientation = None
     picture_still = None
+    if not is_still and want_video and vstream is not None:
+        # The size avformat read off the stream's header (an H.264 or HEVC parameter set).
+        declared = (vstream.codec_context.width, vstream.codec_context.height)
+        if declared[0] * declared[1] > MAX_PIXELS:
+            raise _too_large(source, "video", declared, "export it at a smaller size")
+        vstream.codec_context.options = {"max_pixels": str(MAX_PIXELS)}
     if is_still and want_video and vstream is not None:
         if vstream.codec_context.name == "mjpeg":
             orientation = exif_orientation(source.path)
@@ -315,10 +327,10 @@ def _still(
     source: Source, stream: VideoStream, orientation: int | None, drawn: Drawn | None
 ) -> Still:
     """How to decode a still: a JPEG at the smallest scale it is still drawn at, and
-    nothing larger than ``still.MAX_PIXELS``."""
+    nothing larger than MAX_PIXELS."""
     ctx = stream.codec_context
     stored = still.stored_size(source.path) or (ctx.width, ctx.height)
-    options = {"max_pixels": str(still.MAX_PIXELS)}
+    options = {"max_pixels": str(MAX_PIXELS)}
     decoded = stored
     if ctx.name == "mjpeg" and drawn is not None and all(stored):
         # EXIF orientations 5 to 8 turn the picture a quarter: it shows sideways.
@@ -329,14 +341,27 @@ def _still(
             options["lowres"] = str(k)
             decoded = still.scaled(stored, k)
     width, height = decoded
-    if width * height > still.MAX_PIXELS:
-        raise source.error(
-            f"is a picture of {stored[0]}x{stored[1]} pixels "
-            f"({stored[0] * stored[1] / 1e6:.0f} megapixels), larger than can be drawn "
-            f"({still.MAX_PIXELS / 1e6:.0f} megapixels, such as 8192x8192): scale it "
-            "down and upload it again"
-        )
+    if width * height > MAX_PIXELS:
+        raise _too_large(source, "picture", stored, "scale it down and upload it again")
     return Still(source=source, width=stored[0], height=stored[1], options=options)
+
+
+def _too_large(source: Source, kind: str, size: tuple[int, int], advice: str) -> errors.MediaError:
+    width, height = size
+    return source.error(
+        f"is a {kind} of {width}x{height} pixels ({width * height / 1e6:.0f} megapixels), "
+        f"larger than can be drawn ({MAX_PIXELS / 1e6:.0f} megapixels, such as 8192x8192): "
+        f"{advice}"
+    )
+
+
+def bounded(ctx: VideoCodecContext) -> VideoCodecContext:
+    """``ctx`` refusing to decode a picture larger than MAX_PIXELS (before allocating
+    it), with frame or slice threads as the codec allows; every picture decoder is set up
+    so."""
+    ctx.thread_type = "AUTO"
+    ctx.options = {**ctx.options, "max_pixels": str(MAX_PIXELS)}
+    return ctx
 
 
 def _profile_light(source: Source, frame: VideoFrame) -> None:
@@ -437,8 +462,7 @@ def open_decoder(name: str) -> VideoCodecContext:
     """A threaded decoder by name, used instead of a stream's default decoder."""
     ctx = av.CodecContext.create(name, "r")
     assert isinstance(ctx, VideoCodecContext)
-    ctx.thread_type = "AUTO"
-    return ctx
+    return bounded(ctx)
 
 
 def _duration(container: av.container.InputContainer, origin: float) -> float | None:

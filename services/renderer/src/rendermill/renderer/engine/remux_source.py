@@ -454,7 +454,7 @@ class Reader:
                 if self._stream is not None:
                     self.header = _header(path, self._container, self._stream)
             if self._stream is not None:
-                self._stream.codec_context.thread_type = "AUTO"
+                probe.bounded(self._stream.codec_context)
         except BaseException:
             self._container.close()
             raise

@@ -4,20 +4,17 @@ decoded, and the scale a JPEG is decoded at.
 A PNG or WebP file of a few hundred kilobytes can hold a picture of hundreds of
 megapixels (one colour compresses to almost nothing), and decoding one takes 4 bytes a
 pixel. Its size is therefore read from the header, so that a picture too large to draw
-is refused before it is decoded. A JPEG photo is decoded at the largest of 1/1, 1/2,
-1/4 or 1/8 of its size that is still no smaller than it is drawn (FFmpeg's JPEG decoder
-scales in its inverse DCT, as libjpeg's does): a 48-megapixel photo shown at 1080p is
-decoded at 2016x1512, 16 times fewer pixels to decode, convert and hold.
+(``probe.MAX_PIXELS``) is refused before it is decoded. A JPEG photo is decoded at the
+largest of 1/1, 1/2, 1/4 or 1/8 of its size that is still no smaller than it is drawn
+(FFmpeg's JPEG decoder scales in its inverse DCT, as libjpeg's does): a 48-megapixel
+photo shown at 1080p is decoded at 2016x1512, 16 times fewer pixels to decode, convert
+and hold.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-# The largest picture a still may be decoded at: 8192 x 8192 (about 67 megapixels, 268
-# MB as RGBA). Phone photos (up to 50 megapixels) and 8K frames (33) fit; a JPEG larger
-# than this is decoded at a smaller scale when it is drawn small enough.
-MAX_PIXELS = 8192 * 8192
 # FFmpeg's JPEG decoder scales by 2 ** -lowres, lowres at most 3.
 _MAX_LOWRES = 3
 

@@ -150,7 +150,7 @@ class VideoReader:
         if self._info.decoder is not None:
             self._ctx = probe.open_decoder(self._info.decoder)
         else:
-            stream.codec_context.thread_type = "AUTO"
+            probe.bounded(stream.codec_context)
         self._container = container
         self._stream = stream
         self._fresh = True
