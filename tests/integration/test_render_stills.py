@@ -112,6 +112,21 @@ def test_a_picture_too_large_to_draw_is_refused_before_it_is_decoded(
     assert not (tmp_path / "out.mp4").exists()
 
 
+def test_a_jpeg_is_bounded_by_its_stored_size_whatever_its_scale(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Drawn at 320x180, this 1280x720 photo would decode at 1/4; the bound (lowered
+    # here below its stored size, as a 12-megapixel test picture would be slow to make)
+    # still refuses it, before decoding.
+    photo = synth.make_image(tmp_path / "photo.jpg", size=(1280, 720))
+    proj = project(track("photo", clip(0.0, 0.2, fit=model.Fit.FILL), controller=IMAGE))
+    monkeypatch.setattr(probe, "MAX_PIXELS", 1280 * 720 - 1)
+    with pytest.raises(errors.MediaError, match="is a picture of 1280x720 pixels"):
+        engine.render(proj, {"photo": photo}, SMALL, tmp_path / "out.mp4")
+    monkeypatch.setattr(probe, "MAX_PIXELS", 1280 * 720)
+    engine.render(proj, {"photo": photo}, SMALL, tmp_path / "out.mp4")
+
+
 def test_a_large_photo_is_decoded_at_the_scale_it_is_drawn(tmp_path: Path) -> None:
     # 2560x1280 stored, turned a quarter by EXIF (6): shown 1280x2560, drawn filling the
     # 320x180 canvas, which 1/4 of its size (640x320 stored, 320x640 shown) still covers.

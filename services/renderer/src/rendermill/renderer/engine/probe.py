@@ -51,8 +51,7 @@ NO_PROBING = {"probesize": "32", "analyzeduration": "0"}
 # is not decoded.
 _NO_DECODING = {"max_pixels": "1"}
 # The largest picture any source is decoded at: 8192 x 8192 (about 67 megapixels; 268 MB
-# as RGBA, 100 MB as 4:2:0). Phone photos (up to 50 megapixels) and 8K video (33) fit; a
-# JPEG larger than this is decoded at a smaller scale when it is drawn small enough. A
+# as RGBA, 100 MB as 4:2:0). Phone photos (up to 50 megapixels) and 8K video (33) fit. A
 # file of a few kilobytes can declare a picture far larger, which the decoder would
 # allocate (several times over, with frame threads) before finding out it is garbage.
 MAX_PIXELS = 8192 * 8192
@@ -326,12 +325,15 @@ def _probe(
 def _still(
     source: Source, stream: VideoStream, orientation: int | None, drawn: Drawn | None
 ) -> Still:
-    """How to decode a still: a JPEG at the smallest scale it is still drawn at, and
-    nothing larger than MAX_PIXELS."""
+    """How to decode a still: nothing stored larger than MAX_PIXELS (a JPEG decoded at
+    a smaller scale included: a progressive JPEG's decoder holds every coefficient of
+    the whole picture, 3 bytes a pixel, whatever the scale), and a JPEG at the smallest
+    scale that is still as large as it is drawn."""
     ctx = stream.codec_context
     stored = still.stored_size(source.path) or (ctx.width, ctx.height)
+    if stored[0] * stored[1] > MAX_PIXELS:
+        raise _too_large(source, "picture", stored, "scale it down and upload it again")
     options = {"max_pixels": str(MAX_PIXELS)}
-    decoded = stored
     if ctx.name == "mjpeg" and drawn is not None and all(stored):
         # EXIF orientations 5 to 8 turn the picture a quarter: it shows sideways.
         sideways = orientation in (5, 6, 7, 8)
@@ -339,10 +341,6 @@ def _still(
         k = still.lowres(stored, need[::-1] if sideways else need)
         if k:
             options["lowres"] = str(k)
-            decoded = still.scaled(stored, k)
-    width, height = decoded
-    if width * height > MAX_PIXELS:
-        raise _too_large(source, "picture", stored, "scale it down and upload it again")
     return Still(source=source, width=stored[0], height=stored[1], options=options)
 
 
