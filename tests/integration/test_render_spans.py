@@ -46,3 +46,17 @@ def test_compose_and_fast_path_spans(tmp_path: Path) -> None:
     assert attrs[2]["size"] == "320x180" and attrs[2]["sample_rate"] == 48000
     assert attrs[3]["picture_tracks"] == 1
     assert attrs[4]["frames"] == 30 and attrs[4]["width"] == 640
+
+
+def test_a_photo_decoded_at_a_smaller_scale_says_so(tmp_path: Path) -> None:
+    spans = _provider()
+    photo = synth.make_image(tmp_path / "photo.jpg", size=(1280, 720))
+    action = model.Action(id="a", start=0, end=0.1, fit=model.Fit.FILL)
+    track = model.Track(id="t", controller=model.Controller.IMAGE, url="p", actions=(action,))
+    project = model.Project(width=320, height=180, tracks=(track,))
+    out = schemas.OutputSpec(resolution="320x180", fps=30)
+    engine.render(project, {"p": photo}, out, tmp_path / "out.mp4")
+    (probe,) = [s for s in spans.get_finished_spans() if s.name == "probe"]
+    attrs = dict(probe.attributes or {})
+    # Stored 1280x720, drawn 320x180: decoded at a quarter of its size.
+    assert attrs["size"] == "1280x720" and attrs["decode_scale"] == 0.25

@@ -308,6 +308,9 @@ def _plan(
                 span.set_attribute("size", f"{media.video.width}x{media.video.height}")
                 span.set_attribute("alpha", media.video.alpha)
                 span.set_attribute("light", media.video.light)
+            if media.still is not None and "lowres" in media.still.options:
+                # A JPEG decoded at 1/2, 1/4 or 1/8 of its size: drawn no larger.
+                span.set_attribute("decode_scale", 0.5 ** int(media.still.options["lowres"]))
             if media.audio is not None:
                 span.set_attribute("sample_rate", media.audio.rate)
                 span.set_attribute("channels", media.audio.channels)
