@@ -129,11 +129,7 @@ def run(args: argparse.Namespace) -> int:
         ff = harness.Contender(
             "ffmpeg",
             [
-                ffmpeg,
-                "-nostdin",
-                "-hide_banner",
-                "-loglevel",
-                "error",
+                *harness.ffmpeg_quiet(ffmpeg),
                 "-i",
                 str(clip_a),
                 # Input seeking, like rendermill's reader: decoding starts at the

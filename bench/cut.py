@@ -162,7 +162,7 @@ def run(args: argparse.Namespace, chosen: list[str], segments: tuple[Segment, ..
             ]
             return harness.Contender(name, argv, out, DURATION)
 
-        ff_base = [ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error"]
+        ff_base = harness.ffmpeg_quiet(ffmpeg)
         available = {
             "rendermill": lambda: rendermill("rendermill", "auto"),
             "ffmpeg-copy": lambda: harness.Contender(

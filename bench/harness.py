@@ -170,6 +170,11 @@ def ffmpeg_exe(media_dir: Path) -> str:
     return str(pinned)
 
 
+def ffmpeg_quiet(ffmpeg: str) -> list[str]:
+    """The start of every ffmpeg contender's command: no prompts, errors only."""
+    return [ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error"]
+
+
 def rendermill_argv() -> list[str]:
     """How to start the rendermill command of this environment."""
     script = Path(sys.executable).parent / "rendermill"

@@ -106,11 +106,7 @@ def run(args: argparse.Namespace) -> int:
         def ffmpeg_ref(duration: float) -> harness.Contender:
             out = work.path / f"ffmpeg-{duration:g}s.mp4"
             argv = [
-                ffmpeg,
-                "-nostdin",
-                "-hide_banner",
-                "-loglevel",
-                "error",
+                *harness.ffmpeg_quiet(ffmpeg),
                 "-stream_loop",
                 "-1",
                 "-t",

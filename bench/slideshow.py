@@ -91,11 +91,7 @@ def run(args: argparse.Namespace) -> int:
         out = work.path / f"ffmpeg-{count}.mp4"
         inputs = [a for k in range(count) for a in ("-i", str(photos[k]))]
         ffmpeg_argv = [
-            ffmpeg,
-            "-nostdin",
-            "-hide_banner",
-            "-loglevel",
-            "error",
+            *harness.ffmpeg_quiet(ffmpeg),
             *inputs,
             "-i",
             str(music),
