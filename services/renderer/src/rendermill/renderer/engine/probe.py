@@ -189,6 +189,9 @@ class Still:
     height: int
     # Decoder options: the JPEG scale, and the largest picture decoded at all.
     options: dict[str, str]
+    # The primaries and transfer its ICC profile says, where the decoder finds none
+    # (read from the file once, by the probe).
+    profile_light: tuple[int, int] | None = None
 
     def picture(self) -> VideoFrame:
         """The decoded picture; raises MediaError when it cannot be decoded."""
@@ -203,7 +206,8 @@ class Still:
                 raise self.source.error(f"cannot be decoded ({reason(exc)})") from exc
         if frame is None:
             raise self.source.error("has a picture stream with no decodable picture")
-        _profile_light(self.source, frame)
+        if self.profile_light is not None and frame.color_primaries == icc.PRIMARIES_UNSPECIFIED:
+            frame.color_primaries, frame.color_trc = self.profile_light
         return frame
 
 
@@ -276,12 +280,15 @@ def _probe(
         decoder,
     )
     if picture_still is not None and first is not None:
-        _profile_light(source, first)
-        if not (picture_still.width and picture_still.height):
-            # A header that does not say the size: the decoder's word for it.
-            picture_still = dataclasses.replace(
-                picture_still, width=first.width, height=first.height
-            )
+        light = _profile_light(source, first)
+        # A header that does not say the size leaves it to the decoder.
+        stored = (picture_still.width, picture_still.height)
+        width, height = stored if all(stored) else (first.width, first.height)
+        picture_still = dataclasses.replace(
+            picture_still, width=width, height=height, profile_light=light
+        )
+        if light is not None:
+            first.color_primaries, first.color_trc = light
 
     video = None
     if want_video:
@@ -362,15 +369,13 @@ def bounded(ctx: VideoCodecContext) -> VideoCodecContext:
     return ctx
 
 
-def _profile_light(source: Source, frame: VideoFrame) -> None:
+def _profile_light(source: Source, frame: VideoFrame) -> tuple[int, int] | None:
     """A still whose decoder found no primaries (no cICP, cHRM or sRGB chunk in a PNG)
-    may say them in an ICC profile: tag ``frame`` with them."""
+    may say them in an ICC profile: the primaries and transfer it says, if any."""
     if frame.color_primaries != icc.PRIMARIES_UNSPECIFIED:
-        return
+        return None
     profile = icc.read_profile(source.path)
-    tagged = icc.light(profile) if profile is not None else None
-    if tagged is not None:
-        frame.color_primaries, frame.color_trc = tagged
+    return icc.light(profile) if profile is not None else None
 
 
 def exif_orientation(path: Path) -> int | None:
