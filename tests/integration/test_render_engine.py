@@ -16,7 +16,7 @@ from rendermill.common import errors, schemas
 from rendermill.common.project import model
 from rendermill.common.testing import clip, project, track
 from rendermill.renderer import engine
-from rendermill.renderer.engine import probe, video
+from rendermill.renderer.engine import compose, probe, video
 
 FPS = 30
 SMALL = schemas.OutputSpec(resolution="320x180", fps=FPS)
@@ -148,6 +148,29 @@ def test_fit_fill_none_and_percent_position(
     assert near(colour(later, 164, 94, 320, 180), BLUE)
     assert near(colour(later, 0, 0, 156, 180), RED)
     assert near(colour(later, 0, 0, 320, 86), RED)
+
+
+def test_a_layer_past_the_canvas_is_drawn_as_if_scaled_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A portrait clip with the editor's contain (W x W/r) in a landscape frame: 320x568,
+    # of which the top 180 rows show. Only the source rows they need are scaled; the
+    # frames must be those of scaling it whole.
+    portrait = synth.make_video(
+        tmp_path / "portrait.mp4", size=(90, 160), duration=0.5, moving=True, tone_hz=None
+    )
+    proj = project(track("portrait", clip(0.0, 0.5, fit=model.Fit.CONTAIN)))
+    composed = schemas.OutputSpec(resolution="320x180", fps=FPS, copy="never")
+    engine.render(proj, {"portrait": portrait}, composed, tmp_path / "cut.mp4")
+    monkeypatch.setattr(compose, "_WORTH_CUTTING", 1.0)  # never cut
+    engine.render(proj, {"portrait": portrait}, composed, tmp_path / "whole.mp4")
+    cut, whole = (
+        synth.Decoded(tmp_path / "cut.mp4", FPS),
+        synth.Decoded(tmp_path / "whole.mp4", FPS),
+    )
+    assert len(cut.frames) == len(whole.frames) == 15
+    for a, b in zip(cut.frames, whole.frames, strict=True):
+        assert np.array_equal(a, b)
 
 
 def test_images_png_and_jpeg(run: Callable[..., synth.Decoded], media: dict[str, Path]) -> None:

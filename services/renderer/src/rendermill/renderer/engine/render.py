@@ -185,6 +185,7 @@ class _PictureTrack:
         cached = self._converted.get(index)
         if cached is not None and cached[0] is frame and cached[1] == rect:
             return cached[2], rect, effect
+        clip = self._viewport.canvas
         layer = compose.convert(
             frame,
             rect.width,
@@ -194,6 +195,11 @@ class _PictureTrack:
             mirror=mirror,
             still=self._media.still is not None,
             scaler=self._scaler,
+            # Past the canvas's right and bottom edges nothing shows (the left and top
+            # would move where the scaler samples; they are kept).
+            visible=(clip.right - rect.x, clip.bottom - rect.y)
+            if rect.x >= clip.x and rect.y >= clip.y
+            else None,
         )
         self._converted[index] = (frame, rect, layer)
         return layer, rect, effect
