@@ -110,6 +110,8 @@ def test_no_cut_samples_further_than_the_bound_from_the_whole() -> None:
         cut = compose._same_steps(source, drawn, shown)
         if cut is not None and cut != (source, drawn):
             assert _drift(source, drawn, shown, *cut) <= compose.MAX_DRIFT
+            # Even, like every layer: the chroma is halved, the alpha averaged 2x2.
+            assert cut[0] % 2 == cut[1] % 2 == 0
 
 
 def test_a_layer_barely_past_the_canvas_is_converted_whole() -> None:

@@ -495,11 +495,12 @@ def _same_steps(source: int, drawn: int, shown: int) -> tuple[int, int] | None:
     least = math.ceil(shown * ratio) + reach
     least += least % 2
     best: tuple[float, int, int] | None = None
-    # Even cuts, for the halved chroma; among the first 64, the one whose scaled size
-    # comes nearest the whole's steps.
-    # (An odd size rounds its chroma up: a cut to an odd size keeps that rounding.)
+    # Even cuts scaled to even sizes, as every layer is (for the halved chroma, and the
+    # alpha averaged over 2x2 samples); among the first 64 cuts, the one whose steps
+    # come nearest the whole's.
     for cut in range(least, min(source, least + 128), 2):
-        for out in range(round(cut / ratio) - 1, round(cut / ratio) + 2):
+        nearest = 2 * round(cut / ratio / 2)
+        for out in (nearest - 2, nearest, nearest + 2):
             if out <= shown or out >= drawn:
                 continue
             luma_off = abs(_step(cut, out) - luma) * shown
