@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -489,7 +490,7 @@ def test_a_video_larger_than_can_be_drawn_is_refused_and_no_decoder_allocates_on
     info = probe.probe(source, picture=True, sound=False)
     monkeypatch.setattr(probe, "MAX_PIXELS", 320 * 180 - 1)
     with pytest.raises(errors.MediaError, match="is corrupt: decoding failed"):
-        video.VideoReader(info).frame_at(0.0)
+        video.VideoReader(info, 2).frame_at(0.0)
 
 
 def test_source_missing_from_the_map_is_a_media_error(
@@ -531,6 +532,19 @@ def test_quality_presets_pick_x264_effort(
     data = out.path.read_bytes()
     assert crf in data
     assert subme + b" " in data
+
+
+@pytest.mark.parametrize(("cpus", "x264_threads"), [(1, 1), (3, 4)])
+def test_the_encoder_runs_the_threads_of_the_cpus_given(
+    tmp_path: Path, media: dict[str, Path], cpus: int, x264_threads: int
+) -> None:
+    # Not x264's own count of this machine's cores: the render's.
+    output = schemas.OutputSpec(resolution="320x180", fps=FPS, copy="never")
+    dest = tmp_path / "out.mp4"
+    proj = project(track("red", clip(0.0, 0.2)))
+    engine.render(proj, {"red": media["red"]}, output, dest, threads=engine.Threads(cpus))
+    found = re.search(rb"(?<![a-z_])threads=(\d+) ", dest.read_bytes())
+    assert found is not None and int(found.group(1)) == x264_threads
 
 
 def test_quality_presets_trade_size_for_quality_in_webm(tmp_path: Path) -> None:

@@ -21,9 +21,11 @@ from rendermill.common.testing import clip, project, track
 from rendermill.renderer import engine
 from rendermill.renderer.engine import probe, remux, remux_h264, remux_plan, remux_source
 from rendermill.renderer.engine.result import RenderResult
+from rendermill.renderer.engine.threads import Threads
 
 FPS = 30
 SIZE = (320, 180)
+TWO_CPUS = Threads(2)
 OUT = schemas.OutputSpec(resolution="320x180", fps=FPS)
 WHITE = (255, 255, 255)
 # The compose path's rule for which source frame shows at source time s.
@@ -397,7 +399,10 @@ def test_not_a_cut_returns_none_and_writes_nothing(
     sources = {t.url: media[t.url] for t in proj.tracks}
     assert remux.try_remux(proj, sources, output, dest) is None
     assert not dest.exists()
-    with remux_source.Readers() as readers, pytest.raises(remux_source.Ineligible, match=reason):
+    with (
+        remux_source.Readers(TWO_CPUS) as readers,
+        pytest.raises(remux_source.Ineligible, match=reason),
+    ):
         remux_plan.plan(proj, sources, output, readers)
 
 
@@ -405,7 +410,7 @@ def test_fit_none_needs_the_canvas_at_the_output_size(media: dict[str, Path]) ->
     # The 320x180 picture is a quarter of a 640x360 canvas, whatever the output size.
     proj = model.Project(width=640, height=360, tracks=(track("a", clip(0, 1)),))
     with (
-        remux_source.Readers() as readers,
+        remux_source.Readers(TWO_CPUS) as readers,
         pytest.raises(remux_source.Ineligible, match="fit none"),
     ):
         remux_plan.plan(proj, {"a": media["a"]}, OUT, readers)
@@ -525,7 +530,7 @@ def test_unprobed_sources_are_described_as_probing_would(
         stream = remux_source._picture_stream(container)
         assert stream is not None
         assert (remux_source._declared_header(path, container, stream) is not None) == declared
-    reader = remux_source.Reader(path)
+    reader = remux_source.Reader(path, TWO_CPUS)
     try:
         assert reader.header == probed
     finally:

@@ -44,8 +44,11 @@ def test_compose_and_fast_path_spans(tmp_path: Path) -> None:
     assert attrs[0]["fast_path"] is True and attrs[1]["fast_path"] is False
     assert attrs[0]["sound_copied"] is True and attrs[1]["sound_copied"] is False
     assert attrs[2]["size"] == "320x180" and attrs[2]["sample_rate"] == 48000
+    threads = engine.Threads.of()
+    assert attrs[2]["decoder_threads"] == threads.decoder(320, 180)
     assert attrs[3]["picture_tracks"] == 1
     assert attrs[4]["frames"] == 30 and attrs[4]["width"] == 640
+    assert attrs[4]["cpus"] == threads.cpus
 
 
 def test_a_photo_decoded_at_a_smaller_scale_says_so(tmp_path: Path) -> None:

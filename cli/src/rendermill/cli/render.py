@@ -8,6 +8,7 @@ for root-relative and relative urls.
 from __future__ import annotations
 
 import argparse
+import math
 import tempfile
 import time
 import urllib.parse
@@ -51,7 +52,25 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--volume-clock", choices=("editor", "timeline", "source"), default="editor")
     p.add_argument("--fit-mode", choices=("editor", "css"), default="editor")
     p.add_argument("--effects", action="store_true", help="honour blendMode and style.opacity")
+    p.add_argument(
+        "--cpus",
+        type=_cpus,
+        default=0.0,
+        metavar="N",
+        help="CPUs the render may keep busy; sizes its decoder, scaler and encoder threads, "
+        "and with them its memory (default: all this process may use)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _cpus(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not (value >= 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of CPUs (0: all usable)")
+    return value
 
 
 def _output_spec(args: argparse.Namespace, out: Path) -> schemas.OutputSpec:
@@ -153,10 +172,11 @@ def run(args: argparse.Namespace) -> int:
     total = project.frame_count(output.fps)
     with tempfile.TemporaryDirectory(prefix="rendermill-render-") as tmp:
         sources = resolve_sources(project, data, _bindings(args.media), base, Path(tmp))
+        threads = engine.Threads.of(args.cpus)
         started = time.perf_counter()
         cpu_started = time.process_time()
         if args.quiet:
-            result = engine.render(project, sources, output, out)
+            result = engine.render(project, sources, output, out, threads=threads)
         else:
             from tqdm import tqdm  # imported only when a bar is shown: 15 ms of start-up
 
@@ -165,7 +185,9 @@ def run(args: argparse.Namespace) -> int:
                 def progress(done: int, _total: int) -> None:
                     bar.update(done - bar.n)
 
-                result = engine.render(project, sources, output, out, on_progress=progress)
+                result = engine.render(
+                    project, sources, output, out, on_progress=progress, threads=threads
+                )
         wall = time.perf_counter() - started
         cpu = time.process_time() - cpu_started
     mode = "compose"

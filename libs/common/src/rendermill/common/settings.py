@@ -156,6 +156,10 @@ class Renderer(Common, frozen=True, kw_only=True):
     max_scratch_bytes: int = 20 * 1024**3
     # A render with no new frame for this long is stopped (exit 75) rather than hanging.
     stall_timeout: float = 120.0
+    # CPUs one render may keep busy: its decoder, scaler and encoder threads, and so its
+    # memory, are sized by it. 0: those the process may run on, within its cgroup quota
+    # (a container without a CPU limit sees every core of its node: set it there).
+    cpus: Annotated[float, msgspec.Meta(ge=0)] = 0.0
 
 
 class Notifier(Common, frozen=True, kw_only=True):

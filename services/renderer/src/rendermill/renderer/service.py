@@ -200,6 +200,7 @@ class Attempt:
                         output,
                         out_path,
                         on_progress=self.progress.on_frames,
+                        threads=engine.Threads.of(self.cfg.cpus),
                     )
                 )
                 # The reporter ends only by failing (job moved on, or a stall): that wins.

@@ -5,12 +5,14 @@ A pure, synchronous, CPU-bound library (no database, queue or network): the call
 
 Modules: ``probe`` (what a source holds), ``video`` and ``audio`` (forward-only readers
 and the per-track mixer), ``compose`` (placement and YUV compositing), ``encode`` (the
-output file) and ``render`` (the frame loop).
+output file), ``render`` (the frame loop) and ``threads`` (how many threads each part
+runs, from the CPUs a render is given).
 """
 
-from rendermill.renderer.engine import _threads  # noqa: F401  (before numpy)
+from rendermill.renderer.engine import threads  # noqa: F401  (before numpy)
 from rendermill.renderer.engine.audio import VolumeClock
 from rendermill.renderer.engine.render import render
 from rendermill.renderer.engine.result import ProgressCallback, RenderResult
+from rendermill.renderer.engine.threads import Threads
 
-__all__ = ["ProgressCallback", "RenderResult", "VolumeClock", "render"]
+__all__ = ["ProgressCallback", "RenderResult", "Threads", "VolumeClock", "render"]

@@ -322,11 +322,14 @@ class Scaler:
     up, so ten HDR clips from one phone pay it once, not once per track, and a track
     whose actions alternate between two sizes does not pay it at every switch. The
     LIMIT most recently used contexts are kept: a 1080p mapping's context holds about
-    40 MB (its tables and float pictures), and no timeline shows more kinds at once."""
+    40 MB (its tables and float pictures), and no timeline shows more kinds at once.
+    Each conversion runs on ``threads`` threads."""
 
     LIMIT = 8
 
-    def __init__(self) -> None:
+    def __init__(self, threads: int = 1) -> None:
+        # swscale's threads for each conversion (its own default is one per core).
+        self.threads = threads
         self._contexts: collections.OrderedDict[Hashable, VideoReformatter] = (
             collections.OrderedDict()
         )
@@ -383,7 +386,11 @@ def convert(
         # swscale maps colour at the input's size, about 25 ns a pixel: a 4K phone
         # video shown at 1080p is scaled down first, in its own format (4x cheaper).
         shrunk = scaler.context(("shrink", *source, scaled, matrix)).reformat(
-            frame, *scaled, src_colorspace=matrix, dst_colorspace=matrix
+            frame,
+            *scaled,
+            src_colorspace=matrix,
+            dst_colorspace=matrix,
+            threads=scaler.threads,
         )
         # A plain reformat leaves the transfer and primaries untagged.
         shrunk.color_trc, shrunk.color_primaries = frame.color_trc, frame.color_primaries
@@ -401,6 +408,7 @@ def convert(
         # levels in RGB; exact rounding costs ~40% more, so a plain scale (the common
         # case of HD video) keeps the fast path.
         interpolation=(_ACCURATE if full_range or matrix != OUTPUT_COLORSPACE or mapping else None),
+        threads=scaler.threads,
         **(mapping or {}),
     )
     planes = [_plane(converted, i) for i in range(len(converted.planes))]

@@ -25,6 +25,7 @@ from av.video.stream import VideoStream
 from rendermill.common import schemas
 from rendermill.renderer.engine.audio import RATE, Samples
 from rendermill.renderer.engine.compose import OUTPUT_COLORSPACE
+from rendermill.renderer.engine.threads import Threads
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -104,8 +105,11 @@ class Encoder:
 
     BACKLOG = 4
 
-    def __init__(self, dest: Path, output: schemas.OutputSpec, size: tuple[int, int]) -> None:
+    def __init__(
+        self, dest: Path, output: schemas.OutputSpec, size: tuple[int, int], threads: Threads
+    ) -> None:
         recipe = recipe_for(output)
+        self._threads = threads
         self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="encode")
         self._pending: collections.deque[concurrent.futures.Future[None]] = collections.deque()
         self._recipe = recipe
@@ -128,9 +132,11 @@ class Encoder:
             video.options = dict(recipe.video_options)
             # PyAV defaults to slice threads; frame threads are ~30% faster for x264.
             ctx.thread_type = "FRAME"
+            # x264 and libvpx would count every core the process may run on.
+            ctx.thread_count = threads.x264 if recipe.video_codec == "libx264" else threads.per_cpu
             self._video = video
             if recipe.adaptive_palette:
-                self._palette = _AdaptivePalette(size, output.fps)
+                self._palette = _AdaptivePalette(size, output.fps, threads.per_cpu)
             self._audio: AudioStream | None = None
             if recipe.audio_codec is not None:
                 audio = self._container.add_stream(recipe.audio_codec, rate=RATE)
@@ -196,7 +202,11 @@ class Encoder:
             return
         if frame.format.name != self._recipe.pix_fmt:
             # A frame passed straight from a decoder may be untagged: name its matrix.
-            frame = frame.reformat(format=self._recipe.pix_fmt, src_colorspace=OUTPUT_COLORSPACE)
+            frame = frame.reformat(
+                format=self._recipe.pix_fmt,
+                src_colorspace=OUTPUT_COLORSPACE,
+                threads=self._threads.per_cpu,
+            )
         self._container.mux(self._video.encode(frame))
 
     def _encode_audio(self, samples: Samples, first: int) -> None:
@@ -220,7 +230,8 @@ class Encoder:
 class _AdaptivePalette:
     """RGB frames in, pal8 frames with a palette made for each frame out."""
 
-    def __init__(self, size: tuple[int, int], fps: int) -> None:
+    def __init__(self, size: tuple[int, int], fps: int, threads: int) -> None:
+        self._threads = threads
         graph = av.filter.Graph()
         # Frames go in as RGB (converted with the known matrix), so that no filter has
         # to guess how to read YUV.
@@ -247,7 +258,9 @@ class _AdaptivePalette:
         if frame is None:
             self._graph.push(None)
         else:
-            rgb = frame.reformat(format="rgb24", src_colorspace=OUTPUT_COLORSPACE)
+            rgb = frame.reformat(
+                format="rgb24", src_colorspace=OUTPUT_COLORSPACE, threads=self._threads
+            )
             rgb.pts, rgb.time_base = frame.pts, frame.time_base
             self._graph.push(rgb)
         out: list[VideoFrame] = []

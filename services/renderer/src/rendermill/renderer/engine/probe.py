@@ -365,11 +365,12 @@ def _too_large(source: Source, kind: str, size: tuple[int, int], advice: str) ->
     )
 
 
-def bounded(ctx: VideoCodecContext) -> VideoCodecContext:
+def bounded(ctx: VideoCodecContext, threads: int) -> VideoCodecContext:
     """``ctx`` refusing to decode a picture larger than MAX_PIXELS (before allocating
-    it), with frame or slice threads as the codec allows; every picture decoder is set up
-    so."""
+    it), with ``threads`` frame or slice threads as the codec allows (see
+    ``threads.Threads.decoder``); every picture decoder is set up so."""
     ctx.thread_type = "AUTO"
+    ctx.thread_count = threads
     ctx.options = {**ctx.options, "max_pixels": str(MAX_PIXELS)}
     return ctx
 
@@ -452,7 +453,8 @@ def _first_frames(
     streams = [s for s in (vstream, astream) if s is not None]
     if not streams:
         return None, None
-    vctx = open_decoder(decoder) if decoder is not None else None
+    # One thread: frame threads would take as many packets before the first picture.
+    vctx = open_decoder(decoder, 1) if decoder is not None else None
     picture: VideoFrame | None = None
     sound: AudioFrame | None = None
     for packet in container.demux(streams):
@@ -466,11 +468,12 @@ def _first_frames(
     return picture, sound
 
 
-def open_decoder(name: str) -> VideoCodecContext:
-    """A threaded decoder by name, used instead of a stream's default decoder."""
+def open_decoder(name: str, threads: int) -> VideoCodecContext:
+    """A decoder by name with ``threads`` threads (see :func:`bounded`), used instead of
+    a stream's default decoder."""
     ctx = av.CodecContext.create(name, "r")
     assert isinstance(ctx, VideoCodecContext)
-    return bounded(ctx)
+    return bounded(ctx, threads)
 
 
 def _duration(container: av.container.InputContainer, origin: float) -> float | None:

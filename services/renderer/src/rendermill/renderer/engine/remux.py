@@ -109,6 +109,7 @@ from rendermill.renderer.engine import (
     remux_write,
 )
 from rendermill.renderer.engine.result import ProgressCallback, RenderResult
+from rendermill.renderer.engine.threads import Threads
 
 log = rlog.get(__name__)
 
@@ -121,6 +122,7 @@ def try_remux(
     *,
     on_progress: ProgressCallback | None = None,
     volume_clock: audio.VolumeClock | None = None,
+    threads: Threads | None = None,
 ) -> RenderResult | None:
     """Write ``project`` to ``dest`` by stream copy if it is a cut-only timeline.
 
@@ -128,14 +130,15 @@ def try_remux(
     module docstring); that is decided from container headers and a demux of the packet
     windows the timeline uses, without decoding, and the caller then composes. Otherwise
     returns what was written, with ``copied=True``. ``sources``, ``on_progress`` and
-    ``volume_clock`` mean what they mean for ``render.render``.
+    ``volume_clock`` and ``threads`` mean what they mean for ``render.render``.
 
     Raises MediaError when a sound source cannot be decoded or a source turns out corrupt
     while re-encoding (as the compose path would), and whatever PyAV or the OS raise for
     encoder or disk failures, or ``on_progress`` raises; ``dest`` is removed on error.
     """
     kind = remux_opus.OpusFile if output.format == "webm" else remux_audio.File
-    with remux_source.Readers() as readers, remux_audio.Files(kind) as files:
+    threads = threads or Threads.of()
+    with remux_source.Readers(threads) as readers, remux_audio.Files(kind) as files:
         try:
             plan = remux_plan.plan(project, sources, output, readers)
         except remux_source.Ineligible as exc:
@@ -150,7 +153,7 @@ def try_remux(
         try:
             mixers = [] if sound is not None else remux_write.mixers(project, sources, clock)
             try:
-                remux_write.write(plan, mixers, output, dest, on_progress, sound)
+                remux_write.write(plan, mixers, output, dest, on_progress, threads, sound)
             finally:
                 for mixer in mixers:
                     mixer.close()

@@ -23,6 +23,7 @@ from av.video.stream import VideoStream
 
 from rendermill.renderer.engine import probe, still, video
 from rendermill.renderer.engine import remux_h264 as h264
+from rendermill.renderer.engine.threads import Threads
 
 _COPYABLE_PROFILES = frozenset({"Baseline", "Constrained Baseline", "Main", "High"})
 _IDENTITY_MATRIX = (0x10000, 0, 0, 0, 0x10000, 0, 0, 0, 0x40000000)
@@ -431,9 +432,10 @@ class Reader:
     missing, the file is reopened and probed.
     """
 
-    def __init__(self, path: Path) -> None:
-        """Open ``path``; raises av.FFmpegError/OSError when it cannot be opened (the
-        compose path then words the error for the user)."""
+    def __init__(self, path: Path, threads: Threads) -> None:
+        """Open ``path``, to decode with the threads ``threads`` gives its pictures;
+        raises av.FFmpegError/OSError when it cannot be opened (the compose path then
+        words the error for the user)."""
         self.path = path
         with path.open("rb") as f:
             if still.is_picture(f.read(12)):
@@ -454,7 +456,8 @@ class Reader:
                 if self._stream is not None:
                     self.header = _header(path, self._container, self._stream)
             if self._stream is not None:
-                probe.bounded(self._stream.codec_context)
+                ctx = self._stream.codec_context
+                probe.bounded(ctx, threads.decoder(ctx.width, ctx.height))
         except BaseException:
             self._container.close()
             raise
@@ -624,7 +627,8 @@ def _is_idr(data: bytes, config: h264.AvcConfig) -> bool:
 class Readers:
     """The open sources of one remux, one reader per path; closed together on exit."""
 
-    def __init__(self) -> None:
+    def __init__(self, threads: Threads) -> None:
+        self._threads = threads
         self._open: dict[Path, Reader] = {}
 
     def __enter__(self) -> Readers:
@@ -640,7 +644,7 @@ class Readers:
         reader = self._open.get(path)
         if reader is None:
             try:
-                reader = self._open[path] = Reader(path)
+                reader = self._open[path] = Reader(path, self._threads)
             except (av.FFmpegError, OSError, UnicodeDecodeError) as exc:
                 raise Ineligible(f"{path.name} cannot be opened ({exc})") from exc
         return reader

@@ -13,6 +13,7 @@ from rendermill.common import errors, schemas
 from rendermill.common.project import color, model
 from rendermill.renderer.engine import audio, compose, encode, probe, remux, video
 from rendermill.renderer.engine.result import ProgressCallback, RenderResult
+from rendermill.renderer.engine.threads import Threads
 
 _tracer = trace.get_tracer(__name__)
 
@@ -25,6 +26,7 @@ def render(
     *,
     on_progress: ProgressCallback | None = None,
     volume_clock: audio.VolumeClock | None = None,
+    threads: Threads | None = None,
 ) -> RenderResult:
     """Render ``project`` into ``dest`` as ``output`` says, following TIMELINE.md.
 
@@ -33,7 +35,8 @@ def render(
     called after every frame; an exception it raises aborts the render. ``volume_clock``
     picks the clock volume steps follow: ``"editor"`` (timeline time for video tracks,
     source time for audio tracks, as the editor does), ``"timeline"`` or ``"source"``;
-    None means ``output.volume_clock``.
+    None means ``output.volume_clock``. ``threads`` sizes the decoders, scalers and
+    encoder (see ``threads``); None gives them the CPUs this process may keep busy.
 
     Cut-only timelines whose clips share codec parameters are stream-copied (see
     ``remux``; ``output.copy == "never"`` turns that off), with frame-exact cuts.
@@ -60,10 +63,17 @@ def render(
             [errors.Problem("tracks", "nothing to render: no action ends after 0 s")]
         )
     background = _background(project.background_color)
+    threads = threads or Threads.of()
     # A cut-only timeline whose clips can be copied never decodes a frame it need not.
     with _tracer.start_as_current_span("remux", attributes={"frames": total}) as span:
         copied = remux.try_remux(
-            project, sources, output, dest, on_progress=on_progress, volume_clock=volume_clock
+            project,
+            sources,
+            output,
+            dest,
+            on_progress=on_progress,
+            volume_clock=volume_clock,
+            threads=threads,
         )
         span.set_attribute("fast_path", copied is not None)
         span.set_attribute("sound_copied", copied is not None and copied.sound_copied)
@@ -74,7 +84,12 @@ def render(
     )
     with _tracer.start_as_current_span("plan") as span:
         pictures, mixers = _plan(
-            project, sources, viewport, volume_clock or output.volume_clock, effects=output.effects
+            project,
+            sources,
+            viewport,
+            volume_clock or output.volume_clock,
+            effects=output.effects,
+            threads=threads,
         )
         span.set_attribute("picture_tracks", len(pictures))
         span.set_attribute("sound_tracks", len(mixers))
@@ -88,10 +103,16 @@ def render(
     poster: bytes | None = None
 
     dest.unlink(missing_ok=True)
-    encoder = encode.Encoder(dest, output, size)
+    encoder = encode.Encoder(dest, output, size, threads)
     span = _tracer.start_span(
         "compose",
-        attributes={"frames": total, "width": size[0], "height": size[1], "format": output.format},
+        attributes={
+            "frames": total,
+            "width": size[0],
+            "height": size[1],
+            "format": output.format,
+            "cpus": threads.cpus,
+        },
     )
     try:
         feed = _AudioFeed(mixers, encoder, round(total * audio.RATE / fps))
@@ -146,10 +167,12 @@ class _PictureTrack:
         scaler: compose.Scaler,
         *,
         effects: bool,
+        decoder_threads: int,
     ):
         assert media.video is not None
         self.track = track
         self._media = media
+        self._decoder_threads = decoder_threads
         self._alpha = media.video.alpha
         self._viewport = viewport
         self._actions = _showable(track)
@@ -217,7 +240,7 @@ class _PictureTrack:
             s = math.fmod(s, end) if action.loop and action.freeze is None else end
         reader = self._readers.get(index)
         if reader is None:
-            reader = self._readers[index] = video.VideoReader(media)
+            reader = self._readers[index] = video.VideoReader(media, self._decoder_threads)
         return reader.frame_at(s)
 
     def release_before(self, t: float) -> None:
@@ -282,10 +305,11 @@ def _plan(
     volume_clock: audio.VolumeClock,
     *,
     effects: bool,
+    threads: Threads,
 ) -> tuple[list[_PictureTrack], list[audio.TrackMixer]]:
     pictures: list[_PictureTrack] = []
     mixers: list[audio.TrackMixer] = []
-    scaler = compose.Scaler()
+    scaler = compose.Scaler(threads.per_cpu)
     for track in project.tracks:
         actions = [a for _, a in _showable(track)]
         picture = track.has_picture and bool(actions)
@@ -310,8 +334,11 @@ def _plan(
             span.set_attribute("bytes", Path(path).stat().st_size)
             if media.duration is not None:
                 span.set_attribute("duration", media.duration)
+            decoder_threads = 1
             if media.video is not None:
+                decoder_threads = threads.decoder(media.video.width, media.video.height)
                 span.set_attribute("size", f"{media.video.width}x{media.video.height}")
+                span.set_attribute("decoder_threads", decoder_threads)
                 span.set_attribute("alpha", media.video.alpha)
                 span.set_attribute("light", media.video.light)
             if media.still is not None and "lowres" in media.still.options:
@@ -321,7 +348,16 @@ def _plan(
                 span.set_attribute("sample_rate", media.audio.rate)
                 span.set_attribute("channels", media.audio.channels)
         if picture and media.video is not None:
-            pictures.append(_PictureTrack(track, media, viewport, scaler, effects=effects))
+            pictures.append(
+                _PictureTrack(
+                    track,
+                    media,
+                    viewport,
+                    scaler,
+                    effects=effects,
+                    decoder_threads=decoder_threads,
+                )
+            )
         if sound and media.audio is not None:
             mixers.append(audio.TrackMixer(track, media, clock=volume_clock))
     return pictures, mixers

@@ -64,11 +64,13 @@ class Damage:
 
 
 class VideoReader:
-    """The picture of one action's source at increasing source times."""
+    """The picture of one action's source at increasing source times, decoded with
+    ``threads`` threads (see ``threads.Threads.decoder``)."""
 
-    def __init__(self, media: probe.Media) -> None:
+    def __init__(self, media: probe.Media, threads: int) -> None:
         assert media.video is not None
         self._media = media
+        self._threads = threads
         self._info = media.video
         self._eps = tolerance(media.video.tick)
         self._container: av.container.InputContainer | None = None
@@ -148,9 +150,9 @@ class VideoReader:
             container.close()
             raise self._media.source.error("has no picture stream")
         if self._info.decoder is not None:
-            self._ctx = probe.open_decoder(self._info.decoder)
+            self._ctx = probe.open_decoder(self._info.decoder, self._threads)
         else:
-            probe.bounded(stream.codec_context)
+            probe.bounded(stream.codec_context, self._threads)
         self._container = container
         self._stream = stream
         self._fresh = True
