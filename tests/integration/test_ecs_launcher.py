@@ -154,6 +154,7 @@ async def test_run_task_as_ecs_records_it(
     assert {e["name"]: e["value"] for e in container["environment"]} == {
         "RENDERMILL_JOB_ID": job_id,
         "RENDERMILL_ATTEMPT": "2",
+        "RENDERMILL_CPUS": "2",  # the medium class's 2048 CPU units
         "TRACEPARENT": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
     }
     assert {t["key"]: t["value"] for t in task["tags"]} == {

@@ -240,7 +240,9 @@ def test_run_task_request_carries_only_the_attempts_own_variables() -> None:
     request = ecs.run_task_request(config, env["RENDERMILL_JOB_ID"], 2, env, size)
     (override,) = request["overrides"]["containerOverrides"]
     assert {e["name"]: e["value"] for e in override["environment"]} == {
-        k: env[k] for k in ("RENDERMILL_JOB_ID", "RENDERMILL_ATTEMPT", "TRACEPARENT")
+        **{k: env[k] for k in ("RENDERMILL_JOB_ID", "RENDERMILL_ATTEMPT", "TRACEPARENT")},
+        # The render sizes its threads by the task's vCPUs (2048 CPU units).
+        "RENDERMILL_CPUS": "2",
     }
     assert (override["name"], override["cpu"], override["memory"]) == ("renderer", 2048, 4096)
     assert (request["overrides"]["cpu"], request["overrides"]["memory"]) == ("2048", "4096")

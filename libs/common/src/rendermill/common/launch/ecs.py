@@ -196,8 +196,14 @@ def run_task_request(
     config: EcsConfig, job_id: str, attempt: int, env: Mapping[str, str], size: SizeClass
 ) -> dict[str, Any]:
     """The RunTask parameters of one attempt. Of ``env`` only the per-attempt variables
-    travel (``ATTEMPT_ENV``); the job id and attempt come from the arguments."""
-    own = {"RENDERMILL_JOB_ID": job_id, "RENDERMILL_ATTEMPT": str(attempt)}
+    travel (``ATTEMPT_ENV``); the job id and attempt come from the arguments, and the
+    render's CPUs (``RENDERMILL_CPUS``, which size its threads) from the size class."""
+    own = {
+        "RENDERMILL_JOB_ID": job_id,
+        "RENDERMILL_ATTEMPT": str(attempt),
+        # A task's share of its host is a quota the renderer might not see.
+        "RENDERMILL_CPUS": f"{size.cpu / 1024:g}",
+    }
     environment = {**{k: env[k] for k in ATTEMPT_ENV if k in env}, **own}
     vpc: dict[str, Any] = {
         "subnets": list(config.subnets),
