@@ -3,7 +3,7 @@
 
     python3 dev.py demo        render the bundled demo project through the whole stack
     python3 dev.py test        ruff, mypy, import contracts, then the test suite
-    python3 dev.py bench NAME  a benchmark from bench/ (compose, cut, memory, slideshow)
+    python3 dev.py bench NAME  a benchmark from bench/ (compose, cut, memory, phone, slideshow)
     python3 dev.py run ARGS    any command inside the project environment (e.g. rendermill up)
 
 uv is installed into .tools/ with pip the first time; uv then builds .venv from uv.lock.
@@ -76,7 +76,7 @@ def _bench(uv: str, rest: list[str]) -> int:
     deployed (no development tools, which would add to every start-up) plus the bench
     group (the ffmpeg command line, MoviePy)."""
     if not rest:
-        print("dev: bench needs a name: compose, cut, memory or slideshow", file=sys.stderr)
+        print("dev: bench needs a name: compose, cut, memory, phone or slideshow", file=sys.stderr)
         return 2
     env = {**os.environ, "UV_PROJECT_ENVIRONMENT": str(ROOT / ".venv-bench")}
     sync = [uv, "sync", "--frozen", "--all-packages", "--no-default-groups", "--group", "bench"]

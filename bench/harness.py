@@ -215,9 +215,9 @@ def _cpu_model() -> str:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class ClipSpec:
-    """A 1080p clip with a tone: H.264 + AAC in MP4, or (``ext="webm"``) VP9 + Opus in
-    WebM. ``gop`` in frames: None keeps synth's (1 s). ``hlg``: HEVC Main 10 in HLG
-    (BT.2100), as phones record HDR, instead of H.264."""
+    """A clip with a tone, 1080p unless ``size`` says otherwise: H.264 + AAC in MP4, or
+    (``ext="webm"``) VP9 + Opus in WebM. ``gop`` in frames: None keeps synth's (1 s).
+    ``hlg``: HEVC Main 10 in HLG (BT.2100), as phones record HDR, instead of H.264."""
 
     name: str
     color: tuple[int, int, int]
@@ -229,10 +229,11 @@ class ClipSpec:
     gop: int | None = None
     ext: str = "mp4"
     hlg: bool = False
+    size: tuple[int, int] = CANVAS
 
     @property
     def filename(self) -> str:
-        w, h = CANVAS
+        w, h = self.size
         tags = ("-moving" if self.moving else "") + ("-counter" if self.counter else "")
         tags += "-hlg" if self.hlg else ""
         gop = f"-g{self.gop}" if self.gop else ""
@@ -266,7 +267,7 @@ def _make_clip(spec: ClipSpec, dest: Path) -> None:
         synth.make_video(
             tmp,
             color=spec.color,
-            size=CANVAS,
+            size=spec.size,
             duration=spec.duration,
             fps=spec.fps,
             tone_hz=spec.tone_hz,
@@ -839,6 +840,7 @@ def compare_pictures(a: npt.NDArray[np.uint8], b: npt.NDArray[np.uint8]) -> Json
     finite = [v for v in values if math.isfinite(v)]
     return {
         "frames": [len(a), len(b)],
+        "identical_frames": n - len(finite),
         "psnr_median_db": round(statistics.median(finite), 2) if finite else None,
         "psnr_min_db": round(min(finite), 2) if finite else None,
         "psnr_min_frame": values.index(min(finite)) if finite else None,

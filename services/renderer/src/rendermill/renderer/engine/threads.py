@@ -2,14 +2,13 @@
 
 Left to themselves, FFmpeg's decoders take a thread per core plus one (up to 16), x264
 one and a half per core and swscale one per core, counting every core the process may
-run on. Each decoder and encoder thread holds pictures of its own, so a render's memory
-grew with the machine it ran on, not with its work: a 1080p render of a 4K H.264 phone
-clip peaked at 477 MB with the threads of 2 cores, 773 MB with the decoder threads of
-16 and 866 MB with the encoder threads of 16; a 4K HEVC Main 10 clip at 637 MB and
-1.13 GB. In a container without a CPU limit, every core of the node counts.
+run on; in a container without a CPU limit, every core of the node. Each decoder and
+encoder thread holds pictures of its own, so a render's memory grew with the machine it
+ran on, not with its work: a 1080p render of a 4K H.264 phone clip peaked at about 400
+MB with the threads of 2 cores and 1.16 GB with those of 16 (bench/phone.py, README).
 
 A render is given a number of CPUs instead (``Threads.of``): the setting, or those the
-process may keep busy (its affinity and cgroup quota, see ``rendermill.common.cpus``).
+process may keep busy (its affinity within its cgroup quota, ``rendermill.common.cpus``).
 Its encoder and scalers get FFmpeg's and x264's own counts for that many cores; each
 decoder also no more threads than keep DECODE_PIXELS of pictures in flight, which
 leaves 1080p sources as FFmpeg would on 2 cores (3 threads) and gives a 4K source 2.
