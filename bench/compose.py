@@ -301,36 +301,29 @@ def encode_args(dest: Path) -> list[str]:
 
 def _project(duration: float, cut: float, ov_start: float, ov_end: float) -> harness.Json:
     x, y = OVERLAY_AT
-    return {
-        "id": "bench-compose",
-        "name": "bench: two clips cut back to back, a PNG overlay and a music bed",
-        "width": harness.CANVAS[0],
-        "height": harness.CANVAS[1],
-        "backgroundColor": "#000000",
-        "tracks": [
-            _track("clip-a", "video", [_action("a", 0, cut, trimStart=0, fit="fill")]),
-            _track("clip-b", "video", [_action("b", cut, duration, trimStart=TRIM_B, fit="fill")]),
-            _track("overlay", "image", [_action("logo", ov_start, ov_end, fit="none", x=x, y=y)]),
-            _track(
-                "music", "audio", [_action("bed", 0, duration, volume=[[BED_VOLUME]])], ext="m4a"
+    return harness.project(
+        "compose",
+        "two clips cut back to back, a PNG overlay and a music bed",
+        [
+            harness.track(
+                "clip-a", "video", [harness.action("a", 0, cut, trimStart=0, fit="fill")]
+            ),
+            harness.track(
+                "clip-b",
+                "video",
+                [harness.action("b", cut, duration, trimStart=TRIM_B, fit="fill")],
+            ),
+            harness.track(
+                "overlay", "image", [harness.action("logo", ov_start, ov_end, fit="none", x=x, y=y)]
+            ),
+            harness.track(
+                "music",
+                "audio",
+                [harness.action("bed", 0, duration, volume=[[BED_VOLUME]])],
+                ext="m4a",
             ),
         ],
-    }
-
-
-def _track(name: str, controller: str, actions: list[harness.Json], ext: str = "") -> harness.Json:
-    ext = ext or {"video": "mp4", "image": "png"}[controller]
-    return {
-        "id": f"track-{name}",
-        "name": name,
-        "controllerName": controller,
-        "url": f"/bench/{name}.{ext}",
-        "actions": actions,
-    }
-
-
-def _action(name: str, start: float, end: float, **extra: object) -> harness.Json:
-    return {"id": f"action-{name}", "name": name, "start": start, "end": end, **extra}
+    )
 
 
 def _filter_graph(

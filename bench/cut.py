@@ -261,13 +261,10 @@ def run(args: argparse.Namespace, chosen: list[str], segments: tuple[Segment, ..
 
 def _project(segments: tuple[Segment, ...], ext: str) -> harness.Json:
     # One track per clip (a track plays one media file); the cuts are where actions meet.
-    return {
-        "id": "bench-cut",
-        "name": "bench: four clips cut back to back",
-        "width": harness.CANVAS[0],
-        "height": harness.CANVAS[1],
-        "backgroundColor": "#000000",
-        "tracks": [
+    return harness.project(
+        "cut",
+        "four clips cut back to back",
+        [
             {
                 "id": f"track-{s.clip}",
                 "name": s.clip,
@@ -286,7 +283,7 @@ def _project(segments: tuple[Segment, ...], ext: str) -> harness.Json:
             }
             for s in segments
         ],
-    }
+    )
 
 
 def _webm_args(dest: Path) -> list[str]:

@@ -887,6 +887,34 @@ def expected_frames(duration: float, fps: int) -> int:
     return math.ceil(round(duration * fps, 6))
 
 
+def project(slug: str, name: str, tracks: list[Json]) -> Json:
+    """A project on the bench canvas (1080p, black) holding ``tracks``."""
+    return {
+        "id": f"bench-{slug}",
+        "name": f"bench: {name}",
+        "width": CANVAS[0],
+        "height": CANVAS[1],
+        "backgroundColor": "#000000",
+        "tracks": tracks,
+    }
+
+
+def track(name: str, controller: str, actions: list[Json], ext: str = "") -> Json:
+    """A track playing ``/bench/<name>.<ext>`` (mp4 for video, png for images)."""
+    ext = ext or {"video": "mp4", "image": "png"}[controller]
+    return {
+        "id": f"track-{name}",
+        "name": name,
+        "controllerName": controller,
+        "url": f"/bench/{name}.{ext}",
+        "actions": actions,
+    }
+
+
+def action(name: str, start: float, end: float, **extra: object) -> Json:
+    return {"id": f"action-{name}", "name": name, "start": start, "end": end, **extra}
+
+
 def write_project(path: Path, project: Json) -> Path:
     path.write_text(json.dumps(project, indent=2) + "\n")
     return path

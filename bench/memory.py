@@ -180,13 +180,10 @@ def _project(duration: float, layout: str, length: float) -> harness.Json:
             for k in range(math.ceil(duration / length))
         ]
     x, y = compose.OVERLAY_AT
-    return {
-        "id": f"bench-memory-{layout}",
-        "name": f"bench: {duration:g} s of a 20 s clip ({layout}), overlay and music",
-        "width": harness.CANVAS[0],
-        "height": harness.CANVAS[1],
-        "backgroundColor": "#000000",
-        "tracks": [
+    return harness.project(
+        f"memory-{layout}",
+        f"{duration:g} s of a 20 s clip ({layout}), overlay and music",
+        [
             {
                 "id": "track-clip",
                 "name": "clip",
@@ -230,7 +227,7 @@ def _project(duration: float, layout: str, length: float) -> harness.Json:
                 ],
             },
         ],
-    }
+    )
 
 
 def _filter_graph(duration: float, fps: int) -> str:

@@ -122,30 +122,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _project(duration: float) -> harness.Json:
-    return {
-        "id": "bench-phone",
-        "name": "bench: a 4K phone clip at 1080p",
-        "width": harness.CANVAS[0],
-        "height": harness.CANVAS[1],
-        "backgroundColor": "#000000",
-        "tracks": [
-            {
-                "id": "track-phone",
-                "name": "phone",
-                "controllerName": "video",
-                "url": "/bench/phone.mp4",
-                "actions": [
-                    {
-                        "id": "action-phone",
-                        "name": "phone",
-                        "start": 0,
-                        "end": duration,
-                        "fit": "fill",
-                    }
-                ],
-            }
-        ],
-    }
+    clip = harness.action("phone", 0, duration, fit="fill")
+    return harness.project(
+        "phone", "a 4K phone clip at 1080p", [harness.track("phone", "video", [clip])]
+    )
 
 
 def _check(contenders: list[harness.Contender], duration: float, fps: int) -> harness.Json:

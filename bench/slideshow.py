@@ -240,14 +240,11 @@ def _project(count: int, seconds: float) -> harness.Json:
             ],
         }
     )
-    return {
-        "id": f"bench-slideshow-{count}",
-        "name": f"bench: {count} photos, {seconds:g} s each, over a music bed",
-        "width": harness.CANVAS[0],
-        "height": harness.CANVAS[1],
-        "backgroundColor": "#000000",
-        "tracks": tracks,
-    }
+    return harness.project(
+        f"slideshow-{count}",
+        f"{count} photos, {seconds:g} s each, over a music bed",
+        tracks,
+    )
 
 
 def _filter_graph(count: int, seconds: float, fps: int) -> str:
