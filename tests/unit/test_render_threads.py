@@ -84,15 +84,17 @@ def test_encoder_and_scaler_threads_are_ffmpegs_own_counts_for_the_cpus() -> Non
     assert [Threads(n).per_cpu for n in (1, 2, 16)] == [1, 2, 16]
 
 
-def test_decoder_threads_keep_few_large_pictures_in_flight() -> None:
+def test_decoder_threads_keep_few_large_pictures_in_flight_per_cpu() -> None:
     hd, uhd, sd = (1920, 1080), (3840, 2160), (854, 480)
     # As FFmpeg's automatic count on 2 CPUs (3), except for 4K pictures.
     assert Threads(2).decoder(*hd) == 3
     assert Threads(2).decoder(*uhd) == 2
     assert Threads(1).decoder(*uhd) == 1
-    # Many CPUs: 1080p gets 3 threads, small pictures more, up to FFmpeg's 16.
-    assert Threads(16).decoder(*hd) == 3
-    assert Threads(16).decoder(*uhd) == 2
-    assert Threads(16).decoder(*sd) == 15
-    assert Threads(64).decoder(320, 180) == 16
+    assert Threads(2).decoder(8192, 8192) == 2
+    # More CPUs may hold more pictures, up to FFmpeg's 16 threads.
+    assert Threads(4).decoder(*uhd) == 2
+    assert Threads(8).decoder(*uhd) == 3
+    assert Threads(16).decoder(*uhd) == 6
+    assert Threads(16).decoder(*hd) == 16
+    assert Threads(16).decoder(*sd) == 16
     assert Threads(4).decoder(0, 0) == 5

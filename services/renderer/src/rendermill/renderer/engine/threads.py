@@ -10,8 +10,9 @@ MB with the threads of 2 cores and 1.16 GB with those of 16 (bench/phone.py, REA
 A render is given a number of CPUs instead (``Threads.of``): the setting, or those the
 process may keep busy (its affinity within its cgroup quota, ``rendermill.common.cpus``).
 Its encoder and scalers get FFmpeg's and x264's own counts for that many cores; each
-decoder also no more threads than keep DECODE_PIXELS of pictures in flight, which
-leaves 1080p sources as FFmpeg would on 2 cores (3 threads) and gives a 4K source 2.
+decoder also no more threads than keep DECODE_PIXELS_PER_CPU of pictures in flight per
+CPU, which leaves 1080p sources as FFmpeg would on 2 cores (3 threads) and gives a 4K
+source 2. A render's memory so grows with the CPUs it is given, not with the machine.
 
 Imported before numpy: the engine does no linear algebra, so numpy's OpenBLAS gets one
 thread instead of one per core, which would only spin (0.5% of a render's CPU) and hold
@@ -28,11 +29,12 @@ from rendermill.common import cpus as cpu_count
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-# Pictures a decoder's frame threads may hold in flight, in pixels: three 1080p ones
-# (1920 x 1088 as coded). A 4K picture is four times that, so a 4K decoder gets the
-# fewest threads that still decode in parallel (2): against FFmpeg's 3 on 2 cores it
-# saved 29 MB (H.264) and 40 MB (HEVC Main 10) and was as fast.
-DECODE_PIXELS = 3 * 1920 * 1088
+# Pictures a decoder's frame threads may hold in flight, per CPU the render is given, in
+# pixels: one and a half 1080p pictures (1920 x 1088 as coded). On 2 CPUs 1080p sources
+# get FFmpeg's own 3 threads and a 4K source 2, which against FFmpeg's 3 saved 22 MB
+# (H.264) and 45 MB (HEVC Main 10) and was as fast; a render given more CPUs may hold
+# more, as its encoder does.
+DECODE_PIXELS_PER_CPU = 3 * 1920 * 1088 // 2
 # FFmpeg's own ceiling for an automatic decoder thread count.
 MAX_DECODER_THREADS = 16
 
@@ -54,10 +56,11 @@ class Threads:
     def decoder(self, width: int, height: int) -> int:
         """Threads for decoding pictures of ``width`` x ``height``: FFmpeg's automatic
         count (one more than the CPUs, one on a single CPU), no more than keep
-        DECODE_PIXELS of pictures in flight, and at least 2 on more than one CPU."""
+        DECODE_PIXELS_PER_CPU of pictures per CPU in flight, and at least 2 on more
+        than one CPU."""
         if self.cpus == 1:
             return 1
-        fit = DECODE_PIXELS // max(1, width * height)
+        fit = self.cpus * DECODE_PIXELS_PER_CPU // max(1, width * height)
         return max(2, min(self.cpus + 1, MAX_DECODER_THREADS, fit))
 
     @property
