@@ -15,7 +15,7 @@ from rendermill.cli import synth
 from rendermill.cli.client import Client
 from rendermill.cli.demo import Receiver
 from rendermill.cli.stack import Stack, free_port
-from rendermill.common import db, jobs
+from rendermill.common import cpus, db, jobs
 
 pytestmark = pytest.mark.e2e
 
@@ -112,6 +112,11 @@ async def test_two_clip_project_end_to_end(db_url: str, tmp_path: Path) -> None:
                 ("scheduler", 'rendermill_jobs_finished_total{status="succeeded"} 1.0'),
                 ("scheduler", 'rendermill_render_seconds_count{outcome="ok"} 1.0'),
                 ("scheduler", "rendermill_render_realtime_factor_count 1.0"),
+                # The renderer was given every CPU this machine lets it use.
+                (
+                    "scheduler",
+                    f'rendermill_render_peak_rss_bytes_count{{cpus="{cpus.usable()}"}} 1.0',
+                ),
                 ("scheduler", 'rendermill_jobs{status="running"}'),
                 ("notifier", 'rendermill_webhook_attempts_total{outcome="delivered"} 1.0'),
             ):

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import hashlib
 import os
+import resource
 import shutil
 import tempfile
 import threading
@@ -192,6 +193,7 @@ class Attempt:
                 },
             ) as span:
                 started = time.perf_counter()
+                threads = engine.Threads.of(self.cfg.cpus)
                 work = asyncio.ensure_future(
                     asyncio.to_thread(
                         engine.render,
@@ -200,7 +202,7 @@ class Attempt:
                         output,
                         out_path,
                         on_progress=self.progress.on_frames,
-                        threads=engine.Threads.of(self.cfg.cpus),
+                        threads=threads,
                     )
                 )
                 # The reporter ends only by failing (job moved on, or a stall): that wins.
@@ -209,13 +211,20 @@ class Attempt:
                     reporter.result()
                 result = await work
                 took = time.perf_counter() - started
+                # This process renders one job: its peak is the render's, what a pod or
+                # task running it must have room for.
+                peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
                 span.set_attribute("copied", result.copied)
                 span.set_attribute("realtime_factor", result.duration / took if took else 0.0)
+                span.set_attribute("cpus", threads.cpus)
+                span.set_attribute("peak_rss_mb", round(peak_mb, 1))
             log.info(
                 "render_done",
                 frames=result.frames,
                 duration_ms=int(took * 1000),
                 realtime_factor=round(result.duration / took, 2) if took else None,
+                cpus=threads.cpus,
+                peak_rss_mb=round(peak_mb, 1),
             )
             self.progress.set_stage(Stage.UPLOADING, "uploading the result")
             with tracer.start_as_current_span("upload") as span:
@@ -245,6 +254,9 @@ class Attempt:
             "content_type": CONTENT_TYPES.get(fmt, "application/octet-stream"),
             "copied": result.copied,
             "poster_key": poster_key,
+            # For the scheduler's metrics; not part of what the API shows.
+            "cpus": threads.cpus,
+            "peak_rss_bytes": int(peak_mb * 1024 * 1024),
         }
         async with self.pool.acquire() as conn:
             await jobs.finish(

@@ -71,6 +71,13 @@ REALTIME = Histogram(
     "Timeline seconds rendered per wall second, successful attempts",
     buckets=(0.25, 0.5, 1, 2, 4, 8, 16, 32, 64, 128),
 )
+PEAK_RSS = Histogram(
+    "rendermill_render_peak_rss_bytes",
+    "Peak resident memory of successful renders (the renderer process's), by the CPUs "
+    "each was given",
+    ["cpus"],
+    buckets=tuple(mb * 2**20 for mb in (128, 256, 384, 512, 768, 1024, 1536, 2048, 4096)),
+)
 
 # How often a running attempt's job is looked at for a cancel.
 CANCEL_POLL_SECONDS = 2.0
@@ -479,7 +486,7 @@ class Scheduler:
     @staticmethod
     def _observe(job: jobs.Job, rc: int, outcome: Outcome, launched: float | None) -> None:
         """Metrics of an ended attempt: its wall time, the job's final state, and for a
-        success how fast the render ran."""
+        success how fast the render ran and its peak memory."""
         if job.status.terminal:
             FINISHED.labels(job.status.value).inc()
         if launched is None:
@@ -491,9 +498,15 @@ class Scheduler:
             else ("ok" if rc == 0 else outcome.reason)
         )
         RENDER_SECONDS.labels(label).observe(took)
-        duration = (job.result or {}).get("duration")
-        if job.status == JobStatus.SUCCEEDED and isinstance(duration, int | float) and took > 0:
+        result = job.result or {}
+        if job.status != JobStatus.SUCCEEDED:
+            return
+        duration = result.get("duration")
+        if isinstance(duration, int | float) and took > 0:
             REALTIME.observe(duration / took)
+        peak, cpus = result.get("peak_rss_bytes"), result.get("cpus")
+        if isinstance(peak, int) and isinstance(cpus, int):
+            PEAK_RSS.labels(str(cpus)).observe(peak)
 
     async def _fail(
         self,
