@@ -60,3 +60,26 @@ def test_every_task_names_the_service() -> None:
     lines = [json.loads(line) for line in done.stderr.splitlines()]
     assert [line["event"] for line in lines] == ["from_task", "from_task", "after"]
     assert all(line["service"] == "test" for line in lines)
+
+
+RESET = """
+from rendermill.common import logging as rlog
+
+log = rlog.get("probe")
+rlog.setup("warning", "json", "test")
+log.warning("set_up")
+log.info("dropped")
+rlog.reset()
+log.info("after_reset")
+"""
+
+
+def test_reset_forgets_the_set_up_even_for_loggers_already_used() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", RESET], capture_output=True, text=True, check=True, timeout=60
+    )
+    # Set up: JSON on stderr at warning and above. Reset: structlog's defaults, every
+    # level, on stdout.
+    assert [json.loads(line)["event"] for line in done.stderr.splitlines()] == ["set_up"]
+    assert "dropped" not in done.stdout
+    assert "after_reset" in done.stdout

@@ -16,6 +16,8 @@ from typing import Any
 # configuration waiting to be applied when the first message is written.
 _level = 0
 _pending: tuple[int, str, str] | None = None
+# Counts set-ups and resets: a logger made under an earlier one is made again.
+_generation = 0
 # Logger methods that write at a level, by name (the filtering bound logger's).
 _METHOD_LEVELS = {
     "debug": logging.DEBUG,
@@ -44,13 +46,26 @@ class _Stderr:
 def setup(level: str = "info", fmt: str = "json", service: str = "rendermill") -> None:
     """Configure structlog and the stdlib root logger (both write to stderr); structlog's
     part is applied when the first message at ``level`` or above is written."""
-    global _level, _pending
+    global _level, _pending, _generation
     lvl = logging.getLevelName(level.upper())
     if not isinstance(lvl, int):
         lvl = logging.INFO
     _level = lvl
     _pending = (lvl, fmt, service)
+    _generation += 1
     logging.basicConfig(level=max(lvl, logging.WARNING), stream=sys.stderr, format="%(message)s")
+
+
+def reset() -> None:
+    """Forget ``setup``: every level written, with structlog's defaults (to stdout), as
+    in a process that never set logging up. For tests, which run commands and services
+    one after another in one process."""
+    global _level, _pending, _generation
+    _level, _pending = 0, None
+    _generation += 1
+    structlog = sys.modules.get("structlog")
+    if structlog is not None:
+        structlog.reset_defaults()
 
 
 def _configure() -> None:
@@ -107,20 +122,22 @@ def _drop(*args: Any, **kwargs: Any) -> None:
 
 
 class _Logger:
-    __slots__ = ("_name", "_real")
+    __slots__ = ("_made", "_name", "_real")
 
     def __init__(self, name: str | None) -> None:
         self._name = name
         self._real: Any = None
+        self._made = -1
 
     def __getattr__(self, attr: str) -> Any:
         level = _METHOD_LEVELS.get(attr)
         if level is not None and level < _level:
             return _drop
         real = self._real
-        if real is None or _pending is not None:
+        if real is None or _pending is not None or self._made != _generation:
             _configure()
             import structlog
 
             real = self._real = structlog.get_logger(self._name)
+            self._made = _generation
         return getattr(real, attr)

@@ -1,5 +1,7 @@
 """pytest plugin with rendermill's shared fixtures (loaded by ``-p rendermill.common.testing``).
 
+Logging is reset after every test (see ``rendermill.common.logging.reset``).
+
 Postgres: the server named by ``DATABASE_URL`` if set, else an embedded one for the run.
 One template database is migrated per run; each test gets ``CREATE DATABASE … TEMPLATE``.
 """
@@ -20,7 +22,16 @@ import pytest
 import pytest_asyncio
 
 from rendermill.common import db, embedded, migrate
+from rendermill.common import logging as rlog
 from rendermill.common.project import model
+
+
+@pytest.fixture(autouse=True)
+def _logging_as_new() -> Iterator[None]:
+    """Every test starts with logging as a new process has it: a command or service set
+    up by one test does not decide where the next one's lines go."""
+    yield
+    rlog.reset()
 
 
 def with_database(dsn: str, name: str) -> str:
