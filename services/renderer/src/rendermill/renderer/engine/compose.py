@@ -38,7 +38,7 @@ from av.video.frame import VideoFrame
 from av.video.reformatter import ColorRange, Colorspace, Interpolation, VideoReformatter
 
 from rendermill.common.project import model
-from rendermill.renderer.engine import icc
+from rendermill.renderer.engine import icc, lut
 
 Plane = npt.NDArray[np.uint8]
 Floats = npt.NDArray[np.float32]
@@ -309,10 +309,25 @@ def colour_mapping(frame: VideoFrame) -> dict[str, int] | None:
         frame.color_primaries = icc.PRIMARIES_BT2020
     if not hdr and trc == icc.TRANSFER_UNSPECIFIED:
         frame.color_trc = icc.TRANSFER_BT709
-    return {
-        "dst_color_trc": icc.TRANSFER_BT709 if hdr else frame.color_trc,
-        "dst_color_primaries": icc.PRIMARIES_BT709,
-    }
+    trc, primaries = _target_light(frame)
+    return {"dst_color_trc": trc, "dst_color_primaries": primaries}
+
+
+def _matrix_tag(matrix: Colorspace | None, frame: VideoFrame) -> int:
+    """The AVColorSpace a picture is read with: ``matrix`` (see source_colorspace), or
+    when that is None the picture's own tag."""
+    if matrix == Colorspace.ITU709:
+        return _SPC_BT709
+    if matrix == Colorspace.ITU601:
+        return _SPC_SMPTE170M
+    return int(frame.colorspace)
+
+
+def _target_light(frame: VideoFrame) -> tuple[int, int]:
+    """(transfer, primaries) a picture in another light is mapped to: BT.709's, or for
+    SDR its own transfer in BT.709 primaries."""
+    hdr = frame.color_trc in _TRC_HDR
+    return (icc.TRANSFER_BT709 if hdr else frame.color_trc), icc.PRIMARIES_BT709
 
 
 class Scaler:
@@ -330,20 +345,55 @@ class Scaler:
     def __init__(self, threads: int = 1) -> None:
         # swscale's threads for each conversion (its own default is one per core).
         self.threads = threads
-        self._contexts: collections.OrderedDict[Hashable, VideoReformatter] = (
+        self._contexts: collections.OrderedDict[Hashable, VideoReformatter | lut.Mapper] = (
             collections.OrderedDict()
         )
+        # The tables of the 3D LUT mappings made, by (transfer, primaries) from and to.
+        self._tables: dict[tuple[int, int, int, int], str] = {}
 
     def __len__(self) -> int:
         return len(self._contexts)
 
+    def kinds(self) -> list[str]:
+        """What each kept conversion is, least recently used first: "sws" (a swscale
+        context) or "lut" (a 3D LUT mapping, see lut)."""
+        return [str(key[0]) for key in self._contexts if isinstance(key, tuple)]
+
+    def tables(self) -> int:
+        """How many 3D LUT tables were made (one for each light mapped)."""
+        return len(self._tables)
+
     def context(self, key: Hashable) -> VideoReformatter:
         """The context for conversions described by ``key``."""
+        found = self._kept(("sws", key), VideoReformatter)
+        assert isinstance(found, VideoReformatter)
+        return found
+
+    def mapper(self, frame: VideoFrame, matrix: str, full_range: bool) -> lut.Mapper:
+        """The 3D LUT mapping of pictures like ``frame`` (its format, size and light, read
+        with ``matrix`` in ``full_range`` or not) into BT.709 SDR; its table is made once
+        for every size of pictures in one light."""
+        light = (frame.color_trc, frame.color_primaries, *_target_light(frame))
+        size = (frame.format.name, frame.width, frame.height)
+
+        def make() -> lut.Mapper:
+            cube = self._tables.get(light)
+            if cube is None:
+                cube = self._tables[light] = lut.table(*light)
+            return lut.Mapper(*size, matrix, full_range, cube, self.threads)
+
+        found = self._kept(("lut", *size, matrix, full_range, light), make)
+        assert isinstance(found, lut.Mapper)
+        return found
+
+    def _kept(
+        self, key: Hashable, make: Callable[[], VideoReformatter | lut.Mapper]
+    ) -> VideoReformatter | lut.Mapper:
         found = self._contexts.get(key)
         if found is not None:
             self._contexts.move_to_end(key)
             return found
-        made = self._contexts[key] = VideoReformatter()
+        made = self._contexts[key] = make()
         if len(self._contexts) > self.LIMIT:
             self._contexts.popitem(last=False)
         return made
@@ -395,6 +445,12 @@ def convert(
         # A plain reformat leaves the transfer and primaries untagged.
         shrunk.color_trc, shrunk.color_primaries = frame.color_trc, frame.color_primaries
         frame = shrunk
+    if mapping is not None and not (alpha or still or frame.format.is_rgb):
+        name = lut.matrix_name(_matrix_tag(matrix, frame))
+        if name is not None:
+            # Mapped at its own size (see lut); what follows is a plain scale, if any.
+            frame = scaler.mapper(frame, name, full_range).map(frame)
+            mapping, matrix, full_range = None, OUTPUT_COLORSPACE, False
     light = (frame.color_range, frame.color_trc, frame.color_primaries, matrix)
     key = ("convert", frame.format.name, frame.width, frame.height, scaled, alpha, light)
     converted = scaler.context(key).reformat(

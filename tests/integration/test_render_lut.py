@@ -1,0 +1,122 @@
+"""HDR and wide-gamut video mapped through a 3D LUT sampled from swscale's own mapping:
+the same colours as swscale's per-pixel mapping, within interpolation's error."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import av
+import numpy as np
+import numpy.typing as npt
+import pytest
+from av.video.frame import VideoFrame
+from av.video.reformatter import Colorspace, Interpolation, VideoReformatter
+
+from rendermill.cli import synth
+from rendermill.renderer.engine import compose, lut
+
+# Colours from dark to bright and saturated, as BT.709 values: each light carries them.
+COLOURS = [(16, 16, 16), (128, 128, 128), (255, 255, 255), (220, 40, 90), (40, 200, 70)]
+
+
+def _first_frame(path: Path) -> VideoFrame:
+    with av.open(str(path)) as container:
+        frame = next(container.decode(video=0))
+    assert isinstance(frame, VideoFrame)
+    return frame
+
+
+def _planes(frame: VideoFrame) -> list[npt.NDArray[np.uint8]]:
+    out = []
+    for plane in frame.planes:
+        rows = np.frombuffer(memoryview(plane), np.uint8, count=plane.line_size * plane.height)
+        out.append(rows.reshape(plane.height, plane.line_size)[:, : plane.width].copy())
+    return out
+
+
+def _swscale(frame: VideoFrame) -> VideoFrame:
+    """swscale's own per-pixel mapping, as compose asked for it before."""
+    mapping = compose.colour_mapping(frame)
+    assert mapping is not None
+    return VideoReformatter().reformat(
+        frame,
+        frame.width,
+        frame.height,
+        "yuv420p",
+        dst_colorspace=Colorspace.ITU709,
+        interpolation=Interpolation.BILINEAR | Interpolation.ACCURATE_RND,
+        **mapping,
+    )
+
+
+@pytest.mark.parametrize("light", ["hlg", "pq", "bt2020", "p3"])
+def test_the_lut_maps_as_swscale_does(tmp_path: Path, light: synth.Light) -> None:
+    path = synth.make_wide_video(tmp_path / f"{light}.mp4", COLOURS, light, size=(320, 180))
+    frame = _first_frame(path)
+    expected = _planes(_swscale(frame))
+    scaler = compose.Scaler(2)
+    matrix = lut.matrix_name(frame.colorspace)
+    assert matrix is not None
+    mapped = scaler.mapper(frame, matrix, full_range=False).map(frame)
+    assert (mapped.format.name, mapped.width, mapped.height) == ("yuv420p", 320, 180)
+    assert (mapped.colorspace, mapped.color_range, mapped.color_trc) == (1, 1, 1)
+    assert mapped.color_primaries == 1
+    for index, (got, want) in enumerate(zip(_planes(mapped), expected, strict=True)):
+        diff = np.abs(got.astype(np.int16) - want)
+        # Inside each stripe the two mappings agree within the table's interpolation.
+        width = got.shape[1]
+        for k in range(len(COLOURS)):
+            inside = diff[:, k * width // len(COLOURS) + 4 : (k + 1) * width // len(COLOURS) - 4]
+            assert int(inside.max()) <= 2, (light, index, COLOURS[k])
+        # At the stripes' hard edges a pixel's colour mixes two through its chroma, and
+        # the two reconstruct that chroma differently (swscale keeps luma closer there,
+        # up to 30 levels on a white-to-rose edge); on the whole they stay close.
+        mse = float(np.mean(diff.astype(np.float64) ** 2))
+        assert 10 * np.log10(255**2 / mse) > 36, (light, index)
+
+
+def test_video_is_mapped_through_the_lut_and_stills_by_swscale(tmp_path: Path) -> None:
+    path = synth.make_wide_video(tmp_path / "hlg.mp4", COLOURS, "hlg", size=(320, 180))
+    scaler = compose.Scaler(2)
+    layer = compose.convert(_first_frame(path), 160, 90, alpha=False, scaler=scaler)
+    # Shrunk in its own format, mapped at the size drawn, no conversion after.
+    assert scaler.kinds() == ["sws", "lut", "sws"]
+    stills = compose.Scaler(2)
+    reference = compose.convert(_first_frame(path), 160, 90, alpha=False, still=True, scaler=stills)
+    assert "lut" not in stills.kinds()
+    diff = np.abs(layer.y.astype(np.float64) - reference.y)
+    assert 10 * np.log10(255**2 / float(np.mean(diff**2))) > 36
+
+
+def test_the_table_is_made_once_per_light_and_its_file_is_gone(tmp_path: Path) -> None:
+    before = set(Path(tempfile.gettempdir()).glob("rendermill-*.cube"))
+    scaler = compose.Scaler(2)
+    for size in ((320, 180), (160, 90)):
+        path = synth.make_wide_video(tmp_path / f"{size[0]}.mp4", COLOURS, "hlg", size=size)
+        frame = _first_frame(path)
+        compose.convert(frame, *size, alpha=False, scaler=scaler)
+    assert scaler.tables() == 1
+    assert scaler.kinds().count("lut") == 2
+    assert set(Path(tempfile.gettempdir()).glob("rendermill-*.cube")) == before
+
+
+def test_the_table_samples_swscale_on_a_grid_red_fastest() -> None:
+    cube = lut.table(18, 9, 1, 1)  # HLG BT.2020 to BT.709
+    lines = cube.splitlines()
+    assert lines[0] == f"LUT_3D_SIZE {lut.SIZE}"
+    rows = np.array([[float(v) for v in line.split()] for line in lines[1:]])
+    assert rows.shape == (lut.SIZE**3, 3)
+    assert rows.min() >= 0.0 and rows.max() <= 1.0
+    # Black stays black; greys stay grey, brighter as the signal grows, and HLG's
+    # reference white (75 % signal) becomes SDR white; pure BT.2020 red, outside BT.709,
+    # comes out the reddest BT.709 can show.
+    grid = rows.reshape(lut.SIZE, lut.SIZE, lut.SIZE, 3)  # [blue][green][red]
+    assert np.allclose(grid[0, 0, 0], 0.0, atol=1e-3)
+    greys = np.array([grid[i, i, i] for i in range(lut.SIZE)])
+    assert np.allclose(greys, greys[:, :1], atol=2e-3)
+    white = round(0.75 * (lut.SIZE - 1))
+    assert np.all(np.diff(greys[:white, 0]) > 0)
+    assert np.all(greys[white] > 0.97)
+    red = grid[0, 0, -1]
+    assert red[0] > 0.99 and red[0] > 4 * max(red[1], red[2])
