@@ -12,11 +12,13 @@ players assume (BT.709 when HD-sized, BT.601 below) and untagged still images as
 (JPEG and WebP define it); full-range sources are brought to limited range; RGB sources
 (PNG, the background) are converted with BT.709. An HD video that is untagged or tagged
 BT.709 therefore needs no colour conversion at all, only scaling. HDR video (PQ or HLG,
-as phones record) and wide-gamut sources (BT.2020, P3) are mapped into BT.709 SDR by
-swscale's colour management, as ``ffmpeg -vf scale=out_transfer=bt709:out_primaries=bt709``
-does: HDR reference white (203 cd/m², 75 % HLG) becomes SDR white, colours outside BT.709
-are clipped to it (relative colorimetric). Still images in P3 say so in an ICC profile,
-which ``probe`` reads into the frame's tags (see ``icc``).
+as phones record) and wide-gamut sources (BT.2020, P3) are mapped into BT.709 SDR as
+swscale's colour management maps them, as ``ffmpeg -vf
+scale=out_transfer=bt709:out_primaries=bt709`` does: HDR reference white (203 cd/m², 75 %
+HLG) becomes SDR white, colours outside BT.709 are brought into it (relative
+colorimetric). Video goes through a 3D LUT sampled from that mapping (see ``lut``),
+stills and pictures with alpha through swscale itself. Still images in P3 say so in an
+ICC profile, which ``probe`` reads into the frame's tags (see ``icc``).
 
 Effects (an output option): opacity folds into the alpha blend, which stays in YUV and
 is exact there because YUV is an affine function of RGB. Blend modes other than normal
@@ -331,14 +333,15 @@ def _target_light(frame: VideoFrame) -> tuple[int, int]:
 
 
 class Scaler:
-    """swscale contexts kept between conversions, one per kind of conversion (input
-    format and size, output size, colour), so that none is set up again on every frame.
-    One is shared by every track of a render: a colour mapping takes about 1.6 s to set
-    up, so ten HDR clips from one phone pay it once, not once per track, and a track
-    whose actions alternate between two sizes does not pay it at every switch. The
-    LIMIT most recently used contexts are kept: a 1080p mapping's context holds about
-    40 MB (its tables and float pictures), and no timeline shows more kinds at once.
-    Each conversion runs on ``threads`` threads."""
+    """swscale contexts and 3D LUT mappings kept between conversions, one per kind of
+    conversion (input format and size, output size, colour), so that none is set up
+    again on every frame. One is shared by every track of a render: a colour mapping
+    takes about 1.6 s to set up (a LUT's table, made once per light, about 1.8 s), so
+    ten HDR clips from one phone pay it once, not once per track, and a track whose
+    actions alternate between two sizes does not pay it at every switch. The LIMIT most
+    recently used are kept: a 1080p swscale mapping holds about 40 MB (its tables and
+    float pictures), a LUT mapping about 22 MB, and no timeline shows more kinds at
+    once. Each conversion runs on ``threads`` threads."""
 
     LIMIT = 8
 
