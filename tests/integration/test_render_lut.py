@@ -58,7 +58,9 @@ def test_the_lut_maps_as_swscale_does(tmp_path: Path, light: synth.Light) -> Non
     scaler = compose.Scaler(2)
     matrix = lut.matrix_name(frame.colorspace)
     assert matrix is not None
-    mapped = scaler.mapper(frame, matrix, full_range=False).map(frame)
+    mapper = scaler.mapper(frame, matrix, full_range=False)
+    assert mapper is not None
+    mapped = mapper.map(frame)
     assert (mapped.format.name, mapped.width, mapped.height) == ("yuv420p", 320, 180)
     assert (mapped.colorspace, mapped.color_range, mapped.color_trc) == (1, 1, 1)
     assert mapped.color_primaries == 1
@@ -120,3 +122,18 @@ def test_the_table_samples_swscale_on_a_grid_red_fastest() -> None:
     assert np.all(greys[white] > 0.97)
     red = grid[0, 0, -1]
     assert red[0] > 0.99 and red[0] > 4 * max(red[1], red[2])
+
+
+def test_without_a_writable_temporary_directory_swscale_maps(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = synth.make_wide_video(tmp_path / "hlg.mp4", COLOURS, "hlg", size=(320, 180))
+    frame = _first_frame(path)
+    expected = _planes(_swscale(_first_frame(path)))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "missing"))
+    scaler = compose.Scaler(2)
+    for _ in range(2):
+        layer = compose.convert(frame, 320, 180, alpha=False, scaler=scaler)
+        assert "lut" not in scaler.kinds()
+        # swscale's own mapping, pixel for pixel.
+        assert np.array_equal(layer.y, expected[0])

@@ -34,13 +34,17 @@ import math
 from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
+import av
 import numpy as np
 import numpy.typing as npt
 from av.video.frame import VideoFrame
 from av.video.reformatter import ColorRange, Colorspace, Interpolation, VideoReformatter
 
+from rendermill.common import logging as rlog
 from rendermill.common.project import model
 from rendermill.renderer.engine import icc, lut
+
+log = rlog.get(__name__)
 
 Plane = npt.NDArray[np.uint8]
 Floats = npt.NDArray[np.float32]
@@ -351,8 +355,10 @@ class Scaler:
         self._contexts: collections.OrderedDict[Hashable, VideoReformatter | lut.Mapper] = (
             collections.OrderedDict()
         )
-        # The tables of the 3D LUT mappings made, by (transfer, primaries) from and to.
+        # The tables of the 3D LUT mappings made, by (transfer, primaries) from and to,
+        # and the mappings that could not be set up.
         self._tables: dict[tuple[int, int, int, int], str] = {}
+        self._unmappable: set[Hashable] = set()
 
     def __len__(self) -> int:
         return len(self._contexts)
@@ -372,12 +378,17 @@ class Scaler:
         assert isinstance(found, VideoReformatter)
         return found
 
-    def mapper(self, frame: VideoFrame, matrix: str, full_range: bool) -> lut.Mapper:
+    def mapper(self, frame: VideoFrame, matrix: str, full_range: bool) -> lut.Mapper | None:
         """The 3D LUT mapping of pictures like ``frame`` (its format, size and light, read
         with ``matrix`` in ``full_range`` or not) into BT.709 SDR; its table is made once
-        for every size of pictures in one light."""
+        for every size of pictures in one light. None when it cannot be set up (no
+        writable temporary directory for the table, a filter refusing the pictures):
+        swscale then maps them itself, as for stills."""
         light = (frame.color_trc, frame.color_primaries, *_target_light(frame))
         size = (frame.format.name, frame.width, frame.height)
+        key = ("lut", *size, matrix, full_range, light)
+        if key in self._unmappable:
+            return None
 
         def make() -> lut.Mapper:
             cube = self._tables.get(light)
@@ -385,7 +396,12 @@ class Scaler:
                 cube = self._tables[light] = lut.table(*light)
             return lut.Mapper(*size, matrix, full_range, cube, self.threads)
 
-        found = self._kept(("lut", *size, matrix, full_range, light), make)
+        try:
+            found = self._kept(key, make)
+        except (OSError, av.FFmpegError) as exc:
+            log.warning("lut_mapping_unavailable", size=f"{size[1]}x{size[2]}", error=str(exc))
+            self._unmappable.add(key)
+            return None
         assert isinstance(found, lut.Mapper)
         return found
 
@@ -450,9 +466,10 @@ def convert(
         frame = shrunk
     if mapping is not None and not (alpha or still or frame.format.is_rgb):
         name = lut.matrix_name(_matrix_tag(matrix, frame))
-        if name is not None:
+        mapper = scaler.mapper(frame, name, full_range) if name is not None else None
+        if mapper is not None:
             # Mapped at its own size (see lut); what follows is a plain scale, if any.
-            frame = scaler.mapper(frame, name, full_range).map(frame)
+            frame = mapper.map(frame)
             mapping, matrix, full_range = None, OUTPUT_COLORSPACE, False
     light = (frame.color_range, frame.color_trc, frame.color_primaries, matrix)
     key = ("convert", frame.format.name, frame.width, frame.height, scaled, alpha, light)

@@ -15,6 +15,7 @@ mapping, as does video in a matrix libavfilter's scale cannot read.
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import os
 import tempfile
@@ -52,10 +53,12 @@ def matrix_name(colorspace: int) -> str | None:
     return _MATRICES.get(colorspace)
 
 
+@functools.lru_cache(maxsize=8)
 def table(trc: int, primaries: int, dst_trc: int, dst_primaries: int) -> str:
     """The .cube text of swscale's mapping of R'G'B' in transfer ``trc`` and
     ``primaries`` to ``dst_trc`` and ``dst_primaries``, sampled on SIZE^3 points (red
-    varying fastest), clipped to [0, 1]."""
+    varying fastest), clipped to [0, 1]. Made once per process for each light (about
+    1.8 s, most of it swscale setting its mapping up)."""
     axis = np.linspace(0.0, 1.0, SIZE, dtype=np.float32)
     blue, green, red = np.meshgrid(axis, axis, axis, indexing="ij")
     grid = VideoFrame(SIZE, SIZE * SIZE, _GRID)
