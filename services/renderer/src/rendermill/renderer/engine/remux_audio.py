@@ -126,6 +126,11 @@ class File:
             raise Ineligible(f"{path.name} cannot be opened ({exc})") from exc
         audio_streams = self._container.streams.audio
         self._stream: AudioStream | None = audio_streams[0] if audio_streams else None
+        # The picture's packets (most of the file) are skipped, not read, when the sound's
+        # are demuxed.
+        for other in self._container.streams:
+            if other is not self._stream:
+                other.discard = av.stream.Discard.all
         # Source sample index of container timestamp 0 (the time base is 1 / RATE).
         self._origin = round(origin * audio.RATE)
         self._origin_exact = abs(origin * audio.RATE - self._origin) < 1e-6
