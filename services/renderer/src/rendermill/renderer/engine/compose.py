@@ -355,9 +355,7 @@ class Scaler:
         self._contexts: collections.OrderedDict[Hashable, VideoReformatter | lut.Mapper] = (
             collections.OrderedDict()
         )
-        # The tables of the 3D LUT mappings made, by (transfer, primaries) from and to,
-        # and the mappings that could not be set up.
-        self._tables: dict[tuple[int, int, int, int], str] = {}
+        # The 3D LUT mappings that could not be set up.
         self._unmappable: set[Hashable] = set()
 
     def __len__(self) -> int:
@@ -368,10 +366,6 @@ class Scaler:
         context) or "lut" (a 3D LUT mapping, see lut)."""
         return [str(key[0]) for key in self._contexts if isinstance(key, tuple)]
 
-    def tables(self) -> int:
-        """How many 3D LUT tables were made (one for each light mapped)."""
-        return len(self._tables)
-
     def context(self, key: Hashable) -> VideoReformatter:
         """The context for conversions described by ``key``."""
         found = self._kept(("sws", key), VideoReformatter)
@@ -380,8 +374,9 @@ class Scaler:
 
     def mapper(self, frame: VideoFrame, matrix: str, full_range: bool) -> lut.Mapper | None:
         """The 3D LUT mapping of pictures like ``frame`` (its format, size and light, read
-        with ``matrix`` in ``full_range`` or not) into BT.709 SDR; its table is made once
-        for every size of pictures in one light. None when it cannot be set up (no
+        with ``matrix`` in ``full_range`` or not) into BT.709 SDR (its table is made once
+        for every size of pictures in one light, see lut.table). None when it cannot be
+        set up (no
         writable temporary directory for the table, a filter refusing the pictures):
         swscale then maps them itself, as for stills."""
         light = (frame.color_trc, frame.color_primaries, *_target_light(frame))
@@ -391,10 +386,7 @@ class Scaler:
             return None
 
         def make() -> lut.Mapper:
-            cube = self._tables.get(light)
-            if cube is None:
-                cube = self._tables[light] = lut.table(*light)
-            return lut.Mapper(*size, matrix, full_range, cube, self.threads)
+            return lut.Mapper(*size, matrix, full_range, lut.table(*light), self.threads)
 
         try:
             found = self._kept(key, make)

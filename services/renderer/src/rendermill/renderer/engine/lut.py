@@ -100,16 +100,16 @@ class Mapper:
     ) -> None:
         graph = av.filter.Graph()
         graph.threads = threads
+        in_range = "pc" if full_range else "tv"
         source = graph.add(
             "buffer",
             video_size=f"{width}x{height}",
             pix_fmt=fmt,
             time_base=str(Fraction(1, 1000)),
             pixel_aspect="1/1",
-            colorspace=_COLORSPACE_NAMES.get(matrix, "unknown"),
-            range="pc" if full_range else "tv",
+            colorspace=_COLORSPACE_NAMES[matrix],
+            range=in_range,
         )
-        in_range = "pc" if full_range else "tv"
         fd, path = tempfile.mkstemp(prefix="rendermill-", suffix=".cube")
         try:
             with os.fdopen(fd, "w") as f:
