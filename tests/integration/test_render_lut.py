@@ -11,10 +11,11 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 from av.video.frame import VideoFrame
-from av.video.reformatter import Colorspace, Interpolation, VideoReformatter
+from av.video.reformatter import ColorRange, Colorspace, Interpolation, VideoReformatter
 
 from rendermill.cli import synth
-from rendermill.renderer.engine import compose, lut
+from rendermill.common.testing import clip, track
+from rendermill.renderer.engine import compose, lut, probe
 
 # Colours from dark to bright and saturated, as BT.709 values: each light carries them.
 COLOURS = [(16, 16, 16), (128, 128, 128), (255, 255, 255), (220, 40, 90), (40, 200, 70)]
@@ -78,17 +79,70 @@ def test_the_lut_maps_as_swscale_does(tmp_path: Path, light: synth.Light) -> Non
         assert 10 * np.log10(255**2 / mse) > 36, (light, index)
 
 
-def test_video_is_mapped_through_the_lut_and_stills_by_swscale(tmp_path: Path) -> None:
+def test_video_is_shrunk_then_mapped_at_the_size_drawn(tmp_path: Path) -> None:
     path = synth.make_wide_video(tmp_path / "hlg.mp4", COLOURS, "hlg", size=(320, 180))
     scaler = compose.Scaler(2)
-    layer = compose.convert(_first_frame(path), 160, 90, alpha=False, scaler=scaler)
+    compose.convert(_first_frame(path), 160, 90, alpha=False, scaler=scaler)
     # Shrunk in its own format, mapped at the size drawn, no conversion after.
     assert scaler.kinds() == ["sws", "lut", "sws"]
-    stills = compose.Scaler(2)
-    reference = compose.convert(_first_frame(path), 160, 90, alpha=False, still=True, scaler=stills)
-    assert "lut" not in stills.kinds()
-    diff = np.abs(layer.y.astype(np.float64) - reference.y)
-    assert 10 * np.log10(255**2 / float(np.mean(diff**2))) > 36
+
+
+def _decoded_still(path: Path) -> VideoFrame:
+    """A still as the renderer decodes it, its ICC profile's primaries in its tags."""
+    media = probe.probe(
+        probe.Source(track=track("s", clip(0.0, 0.1)), path=path), picture=True, sound=False
+    )
+    assert media.still is not None
+    return media.still.picture()
+
+
+@pytest.mark.parametrize(("suffix", "alpha"), [(".png", None), (".png", 128), (".jpg", None)])
+def test_display_p3_stills_map_as_swscale_does(
+    tmp_path: Path, suffix: str, alpha: int | None
+) -> None:
+    # macOS screenshots (PNG) and iPhone photos (JPEG) are Display P3: RGB pictures, or
+    # full-range YUV ones, some with alpha. Those without go through the LUT; with alpha
+    # through swscale.
+    path = synth.make_image(
+        tmp_path / f"p3{suffix}", color=(220, 40, 90), size=(64, 36), alpha=alpha, display_p3=True
+    )
+    scaler = compose.Scaler(2)
+    with_alpha = alpha is not None
+    layer = compose.convert(
+        _decoded_still(path), 64, 36, alpha=with_alpha, still=True, scaler=scaler
+    )
+    assert ("lut" in scaler.kinds()) is not with_alpha
+    frame = _decoded_still(path)
+    mapping = compose.colour_mapping(frame)
+    assert mapping is not None
+    reference = VideoReformatter().reformat(
+        frame,
+        64,
+        36,
+        "yuva420p" if with_alpha else "yuv420p",
+        src_colorspace=compose.source_colorspace(frame, still=True),
+        dst_colorspace=Colorspace.ITU709,
+        dst_color_range=ColorRange.MPEG,
+        interpolation=Interpolation.BILINEAR | Interpolation.ACCURATE_RND,
+        **mapping,
+    )
+    for got, want in zip([layer.y, layer.u, layer.v], _planes(reference)[:3], strict=True):
+        assert int(np.abs(got.astype(np.int16) - want).max()) <= 2
+    if with_alpha:
+        # Through swscale's mapping the alpha comes back dithered (128 or 129).
+        assert layer.alpha is not None
+        assert int(np.abs(layer.alpha.astype(np.int16) - 128).max()) <= 1
+
+
+def test_stills_of_many_sizes_share_one_table(tmp_path: Path) -> None:
+    # swscale would set its mapping up again for each size, in about 1.5 s.
+    lut.table.cache_clear()
+    scaler = compose.Scaler(2)
+    for width, height in ((64, 36), (80, 50), (96, 60)):
+        path = synth.make_image(tmp_path / f"{width}.png", size=(width, height), display_p3=True)
+        compose.convert(_decoded_still(path), width, height, alpha=False, still=True, scaler=scaler)
+    assert lut.table.cache_info().misses == 1
+    assert scaler.kinds().count("lut") == 3
 
 
 def test_the_table_is_made_once_per_light_and_its_file_is_gone(tmp_path: Path) -> None:
