@@ -16,9 +16,9 @@ as phones record) and wide-gamut sources (BT.2020, P3) are mapped into BT.709 SD
 swscale's colour management maps them, as ``ffmpeg -vf
 scale=out_transfer=bt709:out_primaries=bt709`` does: HDR reference white (203 cd/m², 75 %
 HLG) becomes SDR white, colours outside BT.709 are brought into it (relative
-colorimetric), through a 3D LUT sampled from that mapping (see ``lut``; pictures with
-alpha through swscale itself). Still images in P3 say so in an ICC profile, which
-``probe`` reads into the frame's tags (see ``icc``).
+colorimetric), through a 3D LUT sampled from that mapping (see ``lut``). Still images
+in P3 say so in an ICC profile, which ``probe`` reads into the frame's tags (see
+``icc``).
 
 Effects (an output option): opacity folds into the alpha blend, which stays in YUV and
 is exact there because YUV is an affine function of RGB. Blend modes other than normal
@@ -372,22 +372,24 @@ class Scaler:
         assert isinstance(found, VideoReformatter)
         return found
 
-    def mapper(self, frame: VideoFrame, matrix: str | None, full_range: bool) -> lut.Mapper | None:
+    def mapper(
+        self, frame: VideoFrame, matrix: str | None, full_range: bool, alpha: bool
+    ) -> lut.Mapper | None:
         """The 3D LUT mapping of pictures like ``frame`` (its format, size and light, read
-        with ``matrix`` in ``full_range`` or not, None for RGB) into BT.709 SDR (its table
-        is made once
+        with ``matrix`` in ``full_range`` or not, None for RGB) into BT.709 SDR, with its
+        alpha if ``alpha`` (its table is made once
         for every size of pictures in one light, see lut.table). None when it cannot be
         set up (no
         writable temporary directory for the table, a filter refusing the pictures):
         swscale then maps them itself, as for stills."""
         light = (frame.color_trc, frame.color_primaries, *_target_light(frame))
         size = (frame.format.name, frame.width, frame.height)
-        key = ("lut", *size, matrix, full_range, light)
+        key = ("lut", *size, matrix, full_range, alpha, light)
         if key in self._unmappable:
             return None
 
         def make() -> lut.Mapper:
-            return lut.Mapper(*size, matrix, full_range, lut.table(*light), self.threads)
+            return lut.Mapper(*size, matrix, full_range, alpha, lut.table(*light), self.threads)
 
         try:
             found = self._kept(key, make)
@@ -457,10 +459,10 @@ def convert(
         # A plain reformat leaves the transfer and primaries untagged.
         shrunk.color_trc, shrunk.color_primaries = frame.color_trc, frame.color_primaries
         frame = shrunk
-    if mapping is not None and not alpha:
+    if mapping is not None:
         rgb = frame.format.is_rgb
         name = None if rgb else lut.matrix_name(_matrix_tag(matrix, frame))
-        mapper = scaler.mapper(frame, name, full_range) if rgb or name else None
+        mapper = scaler.mapper(frame, name, full_range, alpha) if rgb or name else None
         if mapper is not None:
             # Mapped at its own size (see lut); what follows is a plain scale, if any.
             frame = mapper.map(frame)

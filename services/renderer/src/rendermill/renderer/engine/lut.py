@@ -10,8 +10,9 @@ at most 6 levels apart) of swscale's own mapping of HLG phone video.
 
 The table is shared by every picture in one light, whatever its size, while swscale
 sets a mapping up again for every size: a slideshow of wide-gamut screenshots of six
-sizes took 1.5 s for each. RGB pictures (PNG) go through it too. Pictures with alpha keep
-swscale's own mapping, as does a YUV picture in a matrix libavfilter's scale cannot read.
+sizes took 1.5 s for each. RGB pictures (PNG) go through it too, and pictures with alpha
+with their alpha (dithered from 16 bits back to 8, as swscale's mapping does it). A YUV
+picture in a matrix libavfilter's scale cannot read keeps swscale's own mapping.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ _FLAGS = "bilinear+accurate_rnd"
 # holds half the memory of float for the same speed, and came closer to swscale's own
 # mapping (55.5 dB against 52.6 dB).
 _GRID = "gbrpf32le"
-_RGB = "gbrp16le"
+_RGB, _RGBA = "gbrp16le", "gbrap16le"
 # AVColorSpace / AVColorRange / AVColorTransferCharacteristic / AVColorPrimaries.
 _SPC_RGB, _SPC_BT709 = 0, 1
 _RANGE_MPEG, _RANGE_JPEG = 1, 2
@@ -88,9 +89,9 @@ def table(trc: int, primaries: int, dst_trc: int, dst_primaries: int) -> str:
 
 class Mapper:
     """Maps pictures of one kind (format, size, matrix, range) through one table into
-    BT.709 yuv420p in limited range at the same size, on ``threads`` threads.
-    ``matrix`` is the scale filter's name for a YUV picture's matrix (see matrix_name),
-    None for RGB pictures."""
+    BT.709 yuv420p (yuva420p, their alpha kept, with ``alpha``) in limited range at the
+    same size, on ``threads`` threads. ``matrix`` is the scale filter's name for a YUV
+    picture's matrix (see matrix_name), None for RGB pictures."""
 
     def __init__(
         self,
@@ -99,6 +100,7 @@ class Mapper:
         height: int,
         matrix: str | None,
         full_range: bool,
+        alpha: bool,
         cube: str,
         threads: int,
     ) -> None:
@@ -124,13 +126,13 @@ class Mapper:
             chain = [
                 source,
                 graph.add("scale", to_rgb),
-                graph.add("format", _RGB),
+                graph.add("format", _RGBA if alpha else _RGB),
                 # lut3d reads the file when the graph is set up, not later.
                 graph.add("lut3d", f"file={_escape(path)}:interp=tetrahedral"),
                 graph.add(
                     "scale", f"out_color_matrix=bt709:in_range=pc:out_range=tv:flags={_FLAGS}"
                 ),
-                graph.add("format", "yuv420p"),
+                graph.add("format", "yuva420p" if alpha else "yuv420p"),
                 graph.add("buffersink"),
             ]
             for a, b in itertools.pairwise(chain):
