@@ -1,4 +1,4 @@
-"""HDR and wide-gamut video mapped into BT.709 SDR through a 3D LUT.
+"""HDR and wide-gamut pictures mapped into BT.709 SDR through a 3D LUT.
 
 swscale's colour management maps every pixel on its own: about 37 ms of CPU for a 1080p
 frame here, and a context of about 40 MB. The mapping depends on a pixel's R'G'B' alone,
