@@ -4,6 +4,7 @@ and its exact order of priority tiers with aging."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import uuid
 
 import asyncpg
@@ -13,8 +14,12 @@ from rendermill.common.queue import postgres
 from rendermill.common.queue.postgres import PostgresQueue
 
 
-def _msg(attempt: int = 1, tier: schemas.Tier = schemas.Tier.NORMAL) -> schemas.QueueMessage:
-    return schemas.QueueMessage(job_id=uuid.uuid4(), attempt=attempt, traceparent=None, tier=tier)
+def _msg(
+    attempt: int = 1, tier: schemas.Tier = schemas.Tier.NORMAL, at: dt.datetime | None = None
+) -> schemas.QueueMessage:
+    return schemas.QueueMessage(
+        job_id=uuid.uuid4(), attempt=attempt, traceparent=None, tier=tier, queued_at=at
+    )
 
 
 async def test_send_receive_delete(pool: asyncpg.Pool) -> None:
@@ -67,17 +72,20 @@ async def test_poison_message_is_dead_lettered(pool: asyncpg.Pool) -> None:
 
 async def test_turn_order_moves_one_aging_period_per_tier(pool: asyncpg.Pool) -> None:
     """Each message's turn is when it joined the queue, one aging period earlier for
-    high and later for low: the exact order, not only its bounds."""
+    high and later for low: the exact order, not only its bounds. The join times are
+    given, so no stall of the test machine can reorder them."""
     q = PostgresQueue(pool, aging=1.0)
-    low, early = _msg(tier=schemas.Tier.LOW), _msg()
-    await q.send(low)  # turn 1.0 (seconds from now)
-    await q.send(early)  # turn 0.0
-    await asyncio.sleep(1.5)
-    late, high = _msg(), _msg(tier=schemas.Tier.HIGH)
-    await q.send(late)  # turn 1.5: the low message waited over an aging period longer
-    await q.send(high)  # turn 0.5: not two aging periods longer
+    at = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=10)
+    low, early = _msg(tier=schemas.Tier.LOW, at=at), _msg(at=at)  # turns 1.0 and 0.0
+    later = at + dt.timedelta(seconds=1.5)
+    # Turn 1.5: the low message waited over an aging period longer. Turn 0.5: the high
+    # one did not wait two aging periods longer.
+    late, high = _msg(at=later), _msg(tier=schemas.Tier.HIGH, at=later)
+    for message in (low, early, late, high):
+        await q.send(message)
     got = await q.receive(max_messages=10, visibility_timeout=30)
     assert [r.message.job_id for r in got] == [m.job_id for m in (early, high, low, late)]
+    assert [r.message.queued_at for r in got] == [at, later, at, later]
 
 
 async def test_a_message_sent_again_keeps_its_place(pool: asyncpg.Pool) -> None:
