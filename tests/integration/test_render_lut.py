@@ -192,3 +192,18 @@ def test_without_a_writable_temporary_directory_swscale_maps(
         assert "lut" not in scaler.kinds()
         # swscale's own mapping, pixel for pixel.
         assert np.array_equal(layer.y, expected[0])
+
+
+def test_the_table_is_the_same_every_time_it_is_made() -> None:
+    """swscale on several threads maps the first points of each slice to grey; the
+    table is sampled on one."""
+    made = [lut.table.__wrapped__(18, 9, 1, 1) for _ in range(3)]
+    assert made[0] == made[1] == made[2]
+    size = lut.SIZE
+    out = np.array(made[0].split()[2:], np.float64).reshape(size, size, size, 3)
+    axis = np.linspace(0.0, 1.0, size)
+    blue, green, red = np.meshgrid(axis, axis, axis, indexing="ij")
+    points = np.stack((red, green, blue), axis=-1)
+    # Every clearly coloured point stays coloured.
+    coloured = (np.ptp(points, axis=-1) >= 0.25) & (points.max(axis=-1) >= 0.3)
+    assert float(np.ptp(out, axis=-1)[coloured].min()) > 0.1

@@ -78,6 +78,9 @@ def table(trc: int, primaries: int, dst_trc: int, dst_primaries: int) -> str:
         dst_color_trc=dst_trc,
         dst_color_primaries=dst_primaries,
         interpolation=Interpolation.BILINEAR | Interpolation.ACCURATE_RND,
+        # On more threads, swscale maps the first four points of each slice but the
+        # first to grey (0.51, whatever their colour; swscale 9.5).
+        threads=1,
     )
     g, b, r = (np.clip(_floats(p), 0.0, 1.0).reshape(-1) for p in mapped.planes)
     rows = "".join(
