@@ -179,3 +179,30 @@ def test_an_output_name_without_a_known_suffix_needs_format(
     )
     assert code == 0, stderr
     assert "320x180 mov" in stdout
+
+
+def test_hdr_tables_are_kept_in_the_cache_dir_for_later_renders(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    synth.make_wide_video(tmp_path / "hlg.mp4", [(220, 40, 90)], "hlg", duration=0.2)
+    project = tmp_path / "project.json"
+    project.write_text(json.dumps(_project(_track("phone", "video", "/hlg.mp4", end=0.2))))
+    cache = tmp_path / "cache"
+    args = [str(project), "--base", str(tmp_path), "--resolution", "320x180", "--quiet"]
+    args += ["--fps", str(FPS)]
+    code, _, stderr = _render(
+        capsys, *args, "-o", str(tmp_path / "a.mp4"), "--cache-dir", str(cache)
+    )
+    assert code == 0, stderr
+    [kept] = cache.iterdir()
+    assert kept.suffix == ".cube" and "-18-9-1-1" in kept.name  # HLG, BT.2020 to BT.709
+    made = kept.stat().st_mtime_ns
+    # RENDERMILL_CACHE_DIR names it too; the next render reads the table kept there.
+    monkeypatch.setenv("RENDERMILL_CACHE_DIR", str(cache))
+    code, _, stderr = _render(capsys, *args, "-o", str(tmp_path / "b.mp4"))
+    assert code == 0, stderr
+    assert [p.name for p in cache.iterdir()] == [kept.name]
+    assert kept.stat().st_mtime_ns == made
+    for name in ("a.mp4", "b.mp4"):
+        frame = synth.Decoded(tmp_path / name, FPS).frames[2]
+        assert abs(int(frame[90, 160, 0]) - 220) <= 8 and int(frame[90, 160, 1]) < 60

@@ -10,6 +10,7 @@ import av
 import numpy as np
 import numpy.typing as npt
 import pytest
+import structlog.testing
 from av.video.frame import VideoFrame
 from av.video.reformatter import ColorRange, Colorspace, Interpolation, VideoReformatter
 
@@ -194,10 +195,73 @@ def test_without_a_writable_temporary_directory_swscale_maps(
         assert np.array_equal(layer.y, expected[0])
 
 
+HLG_TO_709 = (18, 9, 1, 1)
+
+
+def test_a_table_is_kept_in_the_cache_and_read_by_later_renders(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Made once on a machine: a later process reads the kept file and maps the same."""
+    path = synth.make_wide_video(tmp_path / "hlg.mp4", COLOURS, "hlg", size=(320, 180))
+    frame = _first_frame(path)
+    cache = tmp_path / "cache"
+    tables = lut.Tables(cache)
+    first = compose.convert(frame, 320, 180, alpha=False, scaler=compose.Scaler(2, tables))
+    kept = tables.path(HLG_TO_709)
+    assert kept is not None and kept.parent == cache
+    assert kept.read_text() == lut.table(*HLG_TO_709)
+    assert [p.name for p in cache.iterdir()] == [kept.name]  # nothing left aside
+    # The same as without a cache.
+    fresh = compose.convert(frame, 320, 180, alpha=False, scaler=compose.Scaler(2))
+    assert np.array_equal(fresh.y, first.y) and np.array_equal(fresh.u, first.u)
+
+    def not_again(*light: int) -> str:
+        raise AssertionError(f"table {light} made again")
+
+    monkeypatch.setattr(lut, "sample", not_again)
+    monkeypatch.setattr(lut, "table", not_again)
+    scaler = compose.Scaler(2, lut.Tables(cache))
+    again = compose.convert(frame, 320, 180, alpha=False, scaler=scaler)
+    assert "lut" in scaler.kinds()
+    for a, b in zip((first.y, first.u, first.v), (again.y, again.u, again.v), strict=True):
+        assert np.array_equal(a, b)
+
+
+def test_a_kept_table_cut_short_is_made_again(tmp_path: Path) -> None:
+    path = synth.make_wide_video(tmp_path / "hlg.mp4", COLOURS, "hlg", size=(320, 180))
+    frame = _first_frame(path)
+    tables = lut.Tables(tmp_path / "cache")
+    kept = tables.path(HLG_TO_709)
+    assert kept is not None
+    kept.parent.mkdir()
+    kept.write_text(lut.table(*HLG_TO_709)[:100_000])
+    layer = compose.convert(frame, 320, 180, alpha=False, scaler=compose.Scaler(2, tables))
+    assert kept.read_text() == lut.table(*HLG_TO_709)
+    fresh = compose.convert(frame, 320, 180, alpha=False, scaler=compose.Scaler(2))
+    assert np.array_equal(layer.y, fresh.y) and np.array_equal(layer.v, fresh.v)
+
+
+def test_a_cache_that_cannot_be_written_costs_only_time(tmp_path: Path) -> None:
+    path = synth.make_wide_video(tmp_path / "hlg.mp4", COLOURS, "hlg", size=(320, 180))
+    frame = _first_frame(path)
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a directory")
+    scaler = compose.Scaler(2, lut.Tables(blocked / "cache"))
+    with structlog.testing.capture_logs() as logs:
+        for _ in range(2):
+            layer = compose.convert(frame, 320, 180, alpha=False, scaler=scaler)
+    # Mapped through the table all the same, from a temporary file.
+    assert "lut" in scaler.kinds()
+    fresh = compose.convert(frame, 320, 180, alpha=False, scaler=compose.Scaler(2))
+    assert np.array_equal(layer.y, fresh.y) and np.array_equal(layer.v, fresh.v)
+    warned = [e for e in logs if e["event"] == "lut_cache_unwritable"]
+    assert len(warned) == 1 and warned[0]["directory"] == str(blocked / "cache")
+
+
 def test_the_table_is_the_same_every_time_it_is_made() -> None:
     """swscale on several threads maps the first points of each slice to grey; the
     table is sampled on one."""
-    made = [lut.table.__wrapped__(18, 9, 1, 1) for _ in range(3)]
+    made = [lut.sample(*HLG_TO_709) for _ in range(3)]
     assert made[0] == made[1] == made[2]
     size = lut.SIZE
     out = np.array(made[0].split()[2:], np.float64).reshape(size, size, size, 3)

@@ -147,6 +147,19 @@ async def test_attempt_renders_uploads_and_records_the_result(
     assert [e.type for e in events][-1] == "job.succeeded"
 
 
+async def test_an_hdr_clip_s_table_is_kept_in_the_cache_dir(
+    pool: asyncpg.Pool, db_url: str, tmp_path: Path
+) -> None:
+    """RENDERMILL_CACHE_DIR: the table an HLG phone clip is mapped through is kept there
+    for the next render on the machine."""
+    cache = tmp_path / "cache"
+    cfg = _cfg(db_url, tmp_path, cache_dir=str(cache))
+    clip = synth.make_wide_video(tmp_path / "hlg.mp4", [(220, 40, 90)], "hlg", duration=0.5)
+    _, _, attempt = await _attempt(pool, cfg, clip, "blob:editor/hlg", end=0.5)
+    assert await attempt.run(_scratch(tmp_path)) == JobStatus.SUCCEEDED
+    assert [p.name.endswith("-18-9-1-1.cube") for p in cache.iterdir()] == [True]
+
+
 async def test_cancel_during_upload_leaves_no_output_behind(
     pool: asyncpg.Pool, db_url: str, tmp_path: Path
 ) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import tempfile
 import time
 import urllib.parse
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import msgspec
 
-from rendermill.common import errors, schemas
+from rendermill.common import errors, schemas, settings
 from rendermill.common.project import model, parse
 from rendermill.renderer import engine
 
@@ -59,6 +60,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="N",
         help="CPUs the render may keep busy; sizes its decoder, scaler and encoder threads, "
         "and with them its memory (default: all this process may use)",
+    )
+    p.add_argument(
+        "--cache-dir",
+        metavar="DIR",
+        help="where renders keep what later ones reuse: the tables HDR and wide-gamut "
+        "video is mapped through (default: $RENDERMILL_CACHE_DIR, else "
+        "$XDG_CACHE_HOME/rendermill or ~/.cache/rendermill)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -173,10 +181,15 @@ def run(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="rendermill-render-") as tmp:
         sources = resolve_sources(project, data, _bindings(args.media), base, Path(tmp))
         threads = engine.Threads.of(args.cpus)
+        cache = Path(
+            args.cache_dir
+            or os.environ.get(settings.PREFIX + "CACHE_DIR")
+            or settings.user_cache_dir()
+        )
         started = time.perf_counter()
         cpu_started = time.process_time()
         if args.quiet:
-            result = engine.render(project, sources, output, out, threads=threads)
+            result = engine.render(project, sources, output, out, threads=threads, cache_dir=cache)
         else:
             from tqdm import tqdm  # imported only when a bar is shown: 15 ms of start-up
 
@@ -186,7 +199,13 @@ def run(args: argparse.Namespace) -> int:
                     bar.update(done - bar.n)
 
                 result = engine.render(
-                    project, sources, output, out, on_progress=progress, threads=threads
+                    project,
+                    sources,
+                    output,
+                    out,
+                    on_progress=progress,
+                    threads=threads,
+                    cache_dir=cache,
                 )
         wall = time.perf_counter() - started
         cpu = time.process_time() - cpu_started

@@ -160,6 +160,17 @@ class Renderer(Common, frozen=True, kw_only=True):
     # memory, are sized by it. 0: those the process may run on, within its cgroup quota
     # (a container without a CPU limit sees every core of its node: set it there).
     cpus: Annotated[float, msgspec.Meta(ge=0)] = 0.0
+    # What renders on this machine keep for later ones (the tables HDR and wide-gamut
+    # video is mapped through, 7.4 MB each, about 3 CPU seconds to make); unset means
+    # user_cache_dir(). One that cannot be written costs only the time to make them.
+    cache_dir: str | None = None
+
+
+def user_cache_dir() -> Path:
+    """The cache directory rendermill uses unless told: ``$XDG_CACHE_HOME/rendermill``,
+    else ``~/.cache/rendermill``."""
+    base = os.environ.get("XDG_CACHE_HOME")
+    return Path(base) / "rendermill" if base else Path.home() / ".cache" / "rendermill"
 
 
 class Notifier(Common, frozen=True, kw_only=True):

@@ -1,6 +1,7 @@
 """pytest plugin with rendermill's shared fixtures (loaded by ``-p rendermill.common.testing``).
 
-Logging is reset after every test (see ``rendermill.common.logging.reset``).
+Logging is reset after every test (see ``rendermill.common.logging.reset``), and the
+run keeps its caches in a temporary directory of its own, never the user's.
 
 Postgres: the server named by ``DATABASE_URL`` if set, else an embedded one for the run.
 One template database is migrated per run; each test gets ``CREATE DATABASE … TEMPLATE``.
@@ -24,6 +25,21 @@ import pytest_asyncio
 from rendermill.common import db, embedded, migrate
 from rendermill.common import logging as rlog
 from rendermill.common.project import model
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _cache_of_its_own(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Renders in tests keep what they cache (see settings.user_cache_dir) in the run's
+    temporary directory, whatever the environment names."""
+    saved = {k: os.environ.get(k) for k in ("XDG_CACHE_HOME", "RENDERMILL_CACHE_DIR")}
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("cache"))
+    os.environ.pop("RENDERMILL_CACHE_DIR", None)
+    yield
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
 
 
 @pytest.fixture(autouse=True)

@@ -345,13 +345,15 @@ class Scaler:
     actions alternate between two sizes does not pay it at every switch. The LIMIT most
     recently used are kept: a 1080p swscale mapping holds about 40 MB (its tables and
     float pictures), a LUT mapping about 22 MB, and no timeline shows more kinds at
-    once. Each conversion runs on ``threads`` threads."""
+    once. Each conversion runs on ``threads`` threads; the LUT mappings' tables come
+    from ``tables`` (by default made once per process, not kept on disk)."""
 
     LIMIT = 8
 
-    def __init__(self, threads: int = 1) -> None:
+    def __init__(self, threads: int = 1, tables: lut.Tables | None = None) -> None:
         # swscale's threads for each conversion (its own default is one per core).
         self.threads = threads
+        self.tables = tables or lut.Tables()
         self._contexts: collections.OrderedDict[Hashable, VideoReformatter | lut.Mapper] = (
             collections.OrderedDict()
         )
@@ -377,11 +379,9 @@ class Scaler:
     ) -> lut.Mapper | None:
         """The 3D LUT mapping of pictures like ``frame`` (its format, size and light, read
         with ``matrix`` in ``full_range`` or not, None for RGB) into BT.709 SDR, with its
-        alpha if ``alpha`` (its table is made once
-        for every size of pictures in one light, see lut.table). None when it cannot be
-        set up (no
-        writable temporary directory for the table, a filter refusing the pictures):
-        swscale then maps them itself, as for stills."""
+        alpha if ``alpha`` (one table serves every size of pictures in one light, see
+        lut.Tables). None when it cannot be set up (nowhere to write the table, a filter
+        refusing the pictures): swscale then maps them itself, as for stills."""
         light = (frame.color_trc, frame.color_primaries, *_target_light(frame))
         size = (frame.format.name, frame.width, frame.height)
         key = ("lut", *size, matrix, full_range, alpha, light)
@@ -389,7 +389,8 @@ class Scaler:
             return None
 
         def make() -> lut.Mapper:
-            return lut.Mapper(*size, matrix, full_range, alpha, lut.table(*light), self.threads)
+            with self.tables.file(light) as cube:
+                return lut.Mapper(*size, matrix, full_range, alpha, cube, self.threads)
 
         try:
             found = self._kept(key, make)

@@ -10,7 +10,9 @@ at most 6 levels apart) of swscale's own mapping of HLG phone video.
 
 The table is shared by every picture in one light, whatever its size, while swscale
 sets a mapping up again for every size: a slideshow of wide-gamut screenshots of six
-sizes took 1.5 s for each. RGB pictures (PNG) go through it too, and pictures with alpha
+sizes took 1.5 s for each. Making a table takes swscale about 3.3 CPU seconds (1.8 s on
+two cores), so ``Tables`` keeps each one as a .cube file in a cache directory, for every
+later render on the machine. RGB pictures (PNG) go through it too, and pictures with alpha
 with their alpha (dithered from 16 bits back to 8, as swscale's mapping does it). A YUV
 picture in a matrix libavfilter's scale cannot read keeps swscale's own mapping.
 """
@@ -22,15 +24,21 @@ import functools
 import itertools
 import os
 import tempfile
+from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
 
+import av
 import av.filter
 import numpy as np
 import numpy.typing as npt
 from av.video.frame import VideoFrame
 from av.video.plane import VideoPlane
 from av.video.reformatter import Interpolation, VideoReformatter
+
+from rendermill.common import logging as rlog
+
+log = rlog.get(__name__)
 
 # Points on each axis of the grid: the finest .cube files commonly carry. With 33 points
 # the mapping came within 47 dB of swscale's, with 65 within 52.6 dB (float R'G'B').
@@ -61,7 +69,12 @@ def table(trc: int, primaries: int, dst_trc: int, dst_primaries: int) -> str:
     """The .cube text of swscale's mapping of R'G'B' in transfer ``trc`` and
     ``primaries`` to ``dst_trc`` and ``dst_primaries``, sampled on SIZE^3 points (red
     varying fastest), clipped to [0, 1]. Made once per process for each light (about
-    1.8 s, most of it swscale setting its mapping up)."""
+    1.8 s, most of it swscale setting its mapping up); see sample."""
+    return sample(trc, primaries, dst_trc, dst_primaries)
+
+
+def sample(trc: int, primaries: int, dst_trc: int, dst_primaries: int) -> str:
+    """``table``'s text, made anew (7.4 MB, not kept in memory)."""
     axis = np.linspace(0.0, 1.0, SIZE, dtype=np.float32)
     blue, green, red = np.meshgrid(axis, axis, axis, indexing="ij")
     grid = VideoFrame(SIZE, SIZE * SIZE, _GRID)
@@ -83,18 +96,92 @@ def table(trc: int, primaries: int, dst_trc: int, dst_primaries: int) -> str:
         threads=1,
     )
     g, b, r = (np.clip(_floats(p), 0.0, 1.0).reshape(-1) for p in mapped.planes)
-    rows = "".join(
-        f"{x:.6f} {y:.6f} {z:.6f}\n"
-        for x, y, z in zip(r.tolist(), g.tolist(), b.tolist(), strict=True)
-    )
-    return f"LUT_3D_SIZE {SIZE}\n{rows}"
+    # (+ 0.0 turns a clipped -0.0 into 0.0: every value prints in eight characters.)
+    values = (np.stack((r, g, b), axis=1).reshape(-1) + np.float32(0.0)).tolist()
+    return _HEADER + ("%.6f %.6f %.6f\n" * (SIZE**3)) % tuple(values)
+
+
+_HEADER = f"LUT_3D_SIZE {SIZE}\n"
+# Every value is in [0, 1] with six decimals, so every row is as long: a kept file of
+# another length was cut short.
+_CUBE_BYTES = len(_HEADER) + SIZE**3 * len("0.000000 0.000000 0.000000\n")
+# What a kept table depends on: how it is sampled (this file's format) and swscale.
+_KEY = "v1-sws{}.{}.{}".format(*av.library_versions["libswscale"])
+
+Light = tuple[int, int, int, int]
+
+
+class Tables:
+    """Where the tables' .cube files come from (lut3d reads only files).
+
+    With a ``directory``, each table is kept there, named by its light and what made it
+    (swscale's version), and later mappings of that light, in this process or any other,
+    read it: none makes it again. Without one, or when the directory cannot be written,
+    a table is made once per process and written to a temporary file for each mapping.
+    """
+
+    def __init__(self, directory: Path | None = None) -> None:
+        self.directory = directory
+        self._unwritable = False
+
+    @contextlib.contextmanager
+    def file(self, light: Light) -> Iterator[Path]:
+        """A .cube file of ``light``'s table (trc, primaries, target trc, target
+        primaries) while the block runs. Raises OSError when no file can be written."""
+        kept = self._kept(light)
+        if kept is not None:
+            yield kept
+            return
+        fd, name = tempfile.mkstemp(prefix="rendermill-", suffix=".cube")
+        path = Path(name)
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(table(*light))
+            yield path
+        finally:
+            with contextlib.suppress(OSError):
+                path.unlink()
+
+    def path(self, light: Light) -> Path | None:
+        """Where ``light``'s table is kept; None without a directory."""
+        if self.directory is None:
+            return None
+        return self.directory / f"rendermill-{_KEY}-{SIZE}-{'-'.join(map(str, light))}.cube"
+
+    def _kept(self, light: Light) -> Path | None:
+        path = self.path(light)
+        if path is None or self._unwritable:
+            return None
+        with contextlib.suppress(OSError):
+            if path.stat().st_size == _CUBE_BYTES:
+                return path
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            # Written aside and renamed: a render reading it never sees half a table.
+            fd, name = tempfile.mkstemp(prefix=".table-", suffix=".tmp", dir=path.parent)
+            aside = Path(name)
+            try:
+                with os.fdopen(fd, "w") as f:
+                    f.write(sample(*light))
+                aside.replace(path)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    aside.unlink()
+                raise
+        except OSError as exc:
+            log.warning("lut_cache_unwritable", directory=str(path.parent), error=str(exc))
+            self._unwritable = True
+            return None
+        log.info("lut_table_kept", path=str(path))
+        return path
 
 
 class Mapper:
     """Maps pictures of one kind (format, size, matrix, range) through one table into
     BT.709 yuv420p (yuva420p, their alpha kept, with ``alpha``) in limited range at the
     same size, on ``threads`` threads. ``matrix`` is the scale filter's name for a YUV
-    picture's matrix (see matrix_name), None for RGB pictures."""
+    picture's matrix (see matrix_name), None for RGB pictures; ``cube`` is the table's
+    file (see Tables), read while the mapper is set up."""
 
     def __init__(
         self,
@@ -104,7 +191,7 @@ class Mapper:
         matrix: str | None,
         full_range: bool,
         alpha: bool,
-        cube: str,
+        cube: Path,
         threads: int,
     ) -> None:
         graph = av.filter.Graph()
@@ -122,28 +209,19 @@ class Mapper:
         to_rgb = f"out_range=pc:flags={_FLAGS}"
         if matrix is not None:
             to_rgb = f"in_color_matrix={matrix}:in_range={in_range}:{to_rgb}"
-        fd, path = tempfile.mkstemp(prefix="rendermill-", suffix=".cube")
-        try:
-            with os.fdopen(fd, "w") as f:
-                f.write(cube)
-            chain = [
-                source,
-                graph.add("scale", to_rgb),
-                graph.add("format", _RGBA if alpha else _RGB),
-                # lut3d reads the file when the graph is set up, not later.
-                graph.add("lut3d", f"file={_escape(path)}:interp=tetrahedral"),
-                graph.add(
-                    "scale", f"out_color_matrix=bt709:in_range=pc:out_range=tv:flags={_FLAGS}"
-                ),
-                graph.add("format", "yuva420p" if alpha else "yuv420p"),
-                graph.add("buffersink"),
-            ]
-            for a, b in itertools.pairwise(chain):
-                a.link_to(b)
-            graph.configure()
-        finally:
-            with contextlib.suppress(OSError):
-                Path(path).unlink()
+        chain = [
+            source,
+            graph.add("scale", to_rgb),
+            graph.add("format", _RGBA if alpha else _RGB),
+            # lut3d reads the file when the graph is set up, not later.
+            graph.add("lut3d", f"file={_escape(str(cube))}:interp=tetrahedral"),
+            graph.add("scale", f"out_color_matrix=bt709:in_range=pc:out_range=tv:flags={_FLAGS}"),
+            graph.add("format", "yuva420p" if alpha else "yuv420p"),
+            graph.add("buffersink"),
+        ]
+        for a, b in itertools.pairwise(chain):
+            a.link_to(b)
+        graph.configure()
         # The graph's filters keep pointers into it: it lives as long as the mapper.
         self._graph = graph
 

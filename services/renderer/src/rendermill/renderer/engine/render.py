@@ -11,7 +11,7 @@ from opentelemetry import trace
 
 from rendermill.common import errors, schemas
 from rendermill.common.project import color, model
-from rendermill.renderer.engine import audio, compose, encode, probe, remux, video
+from rendermill.renderer.engine import audio, compose, encode, lut, probe, remux, video
 from rendermill.renderer.engine.result import ProgressCallback, RenderResult
 from rendermill.renderer.engine.threads import Threads
 
@@ -27,6 +27,7 @@ def render(
     on_progress: ProgressCallback | None = None,
     volume_clock: audio.VolumeClock | None = None,
     threads: Threads | None = None,
+    cache_dir: Path | None = None,
 ) -> RenderResult:
     """Render ``project`` into ``dest`` as ``output`` says, following TIMELINE.md.
 
@@ -37,6 +38,9 @@ def render(
     source time for audio tracks, as the editor does), ``"timeline"`` or ``"source"``;
     None means ``output.volume_clock``. ``threads`` sizes the decoders, scalers and
     encoder (see ``threads``); None gives them the CPUs this process may keep busy.
+    ``cache_dir`` keeps what is worth keeping between renders on this machine: the
+    tables HDR and wide-gamut pictures are mapped through (see ``lut.Tables``); None
+    makes them again in every process.
 
     Cut-only timelines whose clips share codec parameters are stream-copied (see
     ``remux``; ``output.copy == "never"`` turns that off), with frame-exact cuts.
@@ -90,6 +94,7 @@ def render(
             volume_clock or output.volume_clock,
             effects=output.effects,
             threads=threads,
+            tables=lut.Tables(cache_dir),
         )
         span.set_attribute("picture_tracks", len(pictures))
         span.set_attribute("sound_tracks", len(mixers))
@@ -306,10 +311,11 @@ def _plan(
     *,
     effects: bool,
     threads: Threads,
+    tables: lut.Tables,
 ) -> tuple[list[_PictureTrack], list[audio.TrackMixer]]:
     pictures: list[_PictureTrack] = []
     mixers: list[audio.TrackMixer] = []
-    scaler = compose.Scaler(threads.per_cpu)
+    scaler = compose.Scaler(threads.per_cpu, tables)
     for track in project.tracks:
         actions = [a for _, a in _showable(track)]
         picture = track.has_picture and bool(actions)
