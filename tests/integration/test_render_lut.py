@@ -210,6 +210,7 @@ def test_a_table_is_kept_in_the_cache_and_read_by_later_renders(
     kept = tables.path(HLG_TO_709)
     assert kept is not None and kept.parent == cache
     assert kept.read_text() == lut.table(*HLG_TO_709)
+    assert kept.stat().st_mode & 0o777 == 0o644
     assert [p.name for p in cache.iterdir()] == [kept.name]  # nothing left aside
     # The same as without a cache.
     fresh = compose.convert(frame, 320, 180, alpha=False, scaler=compose.Scaler(2))
@@ -239,6 +240,29 @@ def test_a_kept_table_cut_short_is_made_again(tmp_path: Path) -> None:
     assert kept.read_text() == lut.table(*HLG_TO_709)
     fresh = compose.convert(frame, 320, 180, alpha=False, scaler=compose.Scaler(2))
     assert np.array_equal(layer.y, fresh.y) and np.array_equal(layer.v, fresh.v)
+
+
+def test_a_kept_table_that_cannot_be_read_is_replaced(tmp_path: Path) -> None:
+    path = synth.make_wide_video(tmp_path / "hlg.mp4", COLOURS, "hlg", size=(320, 180))
+    frame = _first_frame(path)
+    tables = lut.Tables(tmp_path / "cache")
+    kept = tables.path(HLG_TO_709)
+    assert kept is not None
+    kept.parent.mkdir()
+    good = lut.table(*HLG_TO_709)
+    kept.write_text("not a table\n".ljust(len(good), "#"))
+    assert kept.stat().st_size == len(good)
+    scaler = compose.Scaler(2, tables)
+    with structlog.testing.capture_logs() as logs:
+        layer = compose.convert(frame, 320, 180, alpha=False, scaler=scaler)
+    assert "lut" in scaler.kinds()
+    assert [e["path"] for e in logs if e["event"] == "lut_table_unreadable"] == [str(kept)]
+    fresh = compose.convert(frame, 320, 180, alpha=False, scaler=compose.Scaler(2))
+    assert np.array_equal(layer.y, fresh.y) and np.array_equal(layer.v, fresh.v)
+    # Gone, so that the next render makes it again.
+    assert not kept.exists()
+    compose.convert(frame, 160, 90, alpha=False, scaler=compose.Scaler(2, lut.Tables(kept.parent)))
+    assert kept.read_text() == good
 
 
 def test_a_cache_that_cannot_be_written_costs_only_time(tmp_path: Path) -> None:

@@ -389,8 +389,10 @@ class Scaler:
             return None
 
         def make() -> lut.Mapper:
-            with self.tables.file(light) as cube:
-                return lut.Mapper(*size, matrix, full_range, alpha, cube, self.threads)
+            return self.tables.mapper(
+                light,
+                lambda cube: lut.Mapper(*size, matrix, full_range, alpha, cube, self.threads),
+            )
 
         try:
             found = self._kept(key, make)

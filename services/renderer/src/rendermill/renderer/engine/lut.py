@@ -24,7 +24,7 @@ import functools
 import itertools
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
 
@@ -124,20 +124,25 @@ class Tables:
         self.directory = directory
         self._unwritable = False
 
-    @contextlib.contextmanager
-    def file(self, light: Light) -> Iterator[Path]:
-        """A .cube file of ``light``'s table (trc, primaries, target trc, target
-        primaries) while the block runs. Raises OSError when no file can be written."""
+    def mapper(self, light: Light, make: Callable[[Path], Mapper]) -> Mapper:
+        """``make`` given a .cube file of ``light``'s table (trc, primaries, target trc,
+        target primaries), which it reads before it returns. A kept file ``make`` cannot
+        read is removed (to be made again) and a fresh one given instead. Raises
+        OSError when no file can be written, and what ``make`` raises."""
         kept = self._kept(light)
         if kept is not None:
-            yield kept
-            return
+            try:
+                return make(kept)
+            except av.FFmpegError as exc:
+                log.warning("lut_table_unreadable", path=str(kept), error=str(exc))
+                with contextlib.suppress(OSError):
+                    kept.unlink()
         fd, name = tempfile.mkstemp(prefix="rendermill-", suffix=".cube")
         path = Path(name)
         try:
             with os.fdopen(fd, "w") as f:
                 f.write(table(*light))
-            yield path
+            return make(path)
         finally:
             with contextlib.suppress(OSError):
                 path.unlink()
@@ -163,6 +168,8 @@ class Tables:
             try:
                 with os.fdopen(fd, "w") as f:
                     f.write(sample(*light))
+                # Readable by whoever else renders with this cache.
+                aside.chmod(0o644)
                 aside.replace(path)
             except BaseException:
                 with contextlib.suppress(OSError):
