@@ -3,7 +3,9 @@ the same colours as swscale's per-pixel mapping, within interpolation's error.""
 
 from __future__ import annotations
 
+import os
 import tempfile
+import time
 from pathlib import Path
 
 import av
@@ -263,6 +265,36 @@ def test_a_kept_table_that_cannot_be_read_is_replaced(tmp_path: Path) -> None:
     assert not kept.exists()
     compose.convert(frame, 160, 90, alpha=False, scaler=compose.Scaler(2, lut.Tables(kept.parent)))
     assert kept.read_text() == good
+
+
+def test_a_cache_keeps_what_is_used_and_sweeps_what_is_not(tmp_path: Path) -> None:
+    """Tables unused for UNUSED_FOR (another swscale's, say) and files half written by a
+    killed render go when a table is next written; a table in use stays."""
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    old = time.time() - lut.UNUSED_FOR - 60
+    files = {
+        "rendermill-v1-sws9.1.100-65-18-9-1-1.cube": old,  # another swscale's, unused
+        "rendermill-v1-sws9.1.100-65-16-9-1-1.cube": time.time(),  # used lately
+        ".table-dead.tmp": time.time() - lut.HALF_WRITTEN_FOR - 60,
+        ".table-live.tmp": time.time(),
+    }
+    for name, when in files.items():
+        (cache / name).write_text("x")
+        os.utime(cache / name, (when, when))
+    path = synth.make_wide_video(tmp_path / "hlg.mp4", COLOURS, "hlg", size=(160, 90))
+    frame = _first_frame(path)
+    tables = lut.Tables(cache)
+    compose.convert(frame, 160, 90, alpha=False, scaler=compose.Scaler(2, tables))
+    kept = tables.path(HLG_TO_709)
+    assert kept is not None
+    assert sorted(p.name for p in cache.iterdir()) == sorted(
+        [kept.name, "rendermill-v1-sws9.1.100-65-16-9-1-1.cube", ".table-live.tmp"]
+    )
+    # Reading a kept table marks it used.
+    os.utime(kept, (old, old))
+    compose.convert(frame, 160, 90, alpha=False, scaler=compose.Scaler(2, lut.Tables(cache)))
+    assert kept.stat().st_mtime > time.time() - 60
 
 
 def test_a_cache_that_cannot_be_written_costs_only_time(tmp_path: Path) -> None:

@@ -24,6 +24,7 @@ import functools
 import itertools
 import os
 import tempfile
+import time
 from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
@@ -159,9 +160,12 @@ class Tables:
             return None
         with contextlib.suppress(OSError):
             if path.stat().st_size == _CUBE_BYTES:
+                # Its time says when it was last used (see _sweep).
+                os.utime(path)
                 return path
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
+            _sweep(path.parent)
             # Written aside and renamed: a render reading it never sees half a table.
             fd, name = tempfile.mkstemp(prefix=".table-", suffix=".tmp", dir=path.parent)
             aside = Path(name)
@@ -181,6 +185,23 @@ class Tables:
             return None
         log.info("lut_table_kept", path=str(path))
         return path
+
+
+# Kept tables unused this long (those of another swscale, or of a light no longer
+# rendered) and tables half written this long ago (by a render that was killed) go.
+UNUSED_FOR = 30 * 86400.0
+HALF_WRITTEN_FOR = 3600.0
+
+
+def _sweep(directory: Path) -> None:
+    """Remove what a cache directory holds that no render will read (see UNUSED_FOR)."""
+    now = time.time()
+    for pattern, age in (("rendermill-*.cube", UNUSED_FOR), (".table-*.tmp", HALF_WRITTEN_FOR)):
+        for found in directory.glob(pattern):
+            with contextlib.suppress(OSError):
+                if now - found.stat().st_mtime > age:
+                    found.unlink()
+                    log.info("lut_table_removed", path=str(found))
 
 
 class Mapper:
