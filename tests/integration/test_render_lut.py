@@ -297,6 +297,34 @@ def test_a_cache_keeps_what_is_used_and_sweeps_what_is_not(tmp_path: Path) -> No
     assert kept.stat().st_mtime > time.time() - 60
 
 
+def test_a_kept_table_is_read_where_the_cache_cannot_be_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cache made by another user (or mounted read-only) still serves its tables."""
+    path = synth.make_wide_video(tmp_path / "hlg.mp4", COLOURS, "hlg", size=(160, 90))
+    frame = _first_frame(path)
+    cache = tmp_path / "cache"
+    compose.convert(frame, 160, 90, alpha=False, scaler=compose.Scaler(2, lut.Tables(cache)))
+
+    def refused(*args: object, **kwargs: object) -> None:
+        raise PermissionError(13, "Permission denied")
+
+    def not_again(*light: int) -> str:
+        raise AssertionError(f"table {light} made again")
+
+    monkeypatch.setattr(os, "utime", refused)
+    monkeypatch.setattr(tempfile, "mkstemp", refused)
+    monkeypatch.setattr(lut, "sample", not_again)
+    monkeypatch.setattr(lut, "table", not_again)
+    tables = lut.Tables(cache)
+    # Another light cannot be written there; the kept one is still read.
+    assert tables._kept((16, 9, 1, 1)) is None
+    scaler = compose.Scaler(2, tables)
+    for size in ((160, 90), (80, 46)):
+        compose.convert(frame, *size, alpha=False, scaler=scaler)
+    assert scaler.kinds().count("lut") == 2
+
+
 def test_a_cache_that_cannot_be_written_costs_only_time(tmp_path: Path) -> None:
     path = synth.make_wide_video(tmp_path / "hlg.mp4", COLOURS, "hlg", size=(320, 180))
     frame = _first_frame(path)

@@ -156,13 +156,17 @@ class Tables:
 
     def _kept(self, light: Light) -> Path | None:
         path = self.path(light)
-        if path is None or self._unwritable:
+        if path is None:
             return None
         with contextlib.suppress(OSError):
             if path.stat().st_size == _CUBE_BYTES:
-                # Its time says when it was last used (see _sweep).
-                os.utime(path)
+                # Its time says when it was last used (see _sweep), where it may be set:
+                # a cache others write is read all the same.
+                with contextlib.suppress(OSError):
+                    os.utime(path)
                 return path
+        if self._unwritable:
+            return None
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             _sweep(path.parent)
