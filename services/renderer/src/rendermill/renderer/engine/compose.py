@@ -229,6 +229,9 @@ class Layer:
     empty: bool
     # ``frame`` is exactly the drawn picture (not rotated or mirrored afterwards).
     direct: bool
+    # Where the planes start in the drawn picture: (0, 0) but for a layer converted
+    # only from where it shows past the canvas's left or top edge (see convert).
+    origin: tuple[int, int] = (0, 0)
     # The blend's per-pixel terms for the window last drawn, by plane (see ``weights``):
     # a still picture is drawn with the same ones on every frame.
     _weights: dict[int, tuple[object, _Weights]] = dataclasses.field(
@@ -426,7 +429,7 @@ def convert(
     mirror: bool = False,
     still: bool = False,
     scaler: Scaler | None = None,
-    visible: tuple[int, int] | None = None,
+    visible: tuple[int, int, int, int] | None = None,
 ) -> Layer:
     """``frame`` scaled to ``width`` x ``height`` in BT.709 yuv420p (yuva420p with
     ``alpha``), after mirroring left-right if asked and ``turns`` counterclockwise
@@ -435,18 +438,19 @@ def convert(
     ``still`` says ``frame`` is a still image (see :func:`source_colorspace`);
     ``scaler`` keeps swscale's contexts between calls (see Scaler). The result may share
     memory with ``frame`` when no conversion is needed; it is only ever read.
-    ``visible`` (w, h): only the layer's top-left w x h can show, the rest lying past
-    the canvas's right or bottom edge; the layer may then cover only that much (see
-    :func:`_visible_part`).
+    ``visible`` (x0, y0, x1, y1): only that window of the layer can show, the rest lying
+    past the canvas's edges; the layer may then cover only that much, from its
+    ``origin`` (see :func:`_visible_part`).
     """
     if scaler is None:
         scaler = Scaler()
     full_range = frame.color_range == _RANGE_JPEG
     matrix = source_colorspace(frame, still=still)
     mapping = colour_mapping(frame)
+    origin = (0, 0)
     if visible is not None and not (turns or mirror):
         # After the matrix is known: an untagged picture's is guessed from its size.
-        frame, width, height = _visible_part(frame, width, height, visible)
+        frame, width, height, origin = _visible_part(frame, width, height, visible)
     scaled = (height, width) if turns % 2 else (width, height)
     source = (frame.format.name, frame.width, frame.height)
     if mapping is not None and frame.width * frame.height > scaled[0] * scaled[1]:
@@ -506,7 +510,8 @@ def convert(
                 a[0::2, 0::2].astype(np.uint16) + a[1::2, 0::2] + a[0::2, 1::2] + a[1::2, 1::2] + 2
             )
             a_chroma = (quad >> 2).astype(np.uint8)
-    return Layer(converted, y, u, v, a, a_chroma, empty, direct=not (turns or mirror))
+    direct = not (turns or mirror) and origin == (0, 0)
+    return Layer(converted, y, u, v, a, a_chroma, empty, direct, origin)
 
 
 # 4:2:0 formats whose rows and columns can be cut off, by bytes a sample.
@@ -516,10 +521,11 @@ _WORTH_CUTTING = 0.2
 
 
 def _visible_part(
-    frame: VideoFrame, width: int, height: int, visible: tuple[int, int]
-) -> tuple[VideoFrame, int, int]:
-    """The part of ``frame`` that the visible top-left ``visible`` of its ``width`` x
-    ``height`` layer comes from, and the size to scale that part to.
+    frame: VideoFrame, width: int, height: int, visible: tuple[int, int, int, int]
+) -> tuple[VideoFrame, int, int, tuple[int, int]]:
+    """The part of ``frame`` that the ``visible`` window (x0, y0, x1, y1) of its
+    ``width`` x ``height`` layer comes from, the size to scale that part to, and where
+    in the layer the scaled part starts.
 
     A portrait phone video in a landscape frame, drawn with the editor's ``contain``
     (W x W/r), is three times as tall as the frame: scaling all of it took three times
@@ -527,32 +533,91 @@ def _visible_part(
     source rows and columns the visible part needs are kept, with a margin for the
     scaler's filter, and scaled to a size that swscale steps through exactly as it
     would the whole (see :func:`_same_steps`), so the picture is the same where it
-    shows. A frame of another format, one barely past the canvas, or one for which no
-    such size exists is returned whole.
+    shows. Past the left or top edge the part must also start where swscale samples
+    the whole: it starts at the drawn sample nearest the window (by the filter's reach)
+    whose source position comes within MAX_PHASE of a source sample (see
+    :func:`_window`). A frame of another format, one barely past the canvas, or one for
+    which no such part exists is returned whole.
     """
     sample_bytes = _CUTTABLE.get(frame.format.name)
     fw, fh = frame.width, frame.height
-    vw, vh = min(visible[0], width), min(visible[1], height)
+    x0, y0 = max(0, visible[0]), max(0, visible[1])
+    x1, y1 = min(width, visible[2]), min(height, visible[3])
+    whole = frame, width, height, (0, 0)
     keep = 1 - _WORTH_CUTTING
-    if sample_bytes is None or (vw >= width * keep and vh >= height * keep):
-        return frame, width, height
-    columns = _same_steps(fw, width, vw)
-    rows = _same_steps(fh, height, vh)
-    if columns is None or rows is None or (columns[0], rows[0]) == (fw, fh):
-        return frame, width, height
-    (cw, width), (ch, height) = columns, rows
+    if sample_bytes is None or x0 >= x1 or y0 >= y1:
+        return whole
+    if x1 - x0 >= width * keep and y1 - y0 >= height * keep:
+        return whole
+    columns = _window(fw, width, x0, x1)
+    rows = _window(fh, height, y0, y1)
+    if columns is None or rows is None:
+        return whole
+    (cx, cw, ox, width), (cy, ch, oy, height) = columns, rows
+    if (cx, cy, cw, ch) == (0, 0, fw, fh):
+        return whole
     part = VideoFrame(cw, ch, frame.format.name)
     for index, (src, dst) in enumerate(zip(frame.planes, part.planes, strict=True)):
         sub = 2 if index in (1, 2) else 1
         count, span = -(-ch // sub), -(-cw // sub) * sample_bytes
+        top, left = cy // sub, cx // sub * sample_bytes
         a = np.frombuffer(memoryview(src), np.uint8, count=src.line_size * src.height)
         b = np.frombuffer(memoryview(dst), np.uint8, count=dst.line_size * dst.height)
         b.reshape(dst.height, dst.line_size)[:count, :span] = a.reshape(src.height, src.line_size)[
-            :count, :span
+            top : top + count, left : left + span
         ]
     part.colorspace, part.color_range = frame.colorspace, frame.color_range
     part.color_trc, part.color_primaries = frame.color_trc, frame.color_primaries
-    return part, width, height
+    return part, width, height, (ox, oy)
+
+
+def _reach(ratio: float) -> int:
+    """Source samples swscale's filter reaches from a sample's position, with room."""
+    # 2 each way, more when shrinking.
+    return 2 * math.ceil(2 * max(1.0, ratio)) + 2
+
+
+def _window(source: int, drawn: int, first: int, last: int) -> tuple[int, int, int, int] | None:
+    """(start, kept, origin, scaled): source samples start .. start + kept, scaled to
+    ``scaled`` samples, stand for drawn samples origin .. origin + scaled of ``source``
+    scaled to ``drawn`` (within MAX_DRIFT of where the whole samples, by ``last``), and
+    cover the shown first .. last. None when no part does.
+
+    swscale samples output sample i of the whole at source position (i + 1/2) * step -
+    1/2 (step in 1/65536 of a sample, see _step). A part starting at source sample c
+    and drawn sample o samples the same positions only if o * step is c samples: the
+    even o nearest ``first`` (by the filter's reach) whose position comes within
+    MAX_PHASE of an even source sample is taken, for luma and the halved chroma alike.
+    Those phases rarely agree exactly, so a picture cut at its left or top differs from
+    the whole by rounding (a level at most where MAX_PHASE allows 0.003 of a sample).
+    """
+    start = origin = 0
+    error = 0.0
+    luma, chroma = _step(source, drawn), _step(-(-source // 2), -(-drawn // 2))
+    ratio = source / drawn
+    top = first - math.ceil(_reach(ratio) / ratio) - 2
+    top -= top % 2
+    best: tuple[float, int, int] | None = None
+    for o in range(top, max(0, top - 2 * _PHASE_TRIES), -2):
+        c = 2 * round(o * luma / 131072)
+        off = max(abs(c * 65536 - o * luma), abs(c // 2 * 65536 - o // 2 * chroma)) / 65536
+        if best is None or off < best[0]:
+            best = (off, o, c)
+        if off <= MAX_PHASE / 4:
+            break
+    if best is not None and best[0] <= MAX_PHASE and best[2] > 0:
+        error, origin, start = best
+        rest = _same_steps(
+            source - start,
+            drawn - origin,
+            last - origin,
+            whole=(luma, chroma),
+            budget=MAX_DRIFT - error,
+        )
+        if rest is not None:
+            return start, rest[0], origin, rest[1]
+    rest = _same_steps(source, drawn, last)
+    return None if rest is None else (0, rest[0], 0, rest[1])
 
 
 def _step(source: int, drawn: int) -> int:
@@ -560,7 +625,14 @@ def _step(source: int, drawn: int) -> int:
     return ((source << 16) + (drawn >> 1)) // drawn
 
 
-def _same_steps(source: int, drawn: int, shown: int) -> tuple[int, int] | None:
+def _same_steps(
+    source: int,
+    drawn: int,
+    shown: int,
+    *,
+    whole: tuple[int, int] | None = None,
+    budget: float | None = None,
+) -> tuple[int, int] | None:
     """(source samples kept, size to scale them to) for the first ``shown`` of
     ``drawn`` samples scaled from ``source``, or (source, drawn) when nothing worth
     cutting is left.
@@ -569,13 +641,21 @@ def _same_steps(source: int, drawn: int, shown: int) -> tuple[int, int] | None:
     of a sample, for luma and for the halved chroma. A cut scaled to a smaller size has
     steps of its own; the cut whose steps are nearest the whole's (the same, when the
     sizes allow) is taken, unless by the last shown sample they would sample more than
-    MAX_DRIFT of a source sample away from where the whole is sampled: then None.
+    ``budget`` (MAX_DRIFT) of a source sample away from where the whole is sampled: then
+    None. ``whole``: the (luma, chroma) steps to match, when ``source`` and ``drawn``
+    are themselves what is left of a larger picture past a cut (see _window); then
+    (source, drawn) must match them too.
     """
-    luma, chroma = _step(source, drawn), _step(-(-source // 2), -(-drawn // 2))
+    luma, chroma = whole or (_step(source, drawn), _step(-(-source // 2), -(-drawn // 2)))
+    budget = MAX_DRIFT if budget is None else budget
     ratio = source / drawn
-    # The filter reaches 2 source samples each way, more when shrinking.
-    reach = 2 * math.ceil(2 * max(1.0, ratio)) + 2
-    least = math.ceil(shown * ratio) + reach
+
+    def drift(cut: int, out: int) -> float:
+        luma_off = abs(_step(cut, out) - luma) * shown
+        chroma_off = abs(_step(-(-cut // 2), -(-out // 2)) - chroma) * shown / 2
+        return max(luma_off, chroma_off) / 65536
+
+    least = math.ceil(shown * ratio) + _reach(ratio)
     least += least % 2
     best: tuple[float, int, int] | None = None
     # Even cuts scaled to even sizes, as every layer is (for the halved chroma, and the
@@ -586,23 +666,30 @@ def _same_steps(source: int, drawn: int, shown: int) -> tuple[int, int] | None:
         for out in (nearest - 2, nearest, nearest + 2):
             if out <= shown or out >= drawn:
                 continue
-            luma_off = abs(_step(cut, out) - luma) * shown
-            chroma_off = abs(_step(cut // 2, -(-out // 2)) - chroma) * shown / 2
-            drift = max(luma_off, chroma_off) / 65536
-            if best is None or drift < best[0]:
-                best = (drift, cut, out)
+            off = drift(cut, out)
+            if best is None or off < best[0]:
+                best = (off, cut, out)
         if best is not None and best[0] == 0:
             break
-    if best is None:
+    if best is not None and best[0] <= budget:
+        return best[1], best[2]
+    if best is None and whole is None:
         return source, drawn
-    drift, cut, out = best
-    return (cut, out) if drift <= MAX_DRIFT else None
+    # What is left past a cut stands on its own only if its steps are the whole's too.
+    if whole is not None and drift(source, drawn) <= budget:
+        return source, drawn
+    return None
 
 
 # How far (in source samples, by the last sample shown) a cut may sample from where the
 # whole would. Most sizes (a phone's 1080x1920 or 3024x4032 in a 1080p frame) have cuts
 # with the very same steps; of a thousand random ones, 2 % had none this close.
 MAX_DRIFT = 0.05
+# How far (in source samples) a part cut at the left or top may start from where the
+# whole samples: within it, the picture differs from the whole's by a level at most.
+MAX_PHASE = 0.01
+# Starts tried, going back from the first shown sample.
+_PHASE_TRIES = 512
 
 
 def _plane(frame: VideoFrame, index: int) -> Plane:
@@ -663,8 +750,8 @@ class Canvas:
             x1, y1 = min(rect.right, clip.right), min(rect.bottom, clip.bottom)
             if x0 >= x1 or y0 >= y1:
                 continue
-            # Source window inside the layer, luma and (halved) chroma.
-            sx0, sy0 = x0 - rect.x, y0 - rect.y
+            # Source window inside the layer's planes, luma and (halved) chroma.
+            sx0, sy0 = x0 - rect.x - layer.origin[0], y0 - rect.y - layer.origin[1]
             sx1, sy1 = sx0 + (x1 - x0), sy0 + (y1 - y0)
             full = (slice(y0, y1), slice(x0, x1))
             half = (slice(y0 // 2, y1 // 2), slice(x0 // 2, x1 // 2))

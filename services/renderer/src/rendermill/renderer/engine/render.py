@@ -223,11 +223,8 @@ class _PictureTrack:
             mirror=mirror,
             still=self._media.still is not None,
             scaler=self._scaler,
-            # Past the canvas's right and bottom edges nothing shows (the left and top
-            # would move where the scaler samples; they are kept).
-            visible=(clip.right - rect.x, clip.bottom - rect.y)
-            if rect.x >= clip.x and rect.y >= clip.y
-            else None,
+            # Past the canvas's edges nothing shows.
+            visible=(clip.x - rect.x, clip.y - rect.y, clip.right - rect.x, clip.bottom - rect.y),
         )
         self._converted[index] = (frame, rect, layer)
         return layer, rect, effect
