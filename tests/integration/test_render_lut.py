@@ -200,12 +200,26 @@ def test_without_a_writable_temporary_directory_swscale_maps(
 HLG_TO_709 = (18, 9, 1, 1)
 
 
+def _hlg_frame(tmp_path: Path, size: tuple[int, int] = (320, 180)) -> VideoFrame:
+    path = synth.make_wide_video(tmp_path / "hlg.mp4", COLOURS, "hlg", size=size)
+    return _first_frame(path)
+
+
+def _no_table_made(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Any table made from here on fails the test: it must be read from a kept file."""
+
+    def not_again(*light: int) -> str:
+        raise AssertionError(f"table {light} made again")
+
+    monkeypatch.setattr(lut, "sample", not_again)
+    monkeypatch.setattr(lut, "table", not_again)
+
+
 def test_a_table_is_kept_in_the_cache_and_read_by_later_renders(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Made once on a machine: a later process reads the kept file and maps the same."""
-    path = synth.make_wide_video(tmp_path / "hlg.mp4", COLOURS, "hlg", size=(320, 180))
-    frame = _first_frame(path)
+    frame = _hlg_frame(tmp_path)
     cache = tmp_path / "cache"
     tables = lut.Tables(cache)
     first = compose.convert(frame, 320, 180, alpha=False, scaler=compose.Scaler(2, tables))
@@ -218,11 +232,7 @@ def test_a_table_is_kept_in_the_cache_and_read_by_later_renders(
     fresh = compose.convert(frame, 320, 180, alpha=False, scaler=compose.Scaler(2))
     assert np.array_equal(fresh.y, first.y) and np.array_equal(fresh.u, first.u)
 
-    def not_again(*light: int) -> str:
-        raise AssertionError(f"table {light} made again")
-
-    monkeypatch.setattr(lut, "sample", not_again)
-    monkeypatch.setattr(lut, "table", not_again)
+    _no_table_made(monkeypatch)
     scaler = compose.Scaler(2, lut.Tables(cache))
     again = compose.convert(frame, 320, 180, alpha=False, scaler=scaler)
     assert "lut" in scaler.kinds()
@@ -231,8 +241,7 @@ def test_a_table_is_kept_in_the_cache_and_read_by_later_renders(
 
 
 def test_a_kept_table_cut_short_is_made_again(tmp_path: Path) -> None:
-    path = synth.make_wide_video(tmp_path / "hlg.mp4", COLOURS, "hlg", size=(320, 180))
-    frame = _first_frame(path)
+    frame = _hlg_frame(tmp_path)
     tables = lut.Tables(tmp_path / "cache")
     kept = tables.path(HLG_TO_709)
     assert kept is not None
@@ -245,8 +254,7 @@ def test_a_kept_table_cut_short_is_made_again(tmp_path: Path) -> None:
 
 
 def test_a_kept_table_that_cannot_be_read_is_replaced(tmp_path: Path) -> None:
-    path = synth.make_wide_video(tmp_path / "hlg.mp4", COLOURS, "hlg", size=(320, 180))
-    frame = _first_frame(path)
+    frame = _hlg_frame(tmp_path)
     tables = lut.Tables(tmp_path / "cache")
     kept = tables.path(HLG_TO_709)
     assert kept is not None
@@ -282,8 +290,7 @@ def test_a_cache_keeps_what_is_used_and_sweeps_what_is_not(tmp_path: Path) -> No
     for name, when in files.items():
         (cache / name).write_text("x")
         os.utime(cache / name, (when, when))
-    path = synth.make_wide_video(tmp_path / "hlg.mp4", COLOURS, "hlg", size=(160, 90))
-    frame = _first_frame(path)
+    frame = _hlg_frame(tmp_path, (160, 90))
     tables = lut.Tables(cache)
     compose.convert(frame, 160, 90, alpha=False, scaler=compose.Scaler(2, tables))
     kept = tables.path(HLG_TO_709)
@@ -301,21 +308,16 @@ def test_a_kept_table_is_read_where_the_cache_cannot_be_written(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A cache made by another user (or mounted read-only) still serves its tables."""
-    path = synth.make_wide_video(tmp_path / "hlg.mp4", COLOURS, "hlg", size=(160, 90))
-    frame = _first_frame(path)
+    frame = _hlg_frame(tmp_path, (160, 90))
     cache = tmp_path / "cache"
     compose.convert(frame, 160, 90, alpha=False, scaler=compose.Scaler(2, lut.Tables(cache)))
 
     def refused(*args: object, **kwargs: object) -> None:
         raise PermissionError(13, "Permission denied")
 
-    def not_again(*light: int) -> str:
-        raise AssertionError(f"table {light} made again")
-
     monkeypatch.setattr(os, "utime", refused)
     monkeypatch.setattr(tempfile, "mkstemp", refused)
-    monkeypatch.setattr(lut, "sample", not_again)
-    monkeypatch.setattr(lut, "table", not_again)
+    _no_table_made(monkeypatch)
     tables = lut.Tables(cache)
     # Another light cannot be written there; the kept one is still read.
     assert tables._kept((16, 9, 1, 1)) is None
@@ -326,8 +328,7 @@ def test_a_kept_table_is_read_where_the_cache_cannot_be_written(
 
 
 def test_a_cache_that_cannot_be_written_costs_only_time(tmp_path: Path) -> None:
-    path = synth.make_wide_video(tmp_path / "hlg.mp4", COLOURS, "hlg", size=(320, 180))
-    frame = _first_frame(path)
+    frame = _hlg_frame(tmp_path)
     blocked = tmp_path / "a-file"
     blocked.write_text("not a directory")
     scaler = compose.Scaler(2, lut.Tables(blocked / "cache"))
