@@ -240,35 +240,40 @@ def test_a_table_is_kept_in_the_cache_and_read_by_later_renders(
         assert np.array_equal(a, b)
 
 
-def test_a_kept_table_cut_short_is_made_again(tmp_path: Path) -> None:
-    frame = _hlg_frame(tmp_path)
+def _cache_holding(tmp_path: Path, text: str) -> tuple[lut.Tables, Path]:
+    """A cache whose HLG table's file holds ``text``."""
     tables = lut.Tables(tmp_path / "cache")
     kept = tables.path(HLG_TO_709)
     assert kept is not None
     kept.parent.mkdir()
-    kept.write_text(lut.table(*HLG_TO_709)[:100_000])
+    kept.write_text(text)
+    return tables, kept
+
+
+def _maps_as_without_a_cache(frame: VideoFrame, layer: compose.Layer) -> bool:
+    fresh = compose.convert(frame, 320, 180, alpha=False, scaler=compose.Scaler(2))
+    return np.array_equal(layer.y, fresh.y) and np.array_equal(layer.v, fresh.v)
+
+
+def test_a_kept_table_cut_short_is_made_again(tmp_path: Path) -> None:
+    frame = _hlg_frame(tmp_path)
+    tables, kept = _cache_holding(tmp_path, lut.table(*HLG_TO_709)[:100_000])
     layer = compose.convert(frame, 320, 180, alpha=False, scaler=compose.Scaler(2, tables))
     assert kept.read_text() == lut.table(*HLG_TO_709)
-    fresh = compose.convert(frame, 320, 180, alpha=False, scaler=compose.Scaler(2))
-    assert np.array_equal(layer.y, fresh.y) and np.array_equal(layer.v, fresh.v)
+    assert _maps_as_without_a_cache(frame, layer)
 
 
 def test_a_kept_table_that_cannot_be_read_is_replaced(tmp_path: Path) -> None:
     frame = _hlg_frame(tmp_path)
-    tables = lut.Tables(tmp_path / "cache")
-    kept = tables.path(HLG_TO_709)
-    assert kept is not None
-    kept.parent.mkdir()
     good = lut.table(*HLG_TO_709)
-    kept.write_text("not a table\n".ljust(len(good), "#"))
+    tables, kept = _cache_holding(tmp_path, "not a table\n".ljust(len(good), "#"))
     assert kept.stat().st_size == len(good)
     scaler = compose.Scaler(2, tables)
     with structlog.testing.capture_logs() as logs:
         layer = compose.convert(frame, 320, 180, alpha=False, scaler=scaler)
     assert "lut" in scaler.kinds()
     assert [e["path"] for e in logs if e["event"] == "lut_table_unreadable"] == [str(kept)]
-    fresh = compose.convert(frame, 320, 180, alpha=False, scaler=compose.Scaler(2))
-    assert np.array_equal(layer.y, fresh.y) and np.array_equal(layer.v, fresh.v)
+    assert _maps_as_without_a_cache(frame, layer)
     # Gone, so that the next render makes it again.
     assert not kept.exists()
     compose.convert(frame, 160, 90, alpha=False, scaler=compose.Scaler(2, lut.Tables(kept.parent)))
@@ -337,8 +342,7 @@ def test_a_cache_that_cannot_be_written_costs_only_time(tmp_path: Path) -> None:
             layer = compose.convert(frame, 320, 180, alpha=False, scaler=scaler)
     # Mapped through the table all the same, from a temporary file.
     assert "lut" in scaler.kinds()
-    fresh = compose.convert(frame, 320, 180, alpha=False, scaler=compose.Scaler(2))
-    assert np.array_equal(layer.y, fresh.y) and np.array_equal(layer.v, fresh.v)
+    assert _maps_as_without_a_cache(frame, layer)
     warned = [e for e in logs if e["event"] == "lut_cache_unwritable"]
     assert len(warned) == 1 and warned[0]["directory"] == str(blocked / "cache")
 
