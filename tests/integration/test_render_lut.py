@@ -18,6 +18,7 @@ from av.video.reformatter import ColorRange, Colorspace, Interpolation, VideoRef
 
 from rendermill.cli import synth
 from rendermill.common.testing import clip, track
+from rendermill.renderer import tables
 from rendermill.renderer.engine import compose, lut, probe
 
 # Colours from dark to bright and saturated, as BT.709 values: each light carries them.
@@ -360,3 +361,29 @@ def test_the_table_is_the_same_every_time_it_is_made() -> None:
     # Every clearly coloured point stays coloured.
     coloured = (np.ptp(points, axis=-1) >= 0.25) & (points.max(axis=-1) >= 0.3)
     assert float(np.ptp(out, axis=-1)[coloured].min()) > 0.1
+
+
+def test_the_common_tables_made_ahead_serve_phone_video_and_p3_pictures(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """What the images run at build time: afterwards no HLG, PQ or Display P3 picture
+    needs a table made."""
+    cache = tmp_path / "cache"
+    assert tables.main([str(cache)]) == 0
+    said = capsys.readouterr().out
+    assert all(f"{name}: {cache}" in said for name in tables.COMMON)
+    assert len(list(cache.iterdir())) == len(tables.COMMON)
+    videos = [
+        _first_frame(synth.make_wide_video(tmp_path / f"{light}.mp4", COLOURS, light))
+        for light in ("hlg", "pq")
+    ]
+    photo = synth.make_image(tmp_path / "p3.jpg", size=(64, 36), display_p3=True)
+    screenshot = synth.make_image(tmp_path / "p3.png", size=(64, 36), display_p3=True)
+    stills = [_decoded_still(photo), _decoded_still(screenshot)]
+    _no_table_made(monkeypatch)
+    scaler = compose.Scaler(2, lut.Tables(cache))
+    for frame in videos:
+        compose.convert(frame, 160, 90, alpha=False, scaler=scaler)
+    for still in stills:
+        compose.convert(still, 64, 36, alpha=False, still=True, scaler=scaler)
+    assert scaler.kinds().count("lut") == 4

@@ -193,6 +193,20 @@ def test_containers_run_their_service_from_its_image(service: str) -> None:
         assert container["image"].rsplit(":", 1)[0] == f"rendermill/{service}"
 
 
+@pytest.mark.parametrize("service", ["renderer", "scheduler"])
+def test_images_that_render_carry_the_common_colour_tables(service: str) -> None:
+    """Made at build time (as root, before USER nobody) where RENDERMILL_CACHE_DIR
+    points, so that no render spends 3 CPU seconds making one; k8s keeps the image's."""
+    lines = (ROOT / "services" / service / "Dockerfile").read_text().splitlines()
+    made = lines.index("RUN python -m rendermill.renderer.tables /app/colour-tables")
+    assert lines.index("ENV RENDERMILL_CACHE_DIR=/app/colour-tables") > made
+    assert lines.index("USER nobody") > made
+    assert lines.index("ENV PATH=/app/.venv/bin:$PATH") < made
+    for _, container in _containers():
+        names = {e["name"] for e in container.get("env", [])}
+        assert "RENDERMILL_CACHE_DIR" not in names
+
+
 def test_pods_run_as_nobody_on_a_read_only_filesystem() -> None:
     for name, pod in _pods():
         spec = pod["spec"]

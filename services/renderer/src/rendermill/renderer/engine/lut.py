@@ -148,6 +148,11 @@ class Tables:
             with contextlib.suppress(OSError):
                 path.unlink()
 
+    def keep(self, light: Light) -> Path | None:
+        """``light``'s kept table, made and written first if need be; None without a
+        directory or when it cannot be written."""
+        return self._kept(light)
+
     def path(self, light: Light) -> Path | None:
         """Where ``light``'s table is kept; None without a directory."""
         if self.directory is None:
