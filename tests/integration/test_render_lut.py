@@ -326,11 +326,26 @@ def test_a_kept_table_is_read_where_the_cache_cannot_be_written(
     _no_table_made(monkeypatch)
     tables = lut.Tables(cache)
     # Another light cannot be written there; the kept one is still read.
-    assert tables._kept((16, 9, 1, 1)) is None
+    assert tables.keep((16, 9, 1, 1)) is None
     scaler = compose.Scaler(2, tables)
     for size in ((160, 90), (80, 46)):
         compose.convert(frame, *size, alpha=False, scaler=scaler)
     assert scaler.kinds().count("lut") == 2
+
+
+def test_a_kept_table_stays_when_the_pictures_are_what_is_refused(tmp_path: Path) -> None:
+    """A mapping that fails with a fresh table too is no fault of the kept one."""
+    tables, kept = _cache_holding(tmp_path, lut.table(*HLG_TO_709))
+    given: list[Path] = []
+
+    def refuse(cube: Path) -> lut.Mapper:
+        given.append(cube)
+        raise av.FFmpegError(22, "Invalid argument")
+
+    with pytest.raises(av.FFmpegError):
+        tables.mapper(HLG_TO_709, refuse)
+    assert given[0] == kept and len(given) == 2 and given[1] != kept
+    assert kept.read_text() == lut.table(*HLG_TO_709)
 
 
 def test_a_cache_that_cannot_be_written_costs_only_time(tmp_path: Path) -> None:

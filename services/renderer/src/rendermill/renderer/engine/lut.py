@@ -127,31 +127,31 @@ class Tables:
 
     def mapper(self, light: Light, make: Callable[[Path], Mapper]) -> Mapper:
         """``make`` given a .cube file of ``light``'s table (trc, primaries, target trc,
-        target primaries), which it reads before it returns. A kept file ``make`` cannot
-        read is removed (to be made again) and a fresh one given instead. Raises
-        OSError when no file can be written, and what ``make`` raises."""
-        kept = self._kept(light)
+        target primaries), which it reads before it returns. When ``make`` cannot read a
+        kept file but can read a fresh one, the kept file is removed (to be made again).
+        Raises OSError when no file can be written, and what ``make`` raises."""
+        kept = self.keep(light)
         if kept is not None:
             try:
                 return make(kept)
             except av.FFmpegError as exc:
-                log.warning("lut_table_unreadable", path=str(kept), error=str(exc))
-                with contextlib.suppress(OSError):
-                    kept.unlink()
+                refused: av.FFmpegError | None = exc
+        else:
+            refused = None
         fd, name = tempfile.mkstemp(prefix="rendermill-", suffix=".cube")
         path = Path(name)
         try:
             with os.fdopen(fd, "w") as f:
                 f.write(table(*light))
-            return make(path)
+            mapper = make(path)
         finally:
             with contextlib.suppress(OSError):
                 path.unlink()
-
-    def keep(self, light: Light) -> Path | None:
-        """``light``'s kept table, made and written first if need be; None without a
-        directory or when it cannot be written."""
-        return self._kept(light)
+        if kept is not None and refused is not None:
+            log.warning("lut_table_unreadable", path=str(kept), error=str(refused))
+            with contextlib.suppress(OSError):
+                kept.unlink()
+        return mapper
 
     def path(self, light: Light) -> Path | None:
         """Where ``light``'s table is kept; None without a directory."""
@@ -159,7 +159,9 @@ class Tables:
             return None
         return self.directory / f"rendermill-{_KEY}-{SIZE}-{'-'.join(map(str, light))}.cube"
 
-    def _kept(self, light: Light) -> Path | None:
+    def keep(self, light: Light) -> Path | None:
+        """``light``'s kept table, made and written first if need be; None without a
+        directory or when it cannot be written (and the kept table is not there)."""
         path = self.path(light)
         if path is None:
             return None
