@@ -585,14 +585,14 @@ def _window(source: int, drawn: int, first: int, last: int) -> tuple[int, int, i
 
     swscale samples output sample i of the whole at source position (i + 1/2) * step -
     1/2 (step in 1/65536 of a sample, see _step). A part starting at source sample c
-    and drawn sample o samples the same positions only if o * step is c samples: the
-    even o nearest ``first`` (by the filter's reach) whose position comes within
-    MAX_PHASE of an even source sample is taken, for luma and the halved chroma alike.
+    and drawn sample o samples the same positions only if o * step is c samples.
+    Going back from ``first`` (less the filter's reach), the first even o whose
+    position comes within MAX_PHASE / 4 of an even source sample is taken, else the
+    closest of _PHASE_TRIES if within MAX_PHASE, for luma and the halved chroma alike.
     Those phases rarely agree exactly, so a picture cut at its left or top differs from
-    the whole by rounding (a level at most where MAX_PHASE allows 0.003 of a sample).
+    the whole's by rounding: a level at most, on a few per cent of the pixels of
+    detailed test pictures.
     """
-    start = origin = 0
-    error = 0.0
     luma, chroma = _step(source, drawn), _step(-(-source // 2), -(-drawn // 2))
     ratio = source / drawn
     top = first - math.ceil(_reach(ratio) / ratio) - 2
