@@ -152,6 +152,29 @@ def test_fit_fill_none_and_percent_position(
     assert near(colour(later, 0, 0, 320, 86), RED)
 
 
+def test_a_layer_wholly_past_the_canvas_is_not_converted(
+    run: Callable[..., synth.Decoded], media: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sizes: list[tuple[int, ...]] = []
+    convert = compose.convert
+
+    def sized(*args: Any, **kwargs: Any) -> compose.Layer:
+        layer = convert(*args, **kwargs)
+        sizes.append(layer.y.shape)
+        return layer
+
+    monkeypatch.setattr(compose, "convert", sized)
+    away = model.Coord(400, "px")
+    proj = project(
+        track("red", clip(0.0, 1.0)),
+        track("small_blue", clip(0.0, 1.0, fit=model.Fit.NONE, x=away)),
+    )
+    out = run(proj, {"red": media["red"], "small_blue": media["small_blue"]})
+    assert near(colour(out.at(0.5)), RED)
+    # The red clip fills the frame; the blue one (160x90) is never converted.
+    assert (90, 160) not in sizes and (180, 320) in sizes
+
+
 @pytest.mark.parametrize("y", [0, "50%"])
 def test_a_layer_past_the_canvas_is_drawn_as_if_scaled_whole(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, y: int | str

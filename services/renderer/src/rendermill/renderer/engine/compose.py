@@ -98,6 +98,15 @@ class Rect:
             and self.bottom >= other.bottom
         )
 
+    def meets(self, other: Rect) -> bool:
+        """Whether the two share any pixel."""
+        return (
+            self.x < other.right
+            and other.x < self.right
+            and self.y < other.bottom
+            and other.y < self.bottom
+        )
+
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Viewport:

@@ -214,6 +214,8 @@ class _PictureTrack:
         if cached is not None and cached[0] is frame and cached[1] == rect:
             return cached[2], rect, effect
         clip = self._viewport.canvas
+        if not rect.meets(clip):
+            return None  # wholly past the canvas's edges: not even converted
         layer = compose.convert(
             frame,
             rect.width,
