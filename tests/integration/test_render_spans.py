@@ -63,3 +63,22 @@ def test_a_photo_decoded_at_a_smaller_scale_says_so(tmp_path: Path) -> None:
     attrs = dict(probe.attributes or {})
     # Stored 1280x720, drawn 320x180: decoded at a quarter of its size.
     assert attrs["size"] == "1280x720" and attrs["decode_scale"] == 0.25
+
+
+def test_the_compose_span_says_how_many_colour_tables_were_made(tmp_path: Path) -> None:
+    spans = _provider()
+    clip = synth.make_wide_video(tmp_path / "hlg.mp4", [(220, 40, 90)], "hlg", duration=0.2)
+    action = model.Action(id="a", start=0, end=0.2, fit=model.Fit.FILL)
+    track = model.Track(id="t", controller=model.Controller.VIDEO, url="h", actions=(action,))
+    project = model.Project(width=320, height=180, tracks=(track,))
+    out = schemas.OutputSpec(resolution="320x180", fps=30)
+    cache = tmp_path / "cache"
+    for name in ("first.mp4", "second.mp4"):
+        engine.render(project, {"h": clip}, out, tmp_path / name, cache_dir=cache)
+    made = [
+        dict(s.attributes or {})["lut_tables_made"]
+        for s in spans.get_finished_spans()
+        if s.name == "compose"
+    ]
+    # The first render made the HLG table; the second read it.
+    assert made == [1, 0]

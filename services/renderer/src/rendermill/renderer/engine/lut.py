@@ -123,6 +123,8 @@ class Tables:
 
     def __init__(self, directory: Path | None = None) -> None:
         self.directory = directory
+        # Tables this object had swscale make (about 3.3 CPU seconds each).
+        self.made = 0
         self._unwritable = False
 
     def mapper(self, light: Light, make: Callable[[Path], Mapper]) -> Mapper:
@@ -141,8 +143,10 @@ class Tables:
         fd, name = tempfile.mkstemp(prefix="rendermill-", suffix=".cube")
         path = Path(name)
         try:
+            misses = table.cache_info().misses
             with os.fdopen(fd, "w") as f:
                 f.write(table(*light))
+            self.made += table.cache_info().misses - misses
             mapper = make(path)
         finally:
             with contextlib.suppress(OSError):
@@ -183,6 +187,7 @@ class Tables:
             try:
                 with os.fdopen(fd, "w") as f:
                     f.write(sample(*light))
+                self.made += 1
                 # Readable by whoever else renders with this cache.
                 aside.chmod(0o644)
                 aside.replace(path)

@@ -86,6 +86,7 @@ def render(
     viewport = compose.Viewport.fit(
         (project.width, project.height), size, css_fit=output.fit_mode == "css"
     )
+    tables = lut.Tables(cache_dir)
     with _tracer.start_as_current_span("plan") as span:
         pictures, mixers = _plan(
             project,
@@ -94,7 +95,7 @@ def render(
             volume_clock or output.volume_clock,
             effects=output.effects,
             threads=threads,
-            tables=lut.Tables(cache_dir),
+            tables=tables,
         )
         span.set_attribute("picture_tracks", len(pictures))
         span.set_attribute("sound_tracks", len(mixers))
@@ -134,6 +135,8 @@ def render(
             feed.advance(round((i + 1) * audio.RATE / fps))
             if on_progress is not None:
                 on_progress(i + 1, total)
+        # HDR and wide-gamut tables this render had to make (see lut.Tables).
+        span.set_attribute("lut_tables_made", tables.made)
         span.end()
         with _tracer.start_as_current_span("mux"):
             encoder.finish()
