@@ -682,12 +682,10 @@ def _same_steps(
             break
     if best is not None and best[0] <= budget:
         return best[1], best[2]
-    if best is None and whole is None:
-        return source, drawn
+    if whole is None:
+        return (source, drawn) if best is None else None
     # What is left past a cut stands on its own only if its steps are the whole's too.
-    if whole is not None and drift(source, drawn) <= budget:
-        return source, drawn
-    return None
+    return (source, drawn) if drift(source, drawn) <= budget else None
 
 
 # How far (in source samples, by the last sample shown) a cut may sample from where the
