@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import tempfile
 import time
 import urllib.parse
@@ -181,11 +180,7 @@ def run(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="rendermill-render-") as tmp:
         sources = resolve_sources(project, data, _bindings(args.media), base, Path(tmp))
         threads = engine.Threads.of(args.cpus)
-        cache = Path(
-            args.cache_dir
-            or os.environ.get(settings.PREFIX + "CACHE_DIR")
-            or settings.user_cache_dir()
-        )
+        cache = settings.cache_dir(args.cache_dir)
         started = time.perf_counter()
         cpu_started = time.process_time()
         if args.quiet:

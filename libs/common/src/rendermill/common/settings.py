@@ -173,6 +173,12 @@ def user_cache_dir() -> Path:
     return Path(base) / "rendermill" if base else Path.home() / ".cache" / "rendermill"
 
 
+def cache_dir(given: str | None = None) -> Path:
+    """The cache directory renders use: ``given``, else ``RENDERMILL_CACHE_DIR``, else
+    user_cache_dir()."""
+    return Path(given or os.environ.get(PREFIX + "CACHE_DIR") or user_cache_dir())
+
+
 class Notifier(Common, frozen=True, kw_only=True):
     metrics_port: int | None = None
     metrics_host: str = "127.0.0.1"

@@ -203,7 +203,7 @@ class Attempt:
                         out_path,
                         on_progress=self.progress.on_frames,
                         threads=threads,
-                        cache_dir=Path(self.cfg.cache_dir or settings.user_cache_dir()),
+                        cache_dir=settings.cache_dir(self.cfg.cache_dir),
                     )
                 )
                 # The reporter ends only by failing (job moved on, or a stall): that wins.

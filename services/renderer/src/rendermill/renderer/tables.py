@@ -11,10 +11,8 @@ DIR defaults to ``RENDERMILL_CACHE_DIR``, else the user's cache directory.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
-from pathlib import Path
 
 from rendermill.common import settings
 from rendermill.renderer.engine import lut
@@ -41,9 +39,7 @@ def main(argv: list[str] | None = None) -> int:
         help="default: $RENDERMILL_CACHE_DIR, else the user's cache directory",
     )
     args = p.parse_args(argv)
-    directory = Path(
-        args.directory or os.environ.get(settings.PREFIX + "CACHE_DIR") or settings.user_cache_dir()
-    )
+    directory = settings.cache_dir(args.directory)
     tables = lut.Tables(directory)
     for name, light in COMMON.items():
         started = time.perf_counter()
