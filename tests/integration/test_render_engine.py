@@ -349,6 +349,20 @@ def test_playback_rate_speeds_picture_and_sound(
     assert peak == pytest.approx(2000, abs=10)
 
 
+def test_a_rate_no_browser_plays_shows_its_frames_and_is_silent(
+    run: Callable[..., synth.Decoded], media: dict[str, Path]
+) -> None:
+    # At 1000.5x a looped 1 s clip wraps about 33 times a frame. Each frame still shows
+    # the source frame the formula gives; the sound, which would have to be read 1000
+    # times over to resample it, is silent, as no browser plays sound that fast.
+    proj = project(track("counter", clip(0.0, 0.5, loop=True, playback_rate=1000.5)))
+    out = run(proj, {"counter": media["counter"]})
+    # Frame k at k/30 s shows source time k/30 * 1000.5 modulo 1 s.
+    shown = [synth.read_counter(out.frames[k]) for k in range(1, 7)]
+    assert shown == [10, 21, 1, 12, 22, 3]
+    assert out.rms(0.0, 0.5) < 0.01
+
+
 def test_freeze_holds_one_frame_and_is_silent(
     run: Callable[..., synth.Decoded], media: dict[str, Path]
 ) -> None:

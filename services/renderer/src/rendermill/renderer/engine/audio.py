@@ -39,6 +39,10 @@ PREROLL = RATE // 10
 OPUS_PREROLL = 3 * RATE // 10
 # Decoding forward this far is cheaper than a seek.
 SEEK_AHEAD = 5 * RATE
+# The fastest playback rate that sounds. No browser plays a media element faster (Chrome
+# refuses a rate above 16), and sound resampled from, say, a thousand times the source
+# is noise that would cost a thousand times the source to decode.
+MAX_SOUNDING_RATE = 16.0
 
 Samples = npt.NDArray[np.float32]
 VolumeClock = schemas.VolumeClock
@@ -305,7 +309,7 @@ class TrackMixer:
         self, span: Span, lo: int, hi: int, out: Samples, target: npt.NDArray[np.float64]
     ) -> None:
         action = span.action
-        if action.freeze is not None:
+        if action.freeze is not None or action.rate > MAX_SOUNDING_RATE:
             return
         n = np.arange(lo, hi, dtype=np.float64)
         # Source position in samples: s = trimStart + (t - start) * rate.
@@ -387,9 +391,10 @@ def _gains(
 
 def sounds(track: model.Track) -> bool:
     """Whether any of the track's actions can be heard (hidden, muted, image and frozen
-    actions are silent)."""
+    actions are silent, as are those faster than MAX_SOUNDING_RATE)."""
     return track.has_sound and any(
-        not a.disabled and a.end > a.start and a.freeze is None for a in track.actions
+        not a.disabled and a.end > a.start and a.freeze is None and a.rate <= MAX_SOUNDING_RATE
+        for a in track.actions
     )
 
 
