@@ -159,6 +159,16 @@ def test_non_positive_playback_rate_is_kept_and_reads_as_one() -> None:
     assert action.rate == 1.0
 
 
+def test_an_absurd_playback_rate_is_refused() -> None:
+    action = parse.from_json(_project(_action(playbackRate=1_000_000))).tracks[0].actions[0]
+    assert action.rate == 1_000_000
+    problem = _only(_project(_action(playbackRate=1e15)))
+    assert problem.path == "tracks[0].actions[0].playbackRate"
+    assert problem.message == (
+        "must be at most 1000000 (a day of media in under a tenth of a second), got 1e+15"
+    )
+
+
 def test_unknown_controller_names_the_track() -> None:
     problem = _only(_project(controllerName="foo"))
     assert problem.path == "tracks[0].controllerName"

@@ -23,6 +23,9 @@ MAX_CANVAS = 8192
 # Far beyond any editor project; keeps a typo such as 1e9 from becoming a month-long job.
 MAX_SECONDS = 24 * 3600.0
 MAX_OFFSET_PX = 1_000_000.0
+# A day of media in under a tenth of a second; beyond it a rate is a typo, and its source
+# times would overflow.
+MAX_RATE = 1_000_000.0
 
 _CONTROLLERS = ", ".join(c.value for c in model.Controller)
 _FITS = {f.value: f for f in model.Fit}
@@ -253,7 +256,7 @@ def _action(raw: object, i: int, j: int, problems: Problems) -> model.Action | N
     end = _seconds(raw.get("end"), f"{path}.end", problems, required=True, minimum=None)
     trim_start = _seconds(raw.get("trimStart"), f"{path}.trimStart", problems)
     freeze = _seconds(raw.get("freeze"), f"{path}.freeze", problems)
-    rate = _number(raw.get("playbackRate"), f"{path}.playbackRate", problems, "a number")
+    rate = _rate(raw.get("playbackRate"), f"{path}.playbackRate", problems)
     loop = _flag(raw.get("loop"), f"{path}.loop", problems)
     disabled = _flag(raw.get("disabled"), f"{path}.disabled", problems)
     volume = _volume(raw.get("volume"), f"{path}.volume", problems)
@@ -435,6 +438,20 @@ def _seconds(
         )
         return None
     return number
+
+
+def _rate(value: object, path: str, problems: Problems) -> float | None:
+    rate = _number(value, path, problems, "a number")
+    if rate is not None and rate > MAX_RATE:
+        problems.append(
+            errors.Problem(
+                path,
+                f"must be at most {MAX_RATE:.0f} (a day of media in under a tenth of a "
+                f"second), got {_describe(value)}",
+            )
+        )
+        return None
+    return rate
 
 
 def _number(value: object, path: str, problems: Problems, what: str) -> float | None:
