@@ -476,6 +476,24 @@ async def test_webhook_endpoints_register_list_recover_and_delete(api: Api) -> N
     assert bad.status == 400
 
 
+async def test_unknown_routes_and_methods_answer_in_the_error_envelope(api: Api) -> None:
+    missing = await api.client.get("/v1/nothing", headers={"X-Request-Id": "req-1"})
+    assert missing.status == 404
+    assert missing.content_type == "application/json"
+    assert (await missing.json())["error"] == {
+        "code": "not_found",
+        "message": "no such endpoint: GET /v1/nothing (see /openapi.json)",
+        "detail": None,
+        "request_id": "req-1",
+    }
+    wrong = await api.client.delete("/v1/jobs")
+    assert wrong.status == 405
+    assert wrong.headers["Allow"] == "GET,HEAD,POST"
+    error = (await wrong.json())["error"]
+    assert error["code"] == "method_not_allowed"
+    assert error["message"] == "DELETE is not allowed on /v1/jobs: use GET, HEAD, POST"
+
+
 async def test_openapi_and_health(api: Api) -> None:
     doc = await (await api.client.get("/openapi.json")).json()
     assert "/v1/jobs" in doc["paths"] and "JobRequest" in doc["components"]["schemas"]

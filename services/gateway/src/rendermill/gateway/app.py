@@ -71,6 +71,28 @@ def _error(exc: errors.RendermillError, request_id: str) -> web.Response:
     return json_response(body, exc.http_status)
 
 
+_HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
+
+
+def _http_error(request: web.Request, exc: web.HTTPException, request_id: str) -> web.Response:
+    """aiohttp's own refusals (no such route, wrong method, body too large) in the same
+    JSON envelope as every other error, rather than as plain text."""
+    message = exc.reason
+    if isinstance(exc, web.HTTPNotFound):
+        message = f"no such endpoint: {request.method} {request.path} (see /openapi.json)"
+    elif isinstance(exc, web.HTTPMethodNotAllowed):
+        allowed = ", ".join(sorted(exc.allowed_methods))
+        message = f"{request.method} is not allowed on {request.path}: use {allowed}"
+    code = _HTTP_CODES.get(exc.status) or exc.reason.lower().replace(" ", "_").replace("-", "_")
+    body = api.ErrorResponse(
+        error=api.ErrorBody(code=code, message=message, detail=None, request_id=request_id)
+    )
+    resp = json_response(body, exc.status)
+    if "Allow" in exc.headers:
+        resp.headers["Allow"] = exc.headers["Allow"]
+    return resp
+
+
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Error taxonomy -> JSON; anything else -> a generic 500 whose id is in the logs."""
@@ -87,7 +109,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return resp
     except web.HTTPException as exc:
         status = exc.status
-        raise
+        if status < 400:
+            raise
+        return _http_error(request, exc, request_id)
     except errors.RendermillError as exc:
         status = exc.http_status
         log.info("request_rejected", code=exc.code, status=status, request_id=request_id)
