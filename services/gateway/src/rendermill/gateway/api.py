@@ -9,15 +9,30 @@ import msgspec
 
 from rendermill.common import schemas
 
+# Times as RFC 3339 strings; the OpenAPI document says so (msgspec's schema does not).
+Timestamp = Annotated[dt.datetime, msgspec.Meta(extra_json_schema={"format": "date-time"})]
+# An editor project: a JSON object, validated by the project parser, which names every
+# problem by its path.
+Project = Annotated[
+    Any,
+    msgspec.Meta(
+        extra_json_schema={
+            "type": "object",
+            "description": "The project as the Stoked UI Editor exports it.",
+        }
+    ),
+]
+WebhookUrl = Annotated[str, msgspec.Meta(extra_json_schema={"format": "uri"})]
+
 
 class JobRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """``POST /v1/jobs``: an editor project and how to render it."""
 
-    project: Any
+    project: Project
     output: schemas.OutputSpec = schemas.OutputSpec()
     # Track url exactly as written in the project -> uploaded asset id.
     media: dict[str, str] = {}
-    webhook_url: str | None = None
+    webhook_url: WebhookUrl | None = None
     idempotency_key: str | None = None
     # A tier, or an integer (the form from before tiers) counted by its sign.
     priority: Annotated[
@@ -30,12 +45,12 @@ class JobRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 class SeedProcessRequest(msgspec.Struct, kw_only=True):
     """``POST /api/video/process``, the seed document's contract."""
 
-    editorState: Any  # the seed document spells it so
+    editorState: Project  # the seed document spells it so
     outputFormat: schemas.OutputFormat = "mp4"
     resolution: str = "1080p"
     fps: int = 30
     media: dict[str, str] = {}
-    webhook_url: str | None = None
+    webhook_url: WebhookUrl | None = None
 
 
 class SeedProcessResponse(msgspec.Struct, kw_only=True):
@@ -65,7 +80,7 @@ class ResultView(msgspec.Struct, kw_only=True):
     poster_key: str | None = None
     download_url: str | None = None
     poster_url: str | None = None
-    download_expires_at: dt.datetime | None = None
+    download_expires_at: Timestamp | None = None
 
 
 class ErrorInfo(msgspec.Struct, kw_only=True):
@@ -88,10 +103,10 @@ class JobView(msgspec.Struct, kw_only=True):
     webhook_url: str | None
     result: ResultView | None
     error: ErrorInfo | None
-    created_at: dt.datetime
-    updated_at: dt.datetime
-    started_at: dt.datetime | None
-    finished_at: dt.datetime | None
+    created_at: Timestamp
+    updated_at: Timestamp
+    started_at: Timestamp | None
+    finished_at: Timestamp | None
     events_url: str
 
 
@@ -105,7 +120,7 @@ class AssetView(msgspec.Struct, kw_only=True):
     size: int
     sha256: str
     content_type: str
-    created_at: dt.datetime
+    created_at: Timestamp
 
 
 class DirectUploadRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -143,7 +158,7 @@ class DirectUploadView(msgspec.Struct, kw_only=True):
     part_size: int
     parts: list[UploadPartTarget]
     url: str | None
-    expires_at: dt.datetime
+    expires_at: Timestamp
     complete_url: str
     abort_url: str
 
@@ -166,7 +181,7 @@ class DirectUploadStatusView(msgspec.Struct, kw_only=True):
     name: str
     size: int
     status: str
-    expires_at: dt.datetime
+    expires_at: Timestamp
     part_size: int
     parts: list[UploadPartTarget]
     uploaded: list[StoredPartView]
@@ -193,7 +208,7 @@ class EventView(msgspec.Struct, kw_only=True):
     seq: int
     type: str
     data: dict[str, Any]
-    created_at: dt.datetime
+    created_at: Timestamp
 
 
 class WebhookAttemptView(msgspec.Struct, kw_only=True):
@@ -201,7 +216,7 @@ class WebhookAttemptView(msgspec.Struct, kw_only=True):
     error, and the first 2 KiB of its answer."""
 
     attempt: int
-    started_at: dt.datetime
+    started_at: Timestamp
     duration_ms: int
     status_code: int | None
     error: str | None
@@ -218,16 +233,16 @@ class WebhookMessageView(msgspec.Struct, kw_only=True):
     endpoint_id: str | None
     status: Literal["pending", "delivered", "failed"]
     attempts: int
-    next_attempt_at: dt.datetime
-    created_at: dt.datetime
-    delivered_at: dt.datetime | None
+    next_attempt_at: Timestamp
+    created_at: Timestamp
+    delivered_at: Timestamp | None
     log: list[WebhookAttemptView]
 
 
 class EndpointRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """``POST /v1/webhooks/endpoints``: a URL to send every terminal job event to."""
 
-    url: str
+    url: WebhookUrl
 
 
 class EndpointView(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -238,8 +253,8 @@ class EndpointView(msgspec.Struct, kw_only=True, omit_defaults=True):
     url: str
     enabled: bool
     failure_count: int
-    created_at: dt.datetime
-    disabled_at: dt.datetime | None = None
+    created_at: Timestamp
+    disabled_at: Timestamp | None = None
     secret: str | None = None
 
 
@@ -251,7 +266,7 @@ class RecoverRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """``POST /v1/webhooks/endpoints/{id}/recover``: resend what failed since ``since``
     (default: the last 24 hours)."""
 
-    since: dt.datetime | None = None
+    since: Timestamp | None = None
 
 
 class RecoverResponse(msgspec.Struct, kw_only=True):

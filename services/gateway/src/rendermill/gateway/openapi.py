@@ -16,6 +16,7 @@ _MODELS: tuple[Any, ...] = (
     api.AssetView,
     api.DirectUploadRequest,
     api.DirectUploadView,
+    api.DirectUploadStatusView,
     api.CompleteUploadRequest,
     api.EventView,
     api.ErrorResponse,
