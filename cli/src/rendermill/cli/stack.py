@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import functools
 import json
 import os
 import secrets
@@ -37,6 +39,29 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def _port_taken(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(1.0)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+# Looked up before any child starts: the child may not import (another thread of the
+# parent could hold the import lock when it forked).
+_PRCTL = ctypes.CDLL(None, use_errno=True).prctl if sys.platform.startswith("linux") else None
+_PR_SET_PDEATHSIG = 1
+
+
+def _start_child(parent: int) -> None:
+    """Run in each child before it starts: on Linux the kernel sends it SIGTERM when the
+    stack's process dies, however it dies (a SIGTERM or SIGKILL to the stack would
+    otherwise leave the services running, holding the port and the database)."""
+    if _PRCTL is not None:
+        _PRCTL(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent:
+        # The stack died before the child could ask to follow it.
+        os._exit(1)
 
 
 def _signing_key(home: Path) -> str:
@@ -106,7 +131,15 @@ class Stack:
             await migrate.migrate(conn)
         finally:
             await conn.close()
+        if _port_taken(self.port):
+            # The new gateway could not listen, and the one already there would answer
+            # the readiness check in its place.
+            raise RuntimeError(
+                f"port {self.port} is in use (another stack still running?): "
+                "stop it or choose another port"
+            )
         env = self.env(self.dsn)
+        parent = os.getpid()
         out = self.log_path.open("ab") if self.log_path else None
         self._log_file = out
         for name in SERVICES:
@@ -121,6 +154,7 @@ class Stack:
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=out,
+                preexec_fn=functools.partial(_start_child, parent),
             )
         try:
             await self._wait_ready()
