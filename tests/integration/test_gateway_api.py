@@ -500,6 +500,15 @@ async def test_openapi_and_health(api: Api) -> None:
     for path in ("/v1/uploads/direct", "/v1/uploads/{upload_id}/complete"):
         assert "post" in doc["paths"][path]
     assert "put" in doc["paths"]["/v1/files/{key}"]
+    # Every route the gateway serves is in the document, with its method.
+    served = {
+        (route.method.lower(), route.resource.canonical.replace("{key:.+}", "{key}"))
+        for route in api.client.app.router.routes()
+        if route.resource is not None and route.method not in ("HEAD", "OPTIONS", "*")
+    }
+    documented = {(m, path) for path, ops in doc["paths"].items() for m in ops}
+    hidden = {"/openapi.json", "/healthz", "/readyz", "/metrics"}
+    assert {(m, path) for m, path in served if path not in hidden} <= documented
     assert {"DirectUploadRequest", "DirectUploadView", "UploadPartTarget"} <= set(
         doc["components"]["schemas"]
     )

@@ -41,7 +41,14 @@ def _json(model: Any) -> dict[str, Any]:
     return {"content": {"application/json": {"schema": _ref(model)}}}
 
 
-def _op(summary: str, ok: tuple[int, Any], body: Any = None, **extra: Any) -> dict[str, Any]:
+def _op(
+    summary: str,
+    ok: tuple[int, Any],
+    body: Any = None,
+    *,
+    body_required: bool = True,
+    **extra: Any,
+) -> dict[str, Any]:
     op: dict[str, Any] = {
         "summary": summary,
         "responses": {
@@ -51,7 +58,7 @@ def _op(summary: str, ok: tuple[int, Any], body: Any = None, **extra: Any) -> di
         "security": [{"bearer": []}],
     }
     if body is not None:
-        op["requestBody"] = {"required": True, **_json(body)}
+        op["requestBody"] = {"required": body_required, **_json(body)}
     op.update(extra)
     return op
 
@@ -110,6 +117,7 @@ def document() -> dict[str, Any]:
                     "Enable an endpoint again and resend what failed since a time",
                     (200, api.RecoverResponse),
                     api.RecoverRequest,
+                    body_required=False,
                     parameters=[{**job_id[0], "name": "endpoint_id"}],
                 )
             },
@@ -172,6 +180,41 @@ def document() -> dict[str, Any]:
                 )
             },
             "/v1/files/{key}": {
+                "get": {
+                    "summary": "A download link of the filesystem store, served by the "
+                    "gateway: use it as the job's result gives it (signed and expiring; no API "
+                    "key; HTTP Range supported)",
+                    "parameters": [
+                        {
+                            "name": "key",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "string"},
+                        },
+                        *(
+                            {
+                                "name": n,
+                                "in": "query",
+                                "required": True,
+                                "schema": {"type": "string"},
+                            }
+                            for n in ("expires", "sig")
+                        ),
+                        {"name": "Range", "in": "header", "schema": {"type": "string"}},
+                    ],
+                    "responses": {
+                        "200": {
+                            "description": "the file",
+                            "content": {"application/octet-stream": {"schema": {"type": "string"}}},
+                        },
+                        "206": {
+                            "description": "the range asked for",
+                            "content": {"application/octet-stream": {"schema": {"type": "string"}}},
+                        },
+                        "default": {"description": "error", **_json(api.ErrorResponse)},
+                    },
+                    "security": [],
+                },
                 "put": {
                     "summary": "A part URL of the filesystem store, served by the gateway: "
                     "use it as the upload plan gives it (signed and expiring; no API key)",
@@ -203,7 +246,7 @@ def document() -> dict[str, Any]:
                         "default": {"description": "error", **_json(api.ErrorResponse)},
                     },
                     "security": [],
-                }
+                },
             },
             "/api/video/process": {
                 "post": _op(
