@@ -33,6 +33,13 @@ _MODELS: tuple[Any, ...] = (
 )
 
 
+def _params(where: str, *names: str, required: bool = True) -> list[dict[str, Any]]:
+    """String parameters ``names`` in the path, query or header."""
+    return [
+        {"name": n, "in": where, "required": required, "schema": {"type": "string"}} for n in names
+    ]
+
+
 def _ref(model: Any) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{model.__name__}"}
 
@@ -68,8 +75,8 @@ def document() -> dict[str, Any]:
     _, components = msgspec.json.schema_components(
         _MODELS, ref_template="#/components/schemas/{name}"
     )
-    job_id = [{"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}]
-    upload_id = [{**job_id[0], "name": "upload_id"}]
+    job_id = _params("path", "job_id")
+    upload_id = _params("path", "upload_id")
     return {
         "openapi": "3.1.0",
         "info": {"title": "rendermill", "version": "1"},
@@ -109,7 +116,7 @@ def document() -> dict[str, Any]:
                 "delete": _op(
                     "Remove a webhook endpoint",
                     (204, None),
-                    parameters=[{**job_id[0], "name": "endpoint_id"}],
+                    parameters=_params("path", "endpoint_id"),
                 )
             },
             "/v1/webhooks/endpoints/{endpoint_id}/recover": {
@@ -118,14 +125,14 @@ def document() -> dict[str, Any]:
                     (200, api.RecoverResponse),
                     api.RecoverRequest,
                     body_required=False,
-                    parameters=[{**job_id[0], "name": "endpoint_id"}],
+                    parameters=_params("path", "endpoint_id"),
                 )
             },
             "/v1/webhooks/messages/{message_id}/resend": {
                 "post": _op(
                     "Send a webhook message again",
                     (202, api.WebhookMessageView),
-                    parameters=[{**job_id[0], "name": "message_id"}],
+                    parameters=_params("path", "message_id"),
                 )
             },
             "/v1/jobs/{job_id}/events": {
@@ -185,22 +192,9 @@ def document() -> dict[str, Any]:
                     "gateway: use it as the job's result gives it (signed and expiring; no API "
                     "key; HTTP Range supported)",
                     "parameters": [
-                        {
-                            "name": "key",
-                            "in": "path",
-                            "required": True,
-                            "schema": {"type": "string"},
-                        },
-                        *(
-                            {
-                                "name": n,
-                                "in": "query",
-                                "required": True,
-                                "schema": {"type": "string"},
-                            }
-                            for n in ("expires", "sig")
-                        ),
-                        {"name": "Range", "in": "header", "schema": {"type": "string"}},
+                        *_params("path", "key"),
+                        *_params("query", "expires", "sig"),
+                        *_params("header", "Range", required=False),
                     ],
                     "responses": {
                         "200": {
@@ -219,21 +213,8 @@ def document() -> dict[str, Any]:
                     "summary": "A part URL of the filesystem store, served by the gateway: "
                     "use it as the upload plan gives it (signed and expiring; no API key)",
                     "parameters": [
-                        {
-                            "name": "key",
-                            "in": "path",
-                            "required": True,
-                            "schema": {"type": "string"},
-                        },
-                        *(
-                            {
-                                "name": n,
-                                "in": "query",
-                                "required": True,
-                                "schema": {"type": "string"},
-                            }
-                            for n in ("upload_id", "part", "max_bytes", "expires", "sig")
-                        ),
+                        *_params("path", "key"),
+                        *_params("query", "upload_id", "part", "max_bytes", "expires", "sig"),
                     ],
                     "requestBody": {
                         "content": {"application/octet-stream": {"schema": {"type": "string"}}}
