@@ -206,3 +206,27 @@ def test_hdr_tables_are_kept_in_the_cache_dir_for_later_renders(
     for name in ("a.mp4", "b.mp4"):
         frame = synth.Decoded(tmp_path / name, FPS).frames[2]
         assert abs(int(frame[90, 160, 0]) - 220) <= 8 and int(frame[90, 160, 1]) < 60
+
+
+@pytest.mark.parametrize(
+    ("output", "message"),
+    [
+        ("missing/out.mp4", r"out\.mp4: there is no directory .*missing: create it first"),
+        # A directory where the file would go: the muxer cannot open it.
+        ("taken.mp4", r"taken\.mp4: cannot write the render: Is a directory"),
+        ("/proc/out.mp4", r"/proc/out\.mp4: cannot write the render: "),
+    ],
+)
+def test_an_output_that_cannot_be_written_is_an_error_not_a_traceback(
+    tmp_path: Path, clip: Path, capsys: pytest.CaptureFixture[str], output: str, message: str
+) -> None:
+    project = tmp_path / "project.json"
+    project.write_text(json.dumps(_project(_track("clip", "video", "/clip.mp4"))))
+    out = output if output.startswith("/") else str(tmp_path / output)
+    (tmp_path / "taken.mp4").mkdir()
+    code, _, stderr = _render(
+        capsys, str(project), "-o", out, "--media", f"/clip.mp4={clip}", "--quiet"
+    )
+    assert code == 2
+    assert re.search(message, stderr), stderr
+    assert "Traceback" not in stderr

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import tempfile
 import time
 import urllib.parse
@@ -175,16 +176,39 @@ def run(args: argparse.Namespace) -> int:
         raise errors.InvalidInput(f"{path}: cannot read: {exc.strerror}") from exc
     project, _ = parse.load(data)
     output = _output_spec(args, out)
+    folder = out.parent
+    if not folder.is_dir():
+        raise errors.InvalidInput(f"{out}: there is no directory {folder}: create it first")
+    if not os.access(folder, os.W_OK):
+        raise errors.InvalidInput(f"{out}: {folder} is not writable")
     base = Path(args.base) if args.base else None
     total = project.frame_count(output.fps)
     with tempfile.TemporaryDirectory(prefix="rendermill-render-") as tmp:
         sources = resolve_sources(project, data, _bindings(args.media), base, Path(tmp))
         threads = engine.Threads.of(args.cpus)
         cache = settings.cache_dir(args.cache_dir)
+
+        def render(on_progress: engine.ProgressCallback | None = None) -> engine.RenderResult:
+            try:
+                return engine.render(
+                    project,
+                    sources,
+                    output,
+                    out,
+                    on_progress=on_progress,
+                    threads=threads,
+                    cache_dir=cache,
+                )
+            except OSError as exc:
+                # Sources that cannot be read are MediaErrors; this is the output's side
+                # (a full disk, a path the system refuses).
+                reason = exc.strerror or str(exc)
+                raise errors.InvalidInput(f"{out}: cannot write the render: {reason}") from exc
+
         started = time.perf_counter()
         cpu_started = time.process_time()
         if args.quiet:
-            result = engine.render(project, sources, output, out, threads=threads, cache_dir=cache)
+            result = render()
         else:
             from tqdm import tqdm  # imported only when a bar is shown: 15 ms of start-up
 
@@ -193,15 +217,7 @@ def run(args: argparse.Namespace) -> int:
                 def progress(done: int, _total: int) -> None:
                     bar.update(done - bar.n)
 
-                result = engine.render(
-                    project,
-                    sources,
-                    output,
-                    out,
-                    on_progress=progress,
-                    threads=threads,
-                    cache_dir=cache,
-                )
+                result = render(progress)
         wall = time.perf_counter() - started
         cpu = time.process_time() - cpu_started
     mode = "compose"
