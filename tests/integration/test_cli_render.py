@@ -145,7 +145,9 @@ def test_unreadable_media_exits_3_naming_the_track_and_the_file(
     ("options", "message"),
     [
         (["--cpus", "-1"], "argument --cpus: '-1' is not a number of CPUs"),
-        (["--fps", "0"], "bad output option"),
+        (["--fps", "0"], "--fps 0: must be at least 1"),
+        (["--fps", "61"], "--fps 61: must be at most 60"),
+        (["--poster", "-1"], "--poster -1.0: must be at least 0.0"),
         (["--resolution", "huge"], "huge"),
         (["--media", "nothing-here"], "--media 'nothing-here': use URL=PATH"),
         (["--media", "/a.mp4=/no/such/file.mp4"], "--media /a.mp4: no file at /no/such/file.mp4"),

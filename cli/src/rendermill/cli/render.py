@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import re
 import tempfile
 import time
 import urllib.parse
@@ -101,7 +102,18 @@ def _output_spec(args: argparse.Namespace, out: Path) -> schemas.OutputSpec:
     try:
         output = msgspec.convert(spec, schemas.OutputSpec)
     except msgspec.ValidationError as exc:
-        raise errors.InvalidInput(f"bad output option: {exc}") from exc
+        # msgspec says "Expected `int` >= 1 - at `$.fps`": name the option as typed.
+        text = str(exc)
+        found = re.fullmatch(r"(.*) - at `\$\.(\w+)`", text)
+        if found is None:
+            raise errors.InvalidInput(f"bad output option: {text}") from exc
+        option = "--" + found.group(2).replace("_", "-")
+        problem = found.group(1)
+        bound = re.fullmatch(r"Expected `\w+` (>=|<=) (.+)", problem)
+        if bound is not None:
+            problem = "must be at least " if bound.group(1) == ">=" else "must be at most "
+            problem += bound.group(2)
+        raise errors.InvalidInput(f"{option} {spec[found.group(2)]}: {problem}") from exc
     output.size()  # raises for an unknown resolution
     return output
 
