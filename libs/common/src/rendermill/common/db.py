@@ -23,6 +23,15 @@ Conn: TypeAlias = "asyncpg.Connection[Any] | PoolConnectionProxy[Any]"
 EVENTS_CHANNEL = "rendermill_events"
 QUEUE_CHANNEL = "rendermill_queue"
 
+# What a database that is down, restarting or out of reach raises: the connection was
+# refused or broke (a restart ends every session), or the server is shutting down or
+# not yet accepting sessions. Worth a retry, not a bug.
+UNAVAILABLE: tuple[type[Exception], ...] = (
+    ConnectionError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,
+)
+
 _json_encode = msgspec.json.Encoder().encode
 _json_decode = msgspec.json.Decoder().decode
 

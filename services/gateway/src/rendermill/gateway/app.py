@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import hashlib
+import math
 import mmap
 import re
 import tempfile
@@ -68,7 +69,10 @@ def _error(exc: errors.RendermillError, request_id: str) -> web.Response:
             code=exc.code, message=exc.message, detail=exc.detail, request_id=request_id
         )
     )
-    return json_response(body, exc.http_status)
+    resp = json_response(body, exc.http_status)
+    if isinstance(exc, errors.RetryLater):
+        resp.headers["Retry-After"] = str(max(1, math.ceil(exc.delay)))
+    return resp
 
 
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
@@ -116,6 +120,14 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         status = exc.http_status
         log.info("request_rejected", code=exc.code, status=status, request_id=request_id)
         return _error(exc, request_id)
+    except db.UNAVAILABLE as exc:
+        # Postgres restarting or out of reach: the client should retry, not report a bug.
+        unavailable = errors.RetryLater(
+            "the database is unavailable for a moment: retry shortly", delay=2.0
+        )
+        status = unavailable.http_status
+        log.warning("request_unavailable", error=repr(exc), request_id=request_id)
+        return _error(unavailable, request_id)
     except Exception:
         log.exception("request_failed", request_id=request_id, path=request.path)
         return _error(errors.RendermillError("internal error"), request_id)
