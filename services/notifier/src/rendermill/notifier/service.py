@@ -191,10 +191,12 @@ class Notifier:
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             self.wake.clear()
-            busy = await self.dispatch()
-            busy += await self.deliver_due()
+            busy = await lifecycle.through_outages(stop, "notifier", self._round)
             if not busy:
                 await lifecycle.wait_or_stop(stop, self.wake, self.cfg.poll_interval)
+
+    async def _round(self) -> int:
+        return await self.dispatch() + await self.deliver_due()
 
 
 async def main(cfg: settings.Notifier) -> int:

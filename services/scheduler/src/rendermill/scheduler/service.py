@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import functools
 import random
 import time
 import uuid
@@ -147,9 +148,12 @@ class Scheduler:
             free = self.cfg.concurrency - self._running
             got: list[Received] = []
             if free > 0:
-                got = await self.queue.receive(
-                    max_messages=free, visibility_timeout=self.cfg.visibility_timeout
+                receive = functools.partial(
+                    self.queue.receive,
+                    max_messages=free,
+                    visibility_timeout=self.cfg.visibility_timeout,
                 )
+                got = await lifecycle.through_outages(stop, "receive", receive) or []
             for received in got:
                 self._running += 1
                 sup.spawn(self._handle_guarded(received, stop), f"job:{received.message.job_id}")
@@ -531,37 +535,40 @@ class Scheduler:
         """Every 30 s: queue and job gauges, and re-enqueue queued jobs that have no message
         (the gateway died between commit and enqueue): nothing accepted is ever lost."""
         while not stop.is_set():
-            depth, age = await self.queue.depth()
-            QUEUE_DEPTH.set(depth)
-            QUEUE_AGE.set(age)
-            async with self.pool.acquire() as conn:
-                for status, n in (await jobs.count_active(conn)).items():
-                    JOBS.labels(status.value).set(n)
-                if self.cfg.queue == "postgres":
-                    # The Postgres queue can be searched: any queued job without a
-                    # message (never sent, or lost) gets one.
-                    rows = await conn.fetch(
-                        "SELECT j.id, j.attempt, j.traceparent, j.priority FROM jobs j"
-                        " WHERE j.status = 'queued'"
-                        " AND j.updated_at < now() - interval '60 seconds' AND NOT EXISTS ("
-                        "  SELECT 1 FROM queue_messages m WHERE m.body->>'job_id' = j.id::text)"
-                    )
-                else:
-                    # SQS cannot: a job whose first message was never sent says so.
-                    rows = await jobs.never_enqueued(conn)
-            for row in rows:
-                log.warning("orphan_job_requeued", job_id=str(row["id"]))
-                await self.queue.send(
-                    schemas.QueueMessage(
-                        job_id=row["id"],
-                        attempt=row["attempt"] + 1,
-                        traceparent=row["traceparent"],
-                        tier=schemas.Tier.from_rank(row["priority"]),
-                    )
-                )
-                async with self.pool.acquire() as conn:
-                    await jobs.mark_enqueued(conn, row["id"])
+            await lifecycle.through_outages(stop, "sweep", self._sweep_once)
             await lifecycle.wait_or_stop(stop, asyncio.Event(), 30.0)
+
+    async def _sweep_once(self) -> None:
+        depth, age = await self.queue.depth()
+        QUEUE_DEPTH.set(depth)
+        QUEUE_AGE.set(age)
+        async with self.pool.acquire() as conn:
+            for status, n in (await jobs.count_active(conn)).items():
+                JOBS.labels(status.value).set(n)
+            if self.cfg.queue == "postgres":
+                # The Postgres queue can be searched: any queued job without a
+                # message (never sent, or lost) gets one.
+                rows = await conn.fetch(
+                    "SELECT j.id, j.attempt, j.traceparent, j.priority FROM jobs j"
+                    " WHERE j.status = 'queued'"
+                    " AND j.updated_at < now() - interval '60 seconds' AND NOT EXISTS ("
+                    "  SELECT 1 FROM queue_messages m WHERE m.body->>'job_id' = j.id::text)"
+                )
+            else:
+                # SQS cannot: a job whose first message was never sent says so.
+                rows = await jobs.never_enqueued(conn)
+        for row in rows:
+            log.warning("orphan_job_requeued", job_id=str(row["id"]))
+            await self.queue.send(
+                schemas.QueueMessage(
+                    job_id=row["id"],
+                    attempt=row["attempt"] + 1,
+                    traceparent=row["traceparent"],
+                    tier=schemas.Tier.from_rank(row["priority"]),
+                )
+            )
+            async with self.pool.acquire() as conn:
+                await jobs.mark_enqueued(conn, row["id"])
 
 
 async def main(cfg: settings.Scheduler) -> int:

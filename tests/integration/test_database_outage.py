@@ -1,0 +1,191 @@
+"""Service loops ride out a PostgreSQL outage: the connection cut, new ones refused, for
+a few seconds, as a restart or a failover does it. They back off, go on when the
+database is back, and lose nothing.
+
+The outage is real from the client's side: the services reach PostgreSQL through a TCP
+proxy that the test closes (every connection aborted, the port refusing) and opens again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import urllib.parse
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import aiohttp
+import asyncpg
+import pytest
+import pytest_asyncio
+from aiohttp import web
+
+from rendermill.cli.stack import free_port
+from rendermill.common import db, jobs, lifecycle, schemas, settings, tenants
+from rendermill.common.schemas import JobStatus
+from rendermill.common.store import fs
+from rendermill.notifier.service import Notifier
+
+Connect = Callable[[], Awaitable[tuple[asyncio.StreamReader, asyncio.StreamWriter]]]
+
+
+class Outage:
+    """A TCP proxy in front of PostgreSQL that can be cut and opened again."""
+
+    def __init__(self, dsn: str) -> None:
+        parts = urllib.parse.urlsplit(dsn)
+        query = urllib.parse.parse_qs(parts.query)
+        port = parts.port or 5432
+        if "host" in query:  # a Unix socket directory (the embedded server)
+            socket = f"{query['host'][0]}/.s.PGSQL.{port}"
+            self._upstream: Connect = lambda: asyncio.open_unix_connection(socket)
+        else:
+            host = parts.hostname or "127.0.0.1"
+            self._upstream = lambda: asyncio.open_connection(host, port)
+        self.port = free_port()
+        user = urllib.parse.quote(parts.username or "postgres")
+        password = f":{urllib.parse.quote(parts.password)}" if parts.password else ""
+        self.dsn = f"postgresql://{user}{password}@127.0.0.1:{self.port}{parts.path}"
+        self._server: asyncio.Server | None = None
+        self._open: set[asyncio.StreamWriter] = set()
+
+    async def restore(self) -> None:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
+
+    async def cut(self) -> None:
+        assert self._server is not None
+        self._server.close()
+        for writer in list(self._open):
+            writer.transport.abort()
+        self._open.clear()
+        self._server = None
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await self._upstream()
+        except OSError:
+            writer.transport.abort()
+            return
+        self._open |= {writer, up_writer}
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(OSError):
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            dst.transport.abort()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+
+@pytest_asyncio.fixture
+async def outage(db_url: str) -> AsyncIterator[Outage]:
+    proxy = Outage(db_url)
+    await proxy.restore()
+    yield proxy
+    if proxy._server is not None:
+        await proxy.cut()
+
+
+async def test_through_outages_backs_off_and_goes_on(outage: Outage) -> None:
+    stop = asyncio.Event()
+    conn = await asyncpg.connect(outage.dsn)
+    await outage.cut()
+    calls = 0
+
+    async def step() -> int:
+        nonlocal calls
+        calls += 1
+        if calls == 3:
+            await outage.restore()
+        c = await asyncpg.connect(outage.dsn, timeout=5)
+        try:
+            return int(await c.fetchval("SELECT 41 + 1"))
+        finally:
+            await c.close()
+
+    # The connection the cut broke: a db.UNAVAILABLE error, not a bug.
+    with pytest.raises(db.UNAVAILABLE):
+        await conn.fetchval("SELECT 1")
+    started = time.monotonic()
+    assert await lifecycle.through_outages(stop, "test", step) == 42
+    # Two refusals, each followed by a wait: 0.5 s, then 1 s (each with up to 1 s of jitter).
+    assert calls == 3
+    assert 1.5 <= time.monotonic() - started < 6.0
+
+
+async def test_through_outages_stops_when_asked_and_lets_bugs_through(outage: Outage) -> None:
+    stop = asyncio.Event()
+    await outage.cut()
+
+    async def refused() -> int:
+        await asyncpg.connect(outage.dsn, timeout=5)
+        return 1
+
+    asyncio.get_running_loop().call_later(0.2, stop.set)
+    started = time.monotonic()
+    assert await lifecycle.through_outages(stop, "test", refused) is None
+    assert time.monotonic() - started < 2.0
+
+    async def broken() -> None:
+        raise asyncpg.exceptions.UndefinedTableError('relation "jobs" does not exist')
+
+    with pytest.raises(asyncpg.exceptions.UndefinedTableError):
+        await lifecycle.through_outages(asyncio.Event(), "test", broken)
+
+
+async def test_the_notifier_delivers_after_an_outage(
+    outage: Outage, pool: asyncpg.Pool, tmp_path: Path
+) -> None:
+    got = asyncio.Event()
+
+    async def hook(_request: web.Request) -> web.Response:
+        got.set()
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_post("/hook", hook)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    cfg = settings.load(
+        settings.Notifier, env={}, overrides={"allow_private_webhooks": True, "poll_interval": 0.2}
+    )
+    store = fs.FsStore(tmp_path, signing_key="k", public_url="http://127.0.0.1:1")
+    stop = asyncio.Event()
+    try:
+        async with (
+            db.pool(outage.dsn, max_size=2) as notifier_pool,
+            aiohttp.ClientSession() as session,
+        ):
+            notifier = Notifier(cfg, notifier_pool, session, store)
+            task = asyncio.create_task(notifier.run(stop))
+            await asyncio.sleep(0.5)
+            await outage.cut()
+            # A job finishes while the notifier cannot reach the database.
+            async with pool.acquire() as conn:
+                tenant, _ = await tenants.create(conn, "t")
+                job, _ = await jobs.create(
+                    conn,
+                    tenant_id=tenant.id,
+                    project={},
+                    output=schemas.OutputSpec(),
+                    media={},
+                    webhook_url=f"http://127.0.0.1:{port}/hook",
+                )
+                await jobs.start_attempt(conn, job.id, 1)
+                await jobs.finish(conn, job.id, JobStatus.SUCCEEDED, result={"object_key": "x"})
+            await asyncio.sleep(2.0)
+            assert not task.done(), task  # before, the loop died with the connection
+            assert not got.is_set()
+            await outage.restore()
+            await asyncio.wait_for(got.wait(), timeout=30)
+            stop.set()
+            await asyncio.wait_for(task, timeout=10)
+    finally:
+        stop.set()
+        await runner.cleanup()
+    status = await pool.fetchval("SELECT status FROM webhook_messages")
+    assert status == "delivered"
