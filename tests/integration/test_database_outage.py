@@ -9,83 +9,20 @@ proxy that the test closes (every connection aborted, the port refusing) and ope
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
-import urllib.parse
-from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
 import asyncpg
 import pytest
-import pytest_asyncio
 from aiohttp import web
 
 from rendermill.cli.stack import free_port
 from rendermill.common import db, jobs, lifecycle, schemas, settings, tenants
 from rendermill.common.schemas import JobStatus
 from rendermill.common.store import fs
+from rendermill.common.testing import Outage
 from rendermill.notifier.service import Notifier
-
-Connect = Callable[[], Awaitable[tuple[asyncio.StreamReader, asyncio.StreamWriter]]]
-
-
-class Outage:
-    """A TCP proxy in front of PostgreSQL that can be cut and opened again."""
-
-    def __init__(self, dsn: str) -> None:
-        parts = urllib.parse.urlsplit(dsn)
-        query = urllib.parse.parse_qs(parts.query)
-        port = parts.port or 5432
-        if "host" in query:  # a Unix socket directory (the embedded server)
-            socket = f"{query['host'][0]}/.s.PGSQL.{port}"
-            self._upstream: Connect = lambda: asyncio.open_unix_connection(socket)
-        else:
-            host = parts.hostname or "127.0.0.1"
-            self._upstream = lambda: asyncio.open_connection(host, port)
-        self.port = free_port()
-        user = urllib.parse.quote(parts.username or "postgres")
-        password = f":{urllib.parse.quote(parts.password)}" if parts.password else ""
-        self.dsn = f"postgresql://{user}{password}@127.0.0.1:{self.port}{parts.path}"
-        self._server: asyncio.Server | None = None
-        self._open: set[asyncio.StreamWriter] = set()
-
-    async def restore(self) -> None:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
-
-    async def cut(self) -> None:
-        assert self._server is not None
-        self._server.close()
-        for writer in list(self._open):
-            writer.transport.abort()
-        self._open.clear()
-        self._server = None
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            up_reader, up_writer = await self._upstream()
-        except OSError:
-            writer.transport.abort()
-            return
-        self._open |= {writer, up_writer}
-
-        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-            with contextlib.suppress(OSError):
-                while data := await src.read(65536):
-                    dst.write(data)
-                    await dst.drain()
-            dst.transport.abort()
-
-        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
-
-
-@pytest_asyncio.fixture
-async def outage(db_url: str) -> AsyncIterator[Outage]:
-    proxy = Outage(db_url)
-    await proxy.restore()
-    yield proxy
-    if proxy._server is not None:
-        await proxy.cut()
 
 
 async def test_through_outages_backs_off_and_goes_on(outage: Outage) -> None:

@@ -21,6 +21,7 @@ from rendermill.common import db, errors, jobs, launch, schemas, settings, tenan
 from rendermill.common.project import parse
 from rendermill.common.schemas import JobStatus
 from rendermill.common.store import fs, source_key
+from rendermill.common.testing import Outage
 from rendermill.renderer import service
 
 
@@ -341,3 +342,34 @@ async def test_an_http_source_that_cannot_be_used_fails_naming_it(
     _, _, attempt = await _attempt(pool, cfg, None, f"{media_site}{path}", end=1.0)
     with pytest.raises(error, match=match):
         await attempt.run(_scratch(tmp_path))
+
+
+async def test_a_database_outage_after_the_upload_does_not_cost_the_render(
+    pool: asyncpg.Pool, db_url: str, outage: Outage, tmp_path: Path
+) -> None:
+    # The attempt reaches PostgreSQL through a proxy, cut as soon as the output is
+    # stored and opened again 2 s later: the result is recorded then, not lost.
+    cfg = _cfg(db_url, tmp_path)
+    clip = synth.make_video(tmp_path / "clip.mp4", color=(0, 200, 0), duration=1.0)
+    loop = asyncio.get_running_loop()
+    outages: list[float] = []
+
+    class CutAfterOutput(fs.FsStore):
+        async def put_file(self, key: str, path: Path) -> int:
+            size = await super().put_file(key, path)
+            if key.endswith("output.mp4"):
+                await outage.cut()
+                outages.append(loop.time())
+                loop.call_later(2.0, lambda: asyncio.ensure_future(outage.restore()))
+            return size
+
+    store = CutAfterOutput(cfg.store_root, signing_key="k", public_url="http://x")
+    job, _ = await _job(pool, store, clip, "blob:editor/1")
+    async with db.pool(outage.dsn, max_size=3) as proxied:
+        attempt = service.Attempt(cfg, proxied, store, job.id, 1)
+        assert await attempt.run(_scratch(tmp_path)) == JobStatus.SUCCEEDED
+    assert outages and loop.time() - outages[0] >= 2.0
+    async with pool.acquire() as conn:
+        done = await jobs.get(conn, job.id)
+    assert done.status == JobStatus.SUCCEEDED and done.result is not None
+    assert (cfg.store_root / done.result["object_key"]).is_file()

@@ -9,12 +9,14 @@ One template database is migrated per run; each test gets ``CREATE DATABASE … 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import socket
 import tempfile
 import urllib.parse
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import asyncpg
@@ -109,6 +111,76 @@ async def db_url(pg_server_dsn: str, template_db: str) -> AsyncIterator[str]:
 async def pool(db_url: str) -> AsyncIterator[asyncpg.Pool]:
     async with db.pool(db_url, max_size=5) as p:
         yield p
+
+
+# --- a database outage ------------------------------------------------------------------
+
+Connect = Callable[[], Awaitable[tuple[asyncio.StreamReader, asyncio.StreamWriter]]]
+
+
+class Outage:
+    """A TCP proxy in front of PostgreSQL that can be cut and opened again: connect with
+    ``dsn``; ``cut()`` aborts every connection and refuses new ones, as a restart or a
+    failover does; ``restore()`` listens again on the same port."""
+
+    def __init__(self, dsn: str) -> None:
+        parts = urllib.parse.urlsplit(dsn)
+        query = urllib.parse.parse_qs(parts.query)
+        port = parts.port or 5432
+        if "host" in query:  # a Unix socket directory (the embedded server)
+            path = f"{query['host'][0]}/.s.PGSQL.{port}"
+            self._upstream: Connect = lambda: asyncio.open_unix_connection(path)
+        else:
+            host = parts.hostname or "127.0.0.1"
+            self._upstream = lambda: asyncio.open_connection(host, port)
+        self.port = free_port()
+        user = urllib.parse.quote(parts.username or "postgres")
+        password = f":{urllib.parse.quote(parts.password)}" if parts.password else ""
+        self.dsn = f"postgresql://{user}{password}@127.0.0.1:{self.port}{parts.path}"
+        self._server: asyncio.Server | None = None
+        self._open: set[asyncio.StreamWriter] = set()
+
+    @property
+    def is_open(self) -> bool:
+        return self._server is not None
+
+    async def restore(self) -> None:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
+
+    async def cut(self) -> None:
+        assert self._server is not None
+        self._server.close()
+        for writer in list(self._open):
+            writer.transport.abort()
+        self._open.clear()
+        self._server = None
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await self._upstream()
+        except OSError:
+            writer.transport.abort()
+            return
+        self._open |= {writer, up_writer}
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(OSError):
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            dst.transport.abort()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+
+@pytest_asyncio.fixture
+async def outage(db_url: str) -> AsyncIterator[Outage]:
+    """A proxy to this test's database, for cutting (see ``Outage``)."""
+    proxy = Outage(db_url)
+    await proxy.restore()
+    yield proxy
+    if proxy.is_open:
+        await proxy.cut()
 
 
 # --- project builders for renderer tests ------------------------------------------------

@@ -259,11 +259,20 @@ class Attempt:
             "cpus": threads.cpus,
             "peak_rss_bytes": int(peak_mb * 1024 * 1024),
         }
-        async with self.pool.acquire() as conn:
-            await jobs.finish(
-                conn, self.job_id, JobStatus.SUCCEEDED, result=record, message="complete"
-            )
-        return JobStatus.SUCCEEDED
+
+        async def finish() -> JobStatus:
+            async with self.pool.acquire() as conn:
+                await jobs.finish(
+                    conn, self.job_id, JobStatus.SUCCEEDED, result=record, message="complete"
+                )
+            return JobStatus.SUCCEEDED
+
+        # The output is rendered and stored: a database restarting now must not cost the
+        # render. Recording waits for it to come back (a SIGTERM meanwhile cancels this
+        # task, and the stored output is removed as for any failure).
+        status = await lifecycle.through_outages(asyncio.Event(), "record_result", finish)
+        assert status is not None  # the event is never set
+        return status
 
     async def fetch(self, job: jobs.Job, project: model.Project, dest: Path) -> dict[str, Path]:
         """Each url the render needs, fetched once into ``dest``."""
