@@ -75,8 +75,11 @@ def test_media_bound_with_media_and_base_render_with_a_progress_bar(
     assert code == 0, stderr
     assert re.search(r"wrote .*out\.mp4: 320x180 mp4, 15 frames, 1\.000 s", stdout)
     assert "compose" in stdout
-    # The bar, on stderr: it counts frames to the end.
+    # The bar, on stderr: it counts frames to the end. Not a terminal here, so it is
+    # written as whole lines (the first and the last), not redrawn with carriage returns.
     assert "15/15" in stderr
+    assert "\r" not in stderr
+    assert [line.split("|")[0] for line in stderr.splitlines() if "frame" in line] == ["0%", "100%"]
     decoded = synth.Decoded(out, FPS)
     assert len(decoded.frames) == FPS
     assert decoded.frames[7][90, 160, 1] > 150  # the green clip shows

@@ -11,9 +11,8 @@ from typing import Any
 
 import av
 from aiohttp import web
-from tqdm import tqdm
 
-from rendermill.cli import synth
+from rendermill.cli import progress, synth
 from rendermill.cli.client import Client
 from rendermill.cli.stack import Stack, free_port
 from rendermill.common import webhooks
@@ -129,7 +128,7 @@ async def run(home: Path, out: Path, *, port: int, resolution: str, fps: int) ->
                 }
             )
             print(f"job {job['id']} accepted; following {creds.api_url}{job['events_url']}")
-            bar = tqdm(total=100, unit="%", bar_format="{l_bar}{bar}| {n:.0f}% {postfix}")
+            bar = progress.bar(total=100, unit="%", bar_format="{l_bar}{bar}| {n:.0f}% {postfix}")
             final: dict[str, Any] = {}
             async for event in client.events(job["id"]):
                 data = event["data"]
