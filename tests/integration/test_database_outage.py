@@ -18,10 +18,9 @@ import pytest
 from aiohttp import web
 
 from rendermill.cli.stack import free_port
-from rendermill.common import db, jobs, lifecycle, schemas, settings, tenants
-from rendermill.common.schemas import JobStatus
+from rendermill.common import db, lifecycle, settings
 from rendermill.common.store import fs
-from rendermill.common.testing import Outage
+from rendermill.common.testing import Outage, finished_job
 from rendermill.notifier.service import Notifier
 
 
@@ -102,18 +101,7 @@ async def test_the_notifier_delivers_after_an_outage(
             await asyncio.sleep(0.5)
             await outage.cut()
             # A job finishes while the notifier cannot reach the database.
-            async with pool.acquire() as conn:
-                tenant, _ = await tenants.create(conn, "t")
-                job, _ = await jobs.create(
-                    conn,
-                    tenant_id=tenant.id,
-                    project={},
-                    output=schemas.OutputSpec(),
-                    media={},
-                    webhook_url=f"http://127.0.0.1:{port}/hook",
-                )
-                await jobs.start_attempt(conn, job.id, 1)
-                await jobs.finish(conn, job.id, JobStatus.SUCCEEDED, result={"object_key": "x"})
+            await finished_job(pool, f"http://127.0.0.1:{port}/hook")
             await asyncio.sleep(2.0)
             assert not task.done(), task  # before, the loop died with the connection
             assert not got.is_set()

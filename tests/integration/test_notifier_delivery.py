@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import asyncpg
@@ -13,9 +12,10 @@ import pytest_asyncio
 from aiohttp import web
 
 from rendermill.cli.stack import free_port
-from rendermill.common import endpoints, errors, jobs, schemas, settings, tenants, webhooks
+from rendermill.common import endpoints, errors, jobs, schemas, settings, webhooks
 from rendermill.common.schemas import JobStatus
 from rendermill.common.store import fs
+from rendermill.common.testing import finished_job
 from rendermill.notifier.service import Notifier, RetryPolicy
 
 
@@ -57,27 +57,10 @@ def _notifier(pool: asyncpg.Pool, session: aiohttp.ClientSession, tmp: Path) -> 
     return Notifier(cfg, pool, session, store)
 
 
-async def _finished_job(pool: asyncpg.Pool, url: str) -> tuple[tenants.Tenant, jobs.Job]:
-    async with pool.acquire() as conn:
-        tenant, _ = await tenants.create(conn, "t")
-        job, _ = await jobs.create(
-            conn,
-            tenant_id=tenant.id,
-            project={},
-            output=schemas.OutputSpec(),
-            media={},
-            webhook_url=url,
-        )
-        await jobs.start_attempt(conn, job.id, 1)
-        result: dict[str, Any] = {"object_key": f"outputs/{tenant.id}/{job.id}/output.mp4"}
-        job = await jobs.finish(conn, job.id, JobStatus.SUCCEEDED, result=result)
-    return tenant, job
-
-
 async def test_signed_delivery_with_retries_recorded(
     pool: asyncpg.Pool, receiver: FlakyReceiver, tmp_path: Path
 ) -> None:
-    tenant, job = await _finished_job(pool, receiver.url)
+    tenant, job = await finished_job(pool, receiver.url)
     async with aiohttp.ClientSession() as session:
         notifier = _notifier(pool, session, tmp_path)
         assert await notifier.dispatch() == 1
@@ -105,7 +88,7 @@ async def test_signed_delivery_with_retries_recorded(
 async def test_receiver_down_gives_up_after_max_attempts(
     pool: asyncpg.Pool, tmp_path: Path
 ) -> None:
-    await _finished_job(pool, f"http://127.0.0.1:{free_port()}/nobody-home")
+    await finished_job(pool, f"http://127.0.0.1:{free_port()}/nobody-home")
     async with aiohttp.ClientSession() as session:
         notifier = _notifier(pool, session, tmp_path)
         await notifier.dispatch()
@@ -121,7 +104,7 @@ async def test_registered_endpoint_gets_its_own_signature_and_is_disabled_when_d
     pool: asyncpg.Pool, receiver: FlakyReceiver, tmp_path: Path
 ) -> None:
     dead = f"http://127.0.0.1:{free_port()}/gone"
-    tenant, _ = await _finished_job(pool, receiver.url)
+    tenant, _ = await finished_job(pool, receiver.url)
     async with pool.acquire() as conn:
         live = await endpoints.create(conn, tenant.id, receiver.url)
         down = await endpoints.create(conn, tenant.id, dead)

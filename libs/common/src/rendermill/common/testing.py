@@ -24,7 +24,7 @@ import msgspec
 import pytest
 import pytest_asyncio
 
-from rendermill.common import db, embedded, migrate
+from rendermill.common import db, embedded, jobs, migrate, schemas, tenants
 from rendermill.common import logging as rlog
 from rendermill.common.project import model
 
@@ -111,6 +111,25 @@ async def db_url(pg_server_dsn: str, template_db: str) -> AsyncIterator[str]:
 async def pool(db_url: str) -> AsyncIterator[asyncpg.Pool]:
     async with db.pool(db_url, max_size=5) as p:
         yield p
+
+
+async def finished_job(pool: asyncpg.Pool, webhook_url: str) -> tuple[tenants.Tenant, jobs.Job]:
+    """A new tenant's job that succeeded, with ``webhook_url``: its job.succeeded event
+    waits in the outbox for the notifier."""
+    async with pool.acquire() as conn:
+        tenant, _ = await tenants.create(conn, "t")
+        job, _ = await jobs.create(
+            conn,
+            tenant_id=tenant.id,
+            project={},
+            output=schemas.OutputSpec(),
+            media={},
+            webhook_url=webhook_url,
+        )
+        await jobs.start_attempt(conn, job.id, 1)
+        result = {"object_key": f"outputs/{tenant.id}/{job.id}/output.mp4"}
+        job = await jobs.finish(conn, job.id, schemas.JobStatus.SUCCEEDED, result=result)
+    return tenant, job
 
 
 # --- a database outage ------------------------------------------------------------------
