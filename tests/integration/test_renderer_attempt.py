@@ -373,3 +373,31 @@ async def test_a_database_outage_after_the_upload_does_not_cost_the_render(
         done = await jobs.get(conn, job.id)
     assert done.status == JobStatus.SUCCEEDED and done.result is not None
     assert (cfg.store_root / done.result["object_key"]).is_file()
+
+
+async def test_a_result_recorded_by_a_try_whose_answer_was_lost_keeps_its_output(
+    pool: asyncpg.Pool, db_url: str, tmp_path: Path
+) -> None:
+    # The state a broken connection leaves when it drops between COMMIT and its answer:
+    # the result is recorded, the attempt does not know it. Recording again must find
+    # it there, not take the job for superseded and delete the output it points at.
+    cfg = _cfg(db_url, tmp_path)
+    clip = synth.make_video(tmp_path / "clip.mp4", color=(0, 200, 0), duration=1.0)
+
+    class RecordedBehindItsBack(fs.FsStore):
+        async def put_file(self, key: str, path: Path) -> int:
+            size = await super().put_file(key, path)
+            if key.endswith("output.mp4"):
+                async with pool.acquire() as conn:
+                    result = {"object_key": key, "sha256": service._sha256(path)}
+                    await jobs.finish(conn, job.id, JobStatus.SUCCEEDED, result=result)
+            return size
+
+    store = RecordedBehindItsBack(cfg.store_root, signing_key="k", public_url="http://x")
+    job, _ = await _job(pool, store, clip, "blob:editor/1")
+    attempt = service.Attempt(cfg, pool, store, job.id, 1)
+    assert await attempt.run(_scratch(tmp_path)) == JobStatus.SUCCEEDED
+    async with pool.acquire() as conn:
+        done = await jobs.get(conn, job.id)
+    assert done.status == JobStatus.SUCCEEDED and done.result is not None
+    assert (cfg.store_root / done.result["object_key"]).is_file()

@@ -262,9 +262,16 @@ class Attempt:
 
         async def finish() -> JobStatus:
             async with self.pool.acquire() as conn:
-                await jobs.finish(
-                    conn, self.job_id, JobStatus.SUCCEEDED, result=record, message="complete"
-                )
+                try:
+                    await jobs.finish(
+                        conn, self.job_id, JobStatus.SUCCEEDED, result=record, message="complete"
+                    )
+                except errors.Conflict:
+                    # A try whose answer a broken connection swallowed may have been
+                    # recorded: then this result is the job's, and its output must stay.
+                    now = await jobs.get(conn, self.job_id)
+                    if not _recorded(now, self.attempt, record):
+                        raise
             return JobStatus.SUCCEEDED
 
         # The output is rendered and stored: a database restarting now must not cost the
@@ -388,6 +395,17 @@ def _suffix(url: str) -> str:
     tail = url.split("?", 1)[0].rsplit("/", 1)[-1]
     suffix = Path(tail).suffix
     return suffix if 1 < len(suffix) <= 6 else ""
+
+
+def _recorded(job: jobs.Job, attempt: int, record: dict[str, Any]) -> bool:
+    """Whether ``job`` already holds ``record`` as the result of ``attempt``."""
+    result = job.result or {}
+    return (
+        job.status == JobStatus.SUCCEEDED
+        and job.attempt == attempt
+        and result.get("object_key") == record["object_key"]
+        and result.get("sha256") == record["sha256"]
+    )
 
 
 def _sha256(path: Path) -> str:
