@@ -55,7 +55,6 @@ class Common(msgspec.Struct, frozen=True, kw_only=True):
     public_url: str = "http://127.0.0.1:8080"
     log_level: str = "info"
     log_format: Literal["json", "console"] = "json"
-    service_name: str = "rendermill"
 
     @property
     def home_path(self) -> Path:
