@@ -18,7 +18,7 @@ import functools
 import random
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import asyncpg
@@ -112,6 +112,38 @@ def classify(exit_code: int) -> Outcome:
     if exit_code == EXIT_NOT_RUN:
         return Outcome("infrastructure", True, "the render task failed to start or was lost")
     return Outcome("infrastructure", True, f"the renderer exited with code {exit_code}")
+
+
+class HeartbeatJudge:
+    """Whether a render's heartbeat has gone silent, fair to a database outage.
+
+    While PostgreSQL is out of reach no renderer can write a heartbeat, so none is
+    judged; once it is back, renderers get ``timeout`` seconds to write one again before
+    an old heartbeat counts as lost. Otherwise every render running through an outage
+    longer than the timeout would be stopped the moment the scheduler could look again.
+    """
+
+    def __init__(self, timeout: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.timeout = timeout
+        self._clock = clock
+        self._out = False
+        self._judge_after = 0.0
+
+    def unreachable(self) -> None:
+        """The database could not be reached just now."""
+        self._out = True
+
+    def reached(self) -> None:
+        """The database answered just now."""
+        if self._out:
+            self._out = False
+            self._judge_after = self._clock() + self.timeout
+
+    def lost(self, att: jobs.Attempt) -> bool:
+        if self._out or self._clock() < self._judge_after:
+            return False
+        age = (dt.datetime.now(dt.UTC) - att.heartbeat_at).total_seconds()
+        return age > self.timeout
 
 
 def size_step(exit_codes: Iterable[int | None]) -> int:
@@ -305,19 +337,29 @@ class Scheduler:
         or whose job was canceled."""
         interval = max(1.0, self.cfg.visibility_timeout / 3)
         last_visibility = time.monotonic()
+        judge = HeartbeatJudge(self.cfg.heartbeat_timeout)
         while True:
             # Polled often enough that a cancel stops the render within seconds.
             await asyncio.sleep(min(interval, CANCEL_POLL_SECONDS))
-            if time.monotonic() - last_visibility >= interval:
-                await self.queue.change_visibility(received.receipt, self.cfg.visibility_timeout)
-                last_visibility = time.monotonic()
-            async with self.pool.acquire() as conn:
-                att = await jobs.get_attempt(conn, job_id, attempt)
-                job = await jobs.get(conn, job_id)
+            try:
+                if time.monotonic() - last_visibility >= interval:
+                    await self.queue.change_visibility(
+                        received.receipt, self.cfg.visibility_timeout
+                    )
+                    last_visibility = time.monotonic()
+                async with self.pool.acquire() as conn:
+                    att = await jobs.get_attempt(conn, job_id, attempt)
+                    job = await jobs.get(conn, job_id)
+            except db.UNAVAILABLE as exc:
+                # The render goes on; so does watching it, once the database is back.
+                judge.unreachable()
+                log.warning("watch_unavailable", job_id=str(job_id), error=repr(exc))
+                continue
+            judge.reached()
             if job.status == JobStatus.CANCELED:
                 log.info("render_canceled", job_id=str(job_id), attempt=attempt)
                 reason = "the job was canceled"
-            elif att and self._stale(att):
+            elif att and judge.lost(att):
                 log.warning("heartbeat_lost", job_id=str(job_id), attempt=attempt)
                 reason = "the renderer's heartbeat was lost"
             else:
@@ -329,10 +371,6 @@ class Scheduler:
                 log.warning("stop_failed", job_id=str(job_id), attempt=attempt, error=exc.message)
                 continue
             return
-
-    def _stale(self, att: jobs.Attempt) -> bool:
-        age = (dt.datetime.now(dt.UTC) - att.heartbeat_at).total_seconds()
-        return age > self.cfg.heartbeat_timeout
 
     async def _adopt(self, job: jobs.Job, received: Received, stop: asyncio.Event) -> None:
         """Watch an attempt started by an earlier scheduler until it ends: through the
@@ -354,14 +392,22 @@ class Scheduler:
                 log.info("attempt_adopted", job_id=str(job.id), attempt=job.attempt, exit_code=rc)
                 await self._attempt_ended(job.id, job.attempt, rc, job.max_attempts, received)
                 return
+        judge = HeartbeatJudge(self.cfg.heartbeat_timeout)
         while not stop.is_set():
-            async with self.pool.acquire() as conn:
-                att = await jobs.get_attempt(conn, job.id, job.attempt)
-                current = await jobs.get(conn, job.id)
+            try:
+                async with self.pool.acquire() as conn:
+                    att = await jobs.get_attempt(conn, job.id, job.attempt)
+                    current = await jobs.get(conn, job.id)
+            except db.UNAVAILABLE as exc:
+                judge.unreachable()
+                log.warning("watch_unavailable", job_id=str(job.id), error=repr(exc))
+                await lifecycle.wait_or_stop(stop, asyncio.Event(), 5.0)
+                continue
+            judge.reached()
             if current.status.terminal or current.attempt != job.attempt:
                 await self.queue.delete(received.receipt)
                 return
-            if att is None or att.finished_at is not None or self._stale(att):
+            if att is None or att.finished_at is not None or judge.lost(att):
                 log.warning("attempt_lost", job_id=str(job.id), attempt=job.attempt)
                 await self._attempt_ended(
                     job.id, job.attempt, EXIT_TRANSIENT, job.max_attempts, received
