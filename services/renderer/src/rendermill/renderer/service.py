@@ -240,25 +240,38 @@ class Attempt:
                     poster_key = output_key(str(job.tenant_id), str(job.id), "poster.jpg")
                     await self.store.put_file(poster_key, poster)
                     stored.append(poster_key)
+            record = {
+                "object_key": key,
+                "size_bytes": size,
+                "duration": result.duration,
+                "width": result.width,
+                "height": result.height,
+                "frames": result.frames,
+                "sha256": digest,
+                "content_type": CONTENT_TYPES.get(fmt, "application/octet-stream"),
+                "copied": result.copied,
+                "poster_key": poster_key,
+                # For the scheduler's metrics; not part of what the API shows.
+                "cpus": threads.cpus,
+                "peak_rss_bytes": int(peak_mb * 1024 * 1024),
+            }
+
+            # Heartbeats go on while the result is recorded: see _record.
+            return await self._record(record)
         finally:
             reporter.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await reporter
-        record = {
-            "object_key": key,
-            "size_bytes": size,
-            "duration": result.duration,
-            "width": result.width,
-            "height": result.height,
-            "frames": result.frames,
-            "sha256": digest,
-            "content_type": CONTENT_TYPES.get(fmt, "application/octet-stream"),
-            "copied": result.copied,
-            "poster_key": poster_key,
-            # For the scheduler's metrics; not part of what the API shows.
-            "cpus": threads.cpus,
-            "peak_rss_bytes": int(peak_mb * 1024 * 1024),
-        }
+
+    async def _record(self, record: dict[str, Any]) -> JobStatus:
+        """Record ``record`` as the job's result.
+
+        The output is rendered and stored: a database restarting now must not cost the
+        render. Recording waits for it to come back (a SIGTERM meanwhile cancels the
+        attempt, and the stored output is removed as for any failure); the caller keeps
+        the heartbeats going, so that the scheduler finds the attempt alive when it can
+        look again.
+        """
 
         async def finish() -> JobStatus:
             async with self.pool.acquire() as conn:
@@ -274,9 +287,6 @@ class Attempt:
                         raise
             return JobStatus.SUCCEEDED
 
-        # The output is rendered and stored: a database restarting now must not cost the
-        # render. Recording waits for it to come back (a SIGTERM meanwhile cancels this
-        # task, and the stored output is removed as for any failure).
         status = await lifecycle.through_outages(asyncio.Event(), "record_result", finish)
         assert status is not None  # the event is never set
         return status
