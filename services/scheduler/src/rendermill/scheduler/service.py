@@ -413,7 +413,10 @@ class Scheduler:
                     job.id, job.attempt, EXIT_TRANSIENT, job.max_attempts, received
                 )
                 return
-            await self.queue.change_visibility(received.receipt, self.cfg.visibility_timeout)
+            with contextlib.suppress(*db.UNAVAILABLE):
+                # The Postgres queue may have gone since the read above: watched again
+                # next round, or, past the visibility timeout, by whoever gets it.
+                await self.queue.change_visibility(received.receipt, self.cfg.visibility_timeout)
             await lifecycle.wait_or_stop(
                 stop, asyncio.Event(), min(5.0, self.cfg.visibility_timeout / 3)
             )
