@@ -1,4 +1,4 @@
-"""Service loops ride out a PostgreSQL outage: the connection cut, new ones refused, for
+"""Services ride out a PostgreSQL outage: the connection cut, new ones refused, for
 a few seconds, as a restart or a failover does it. They back off, go on when the
 database is back, and lose nothing.
 
@@ -16,11 +16,14 @@ import aiohttp
 import asyncpg
 import pytest
 from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
 
 from rendermill.cli.stack import free_port
-from rendermill.common import db, lifecycle, settings
+from rendermill.common import db, jobs, lifecycle, schemas, settings, tenants
+from rendermill.common.schemas import JobStatus
 from rendermill.common.store import fs
 from rendermill.common.testing import Outage, finished_job
+from rendermill.gateway.app import create_app
 from rendermill.notifier.service import Notifier
 
 
@@ -114,3 +117,38 @@ async def test_the_notifier_delivers_after_an_outage(
         await runner.cleanup()
     status = await pool.fetchval("SELECT status FROM webhook_messages")
     assert status == "delivered"
+
+
+async def test_an_event_stream_pauses_through_an_outage_and_goes_on(
+    outage: Outage, pool: asyncpg.Pool, tmp_path: Path
+) -> None:
+    cfg = settings.load(
+        settings.Gateway,
+        env={},
+        overrides={
+            "database_url": outage.dsn,
+            "store_path": str(tmp_path / "store"),
+            "url_signing_key": "k",
+        },
+    )
+    async with pool.acquire() as conn:
+        tenant, key = await tenants.create(conn, "t")
+        job, _ = await jobs.create(
+            conn, tenant_id=tenant.id, project={}, output=schemas.OutputSpec(), media={}
+        )
+    async with TestClient(TestServer(create_app(cfg))) as client:
+        ws = await client.ws_connect(
+            f"/v1/jobs/{job.id}/events", headers={"Authorization": f"Bearer {key}"}
+        )
+        assert (await ws.receive_json(timeout=5))["type"] == "job.queued"
+        await outage.cut()
+        # The job runs on while the gateway cannot read its events.
+        async with pool.acquire() as conn:
+            await jobs.start_attempt(conn, job.id, 1)
+            await jobs.finish(conn, job.id, JobStatus.SUCCEEDED, result=None)
+        with pytest.raises(TimeoutError):
+            await ws.receive(timeout=2.0)  # nothing yet, and not closed either
+        await outage.restore()
+        seen = [(await ws.receive_json(timeout=30))["type"] for _ in range(2)]
+        assert seen == ["job.started", "job.succeeded"]
+        await ws.close()

@@ -17,6 +17,7 @@ import pytest_asyncio
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
+from rendermill.cli.stack import free_port
 from rendermill.common import errors, jobs, schemas, settings, sql, tenants
 from rendermill.common.queue.postgres import PostgresQueue
 from rendermill.common.schemas import JobStatus, Stage
@@ -670,3 +671,43 @@ async def test_a_tenant_capped_below_high_cannot_jump_the_queue(api: Api) -> Non
     resp = await api.submit({"project": project, "priority": "normal"})
     assert resp.status == 202, await resp.text()
     assert (await resp.json())["priority"] == "normal"
+
+
+async def test_the_client_follows_on_across_a_gateway_restart(api: Api) -> None:
+    from rendermill.cli.client import Client
+
+    asset = await api.upload()
+    job = await (await api.submit({"project": PROJECT, "media": {"/media/a.mp4": asset}})).json()
+    job_id = uuid.UUID(job["id"])
+    # A gateway of its own on a fixed port, restarted while the client follows the job.
+    port = free_port()
+    first = TestServer(create_app(api.cfg), port=port)
+    await first.start_server()
+    seen: list[tuple[int, str]] = []
+    got_started = asyncio.Event()
+
+    async def follow() -> None:
+        async with Client(f"http://127.0.0.1:{port}", api.key) as client:
+            async for event in client.events(str(job_id)):
+                seen.append((event["seq"], event["type"]))
+                if event["type"] == "job.started":
+                    got_started.set()
+
+    follower = asyncio.create_task(follow())
+    async with api.pool.acquire() as conn:
+        await jobs.start_attempt(conn, job_id, 1)
+    await asyncio.wait_for(got_started.wait(), 10)
+    stopping = time.monotonic()
+    # The stream ends with the gateway ("going away"), without holding its shutdown.
+    await first.close()
+    assert time.monotonic() - stopping < 5.0
+    async with api.pool.acquire() as conn:
+        await jobs.finish(conn, job_id, JobStatus.SUCCEEDED, result=None)
+    second = TestServer(create_app(api.cfg), port=port)
+    await second.start_server()
+    try:
+        await asyncio.wait_for(follower, 30)
+    finally:
+        await second.close()
+    # Each event once, in order, through the terminal one.
+    assert seen == [(1, "job.queued"), (2, "job.started"), (3, "job.succeeded")]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -11,6 +12,8 @@ import aiohttp
 import websockets
 
 TERMINAL = ("job.succeeded", "job.failed", "job.canceled")
+# Drops of the event stream in a row before events() gives up.
+RECONNECTS = 5
 
 
 class ApiError(Exception):
@@ -83,15 +86,34 @@ class Client:
             return await self._json(resp)
 
     async def events(self, job_id: str, after: int = 0) -> AsyncIterator[dict[str, Any]]:
-        """Every event of the job over the WebSocket, ending after the terminal one."""
-        ws_url = self.api_url.replace("http", "ws", 1) + f"/v1/jobs/{job_id}/events?after={after}"
+        """Every event of the job over the WebSocket, ending after the terminal one.
+
+        A connection that drops first (a gateway restarting, a network blip) is made
+        again from the last event seen, up to ``RECONNECTS`` times in a row, a second
+        apart, then twice that, and so on up to 8 s.
+        """
+        base = self.api_url.replace("http", "ws", 1) + f"/v1/jobs/{job_id}/events"
         headers = {"Authorization": f"Bearer {self.api_key}"}
-        async with websockets.connect(ws_url, additional_headers=headers) as ws:
-            async for raw in ws:
-                event = json.loads(raw)
-                yield event
-                if event["type"] in TERMINAL:
-                    return
+        drops = 0
+        while True:
+            try:
+                async with websockets.connect(
+                    f"{base}?after={after}", additional_headers=headers
+                ) as ws:
+                    async for raw in ws:
+                        event = json.loads(raw)
+                        after, drops = int(event["seq"]), 0
+                        yield event
+                        if event["type"] in TERMINAL:
+                            return
+            except websockets.exceptions.InvalidStatus:
+                raise  # refused (a bad key, no such job): asking again changes nothing
+            except (OSError, websockets.exceptions.WebSocketException):
+                pass
+            drops += 1
+            if drops > RECONNECTS:
+                raise ApiError(0, f"the event stream of job {job_id} kept dropping")
+            await asyncio.sleep(min(8.0, 2.0 ** (drops - 1)))
 
     async def download(self, url: str, dest: Path) -> int:
         size = 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import functools
 import hashlib
 import math
 import mmap
@@ -18,7 +19,7 @@ from typing import Any, cast
 import aiohttp_cors
 import asyncpg
 import msgspec
-from aiohttp import WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, web
 from opentelemetry import trace
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 
@@ -28,6 +29,7 @@ from rendermill.common import (
     endpoints,
     errors,
     jobs,
+    lifecycle,
     netguard,
     schemas,
     settings,
@@ -49,6 +51,10 @@ POOL = web.AppKey("pool", asyncpg.Pool)
 STORE = web.AppKey("store", Store)
 QUEUE = web.AppKey("queue", Queue)
 HUB = web.AppKey("hub", EventHub)
+# The ``closed`` events of the event streams open now: set on shutdown, so that each ends
+# at once (its client reconnects, to another gateway) instead of holding the shutdown.
+STREAMS = web.AppKey("streams", set[asyncio.Event])
+TERMINAL_EVENTS = ("job.succeeded", "job.failed", "job.canceled")
 TENANT = "tenant"
 
 REQUESTS = Counter("rendermill_http_requests_total", "HTTP requests", ["method", "route", "status"])
@@ -671,17 +677,26 @@ async def upload_part(request: web.Request) -> web.Response:
 async def _event_stream(
     request: web.Request, job_id: uuid.UUID, after: int, closed: asyncio.Event
 ) -> AsyncIterator[jobs.Event]:
-    """Every event of the job after ``after``, until a terminal one or ``closed``."""
+    """Every event of the job after ``after``, until a terminal one or ``closed``. While
+    the database is out of reach the stream pauses (the WebSocket's pings keep it open)
+    and goes on where it was when the database is back."""
     hub = request.app[HUB]
+    pool = request.app[POOL]
+
+    async def read(after: int) -> list[jobs.Event]:
+        async with pool.acquire() as conn:
+            return await jobs.events_after(conn, job_id, after)
+
     with hub.watch(job_id) as wake:
         while not closed.is_set():
             wake.clear()
-            async with request.app[POOL].acquire() as conn:
-                batch = await jobs.events_after(conn, job_id, after)
-            for event in batch:
+            batch = await lifecycle.through_outages(
+                closed, "event_stream", functools.partial(read, after)
+            )
+            for event in batch or ():
                 after = event.seq
                 yield event
-                if event.type in ("job.succeeded", "job.failed", "job.canceled"):
+                if event.type in TERMINAL_EVENTS:
                     return
             if not batch:
                 # NOTIFY is a hint: poll now and then in case one was missed.
@@ -705,6 +720,11 @@ def _event_view(event: jobs.Event) -> api.EventView:
     )
 
 
+async def _end_streams(app: web.Application) -> None:
+    for closed in app[STREAMS]:
+        closed.set()
+
+
 async def job_events(request: web.Request) -> web.StreamResponse:
     """WebSocket (or SSE when not an upgrade): every state/progress change of the job."""
     tenant = await authenticate(request)
@@ -714,7 +734,21 @@ async def job_events(request: web.Request) -> web.StreamResponse:
     after_raw = request.query.get("after") or request.headers.get("Last-Event-ID") or "0"
     after = int(after_raw) if after_raw.isdigit() else 0
     closed = asyncio.Event()
-    ws = web.WebSocketResponse(heartbeat=20)
+    streams = request.app[STREAMS]
+    streams.add(closed)
+    try:
+        return await _stream_events(request, job_id, after, closed)
+    finally:
+        streams.discard(closed)
+
+
+async def _stream_events(
+    request: web.Request, job_id: uuid.UUID, after: int, closed: asyncio.Event
+) -> web.StreamResponse:
+    # timeout: how long closing waits for the client's answer. A client answers at once;
+    # while the gateway shuts down its answer is never read, and aiohttp's 10 s would
+    # hold the shutdown that long.
+    ws = web.WebSocketResponse(heartbeat=20, timeout=2.0)
     if ws.can_prepare(request).ok:
         await ws.prepare(request)
 
@@ -725,15 +759,23 @@ async def job_events(request: web.Request) -> web.StreamResponse:
             closed.set()
 
         read_task = asyncio.create_task(reader())
+        # Ended before the job did (the gateway shutting down): "going away", so that
+        # the client connects again, from its last event.
+        code = WSCloseCode.GOING_AWAY
         try:
             async for event in _event_stream(request, job_id, after, closed):
                 await ws.send_str(_json.encode(_event_view(event)).decode())
+                if event.type in TERMINAL_EVENTS:
+                    code = WSCloseCode.OK
         except ConnectionResetError:
             pass
         finally:
             read_task.cancel()
-            await ws.close()
+            with contextlib.suppress(asyncio.CancelledError):
+                await read_task
+            await ws.close(code=code)
         return ws
+    # An EventSource reconnects by itself when the stream ends, sending Last-Event-ID.
     sse = web.StreamResponse(
         headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
     )
@@ -875,6 +917,8 @@ async def _cancel(task: asyncio.Task[None]) -> None:
 def create_app(cfg: settings.Gateway) -> web.Application:
     app = web.Application(middlewares=[error_middleware], client_max_size=cfg.max_project_bytes)
     app[CFG] = cfg
+    app[STREAMS] = set()
+    app.on_shutdown.append(_end_streams)
     app.cleanup_ctx.append(_resources)
     r = app.router
     r.add_post("/v1/jobs", create_job)
