@@ -711,3 +711,38 @@ async def test_the_client_follows_on_across_a_gateway_restart(api: Api) -> None:
         await second.close()
     # Each event once, in order, through the terminal one.
     assert seen == [(1, "job.queued"), (2, "job.started"), (3, "job.succeeded")]
+
+
+async def test_a_tenant_past_its_rate_is_told_to_slow_down(
+    api: Api, pool: asyncpg.Pool, tmp_path: Path
+) -> None:
+    cfg = msgspec.structs.replace(api.cfg, rate_limit=5.0)  # bursts of 10 pass
+    async with pool.acquire() as conn:
+        _, other = await tenants.create(conn, "tenant-b")
+    async with TestClient(TestServer(create_app(cfg))) as client:
+        started = time.monotonic()
+        answers = await asyncio.gather(
+            *(client.get("/v1/jobs", headers=api.auth()) for _ in range(25))
+        )
+        took = time.monotonic() - started
+        statuses = [r.status for r in answers]
+        # Ten at once, and five a second more for the time the requests took.
+        assert 10 <= statuses.count(200) <= 11 + 5 * took
+        assert set(statuses) == {200, 429}
+        refused = next(r for r in answers if r.status == 429)
+        assert refused.headers["Retry-After"] == "1"
+        error = (await refused.json())["error"]
+        assert error["code"] == "rate_limited"
+        assert error["message"] == (
+            "more than 5 requests a second from this tenant: slow down and retry"
+        )
+        # Another tenant is not held back by the first one's haste.
+        assert (await client.get("/v1/jobs", headers=api.auth(other))).status == 200
+        # A second later the bucket has room for about five more.
+        await asyncio.sleep(1.0)
+        started = time.monotonic()
+        later = await asyncio.gather(
+            *(client.get("/v1/jobs", headers=api.auth()) for _ in range(12))
+        )
+        took = time.monotonic() - started
+        assert 4 <= [r.status for r in later].count(200) <= 6 + 5 * took

@@ -97,6 +97,13 @@ class RetryLater(RendermillError):
         self.delay = delay
 
 
+class RateLimited(RetryLater):
+    """Too many requests from one tenant: the same call may succeed after ``delay``."""
+
+    code = "rate_limited"
+    http_status = 429
+
+
 class PermanentFailure(RendermillError):
     """Will never succeed; do not retry."""
 

@@ -84,6 +84,9 @@ class Gateway(Common, frozen=True, kw_only=True):
     # Webhook targets on loopback/private networks are refused unless this is set (local stacks).
     allow_private_webhooks: bool = False
     max_output_seconds: float = 3 * 3600
+    # Requests a second one tenant may make through this gateway (bursts of two seconds'
+    # worth pass); 0: no limit.
+    rate_limit: float = 100.0
     # Web origins (comma-separated, e.g. "https://app.example.com,http://localhost:3000",
     # or "*") whose pages may call the API from the browser; empty: none (same origin or
     # server-side callers only).

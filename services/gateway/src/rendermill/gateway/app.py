@@ -20,6 +20,7 @@ import aiohttp_cors
 import asyncpg
 import msgspec
 from aiohttp import WSCloseCode, WSMsgType, web
+from aiolimiter import AsyncLimiter
 from opentelemetry import trace
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 
@@ -54,6 +55,7 @@ HUB = web.AppKey("hub", EventHub)
 # The ``closed`` events of the event streams open now: set on shutdown, so that each ends
 # at once (its client reconnects, to another gateway) instead of holding the shutdown.
 STREAMS = web.AppKey("streams", set[asyncio.Event])
+LIMITERS = web.AppKey("limiters", dict[uuid.UUID, AsyncLimiter])
 TERMINAL_EVENTS = ("job.succeeded", "job.failed", "job.canceled")
 TENANT = "tenant"
 
@@ -151,11 +153,31 @@ def _token(request: web.Request) -> str | None:
 
 
 async def authenticate(request: web.Request) -> tenants.Tenant:
+    """The tenant whose API key the request carries, within its rate limit."""
     token = _token(request)
     if not token:
         raise errors.Unauthorized("missing API key: send 'Authorization: Bearer <key>'")
     async with request.app[POOL].acquire() as conn:
-        return await tenants.authenticate(conn, token)
+        tenant = await tenants.authenticate(conn, token)
+    await _within_rate(request.app, tenant.id)
+    return tenant
+
+
+async def _within_rate(app: web.Application, tenant_id: uuid.UUID) -> None:
+    """Count one request of the tenant; raise RateLimited past its rate (a leaky bucket
+    per tenant, per gateway process, holding two seconds' worth)."""
+    rate = app[CFG].rate_limit
+    if rate <= 0:
+        return
+    limiter = app[LIMITERS].get(tenant_id)
+    if limiter is None:
+        limiter = app[LIMITERS][tenant_id] = AsyncLimiter(2 * rate, 2.0)
+    if not limiter.has_capacity():
+        raise errors.RateLimited(
+            f"more than {rate:g} requests a second from this tenant: slow down and retry",
+            delay=1.0,
+        )
+    await limiter.acquire()
 
 
 # Request fields whose type alone does not say what to send: the hint their errors carry.
@@ -918,6 +940,7 @@ def create_app(cfg: settings.Gateway) -> web.Application:
     app = web.Application(middlewares=[error_middleware], client_max_size=cfg.max_project_bytes)
     app[CFG] = cfg
     app[STREAMS] = set()
+    app[LIMITERS] = {}
     app.on_shutdown.append(_end_streams)
     app.cleanup_ctx.append(_resources)
     r = app.router
