@@ -17,6 +17,7 @@ import asyncpg
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from prometheus_client import REGISTRY
 
 from rendermill.cli.stack import free_port
 from rendermill.common import db, jobs, lifecycle, schemas, settings, tenants
@@ -48,10 +49,14 @@ async def test_through_outages_backs_off_and_goes_on(outage: Outage) -> None:
     with pytest.raises(db.UNAVAILABLE):
         await conn.fetchval("SELECT 1")
     started = time.monotonic()
-    assert await lifecycle.through_outages(stop, "test", step) == 42
+    before = REGISTRY.get_sample_value("rendermill_database_unavailable_total", {"task": "t"})
+    assert await lifecycle.through_outages(stop, "t", step) == 42
     # Two refusals, each followed by a wait: 0.5 s, then 1 s (each with up to 1 s of jitter).
     assert calls == 3
     assert 1.5 <= time.monotonic() - started < 6.0
+    # Counted for the dashboard and the alert.
+    after = REGISTRY.get_sample_value("rendermill_database_unavailable_total", {"task": "t"})
+    assert (after or 0.0) - (before or 0.0) == 2
 
 
 async def test_through_outages_stops_when_asked_and_lets_bugs_through(outage: Outage) -> None:

@@ -8,11 +8,18 @@ import signal
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
+from prometheus_client import Counter
+
 from rendermill.common import db
 from rendermill.common import logging as rlog
 
 log = rlog.get(__name__)
 T = TypeVar("T")
+OUTAGE_RETRIES = Counter(
+    "rendermill_database_unavailable_total",
+    "Tries of a service's work that found PostgreSQL out of reach, by what was tried",
+    ["task"],
+)
 
 
 def install_signal_handlers(stop: asyncio.Event) -> None:
@@ -102,6 +109,7 @@ async def through_outages(
 
     def waiting(state: Any) -> None:
         assert state.outcome is not None and state.next_action is not None
+        OUTAGE_RETRIES.labels(what).inc()
         log.warning(
             "database_unavailable",
             task=what,
