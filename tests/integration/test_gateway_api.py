@@ -746,3 +746,24 @@ async def test_a_tenant_past_its_rate_is_told_to_slow_down(
         )
         took = time.monotonic() - started
         assert 4 <= [r.status for r in later].count(200) <= 6 + 5 * took
+
+
+async def test_the_client_waits_as_told_when_rate_limited(api: Api) -> None:
+    from rendermill.cli.client import ApiError, Client
+
+    asset = await api.upload()
+    cfg = msgspec.structs.replace(api.cfg, rate_limit=2.0)  # bursts of 4 pass
+    async with (
+        TestServer(create_app(cfg)) as server,
+        Client(str(server.make_url("")), api.key) as client,
+    ):
+        job = await client.submit({"project": PROJECT, "media": {"/media/a.mp4": asset}})
+        started = time.monotonic()
+        # Eight calls for a budget of four: the rest wait out a Retry-After each.
+        views = [await client.job(job["id"]) for _ in range(8)]
+        assert {v["id"] for v in views} == {job["id"]}
+        assert time.monotonic() - started >= 1.0
+        # What asking again cannot mend is not asked again.
+        with pytest.raises(ApiError) as refused:
+            await client.job(str(uuid.uuid4()))
+        assert refused.value.status == 404
