@@ -87,6 +87,9 @@ class Gateway(Common, frozen=True, kw_only=True):
     # Requests a second one tenant may make through this gateway (bursts of two seconds'
     # worth pass); 0: no limit.
     rate_limit: float = 100.0
+    # Outputs of jobs finished this many days ago, and uploads this old that no unfinished
+    # job plays, are deleted (see gateway.retention); 0: kept for ever.
+    retention_days: float = 0.0
     # Web origins (comma-separated, e.g. "https://app.example.com,http://localhost:3000",
     # or "*") whose pages may call the API from the browser; empty: none (same origin or
     # server-side callers only).

@@ -81,6 +81,8 @@ class ResultView(msgspec.Struct, kw_only=True):
     download_url: str | None = None
     poster_url: str | None = None
     download_expires_at: Timestamp | None = None
+    # When the output was deleted, kept RENDERMILL_RETENTION_DAYS after the job finished.
+    expired_at: Timestamp | None = None
 
 
 class ErrorInfo(msgspec.Struct, kw_only=True):

@@ -41,7 +41,7 @@ from rendermill.common import logging as rlog
 from rendermill.common.project import model, parse
 from rendermill.common.queue import Queue, open_queue
 from rendermill.common.store import Store, fs, open_store, source_key
-from rendermill.gateway import api, direct, openapi
+from rendermill.gateway import api, direct, openapi, retention
 from rendermill.gateway.hub import EventHub
 
 log = rlog.get(__name__)
@@ -217,6 +217,8 @@ def _result_view(app: web.Application, job: jobs.Job) -> api.ResultView | None:
     if job.result is None:
         return None
     view = msgspec.convert(job.result, api.ResultView)
+    if view.expired_at is not None:
+        return view  # deleted after RENDERMILL_RETENTION_DAYS: no link to give
     ttl = app[CFG].download_ttl_seconds
     filename = f"{job.id}.{job.output.get('format', 'mp4')}"
     view.download_url = app[STORE].download_url(view.object_key, ttl=ttl, filename=filename)
@@ -927,6 +929,12 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
             name="upload-sweep",
         )
         stack.push_async_callback(_cancel, sweeper)
+        if cfg.retention_days > 0:
+            expiry = asyncio.create_task(
+                retention.sweep_forever(app[POOL], app[STORE], cfg.retention_days),
+                name="retention-sweep",
+            )
+            stack.push_async_callback(_cancel, expiry)
         yield
 
 
