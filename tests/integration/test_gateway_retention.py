@@ -4,6 +4,7 @@ the job keeps its record (without a link), an upload a job still waits for stays
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,20 @@ PROJECT = {
     "height": 180,
     "tracks": [{"controllerName": "video", "url": "/a.mp4", "actions": [{"start": 0, "end": 1}]}],
 }
+
+
+def _result(object_key: str) -> dict[str, Any]:
+    """A result as the renderer records it."""
+    return {
+        "object_key": object_key,
+        "size_bytes": 5,
+        "duration": 1.0,
+        "width": 320,
+        "height": 180,
+        "frames": 30,
+        "sha256": "",
+        "content_type": "video/mp4",
+    }
 
 
 @pytest_asyncio.fixture
@@ -79,17 +94,7 @@ async def test_outputs_and_sources_kept_long_enough_are_removed(
         for k in (out, poster):
             (Path(root) / k).parent.mkdir(parents=True, exist_ok=True)
             (Path(root) / k).write_bytes(b"video")
-        result = {
-            "object_key": out,
-            "poster_key": poster,
-            "size_bytes": 5,
-            "duration": 1.0,
-            "width": 320,
-            "height": 180,
-            "frames": 30,
-            "sha256": "",
-            "content_type": "video/mp4",
-        }
+        result = {**_result(out), "poster_key": poster}
         await jobs.start_attempt(conn, done.id, 1)
         await jobs.finish(conn, done.id, JobStatus.SUCCEEDED, result=result)
         await conn.execute("UPDATE jobs SET finished_at = now() - interval '31 days'")
@@ -146,3 +151,45 @@ async def test_a_gateway_with_retention_sweeps_when_it_starts(
                 break
             await asyncio.sleep(0.1)
     assert "expired_at" in result
+
+
+async def test_a_tenant_deletes_an_output_or_an_upload_on_request(
+    gateway: tuple[TestClient[Any, Any], str], pool: asyncpg.Pool
+) -> None:
+    client, root = gateway
+    async with pool.acquire() as conn:
+        tenant, key = await tenants.create(conn, "t")
+        _, stranger = await tenants.create(conn, "someone else")
+    auth = {"Authorization": f"Bearer {key}"}
+    upload = await (
+        await client.post("/v1/uploads", params={"name": "a.mp4"}, data=b"x", headers=auth)
+    ).json()
+    submitted = await client.post(
+        "/v1/jobs", json={"project": PROJECT, "media": {"/a.mp4": upload["id"]}}, headers=auth
+    )
+    job_id = (await submitted.json())["id"]
+    # While the job may still play the upload, neither goes.
+    busy = await client.delete(f"/v1/uploads/{upload['id']}", headers=auth)
+    assert busy.status == 409
+    assert f"played by job {job_id}" in (await busy.json())["error"]["message"]
+    assert (await client.delete(f"/v1/jobs/{job_id}/output", headers=auth)).status == 409
+    out = output_key(str(tenant.id), job_id, "output.mp4")
+    (Path(root) / out).parent.mkdir(parents=True)
+    (Path(root) / out).write_bytes(b"video")
+    async with pool.acquire() as conn:
+        await jobs.start_attempt(conn, uuid.UUID(job_id), 1)
+        await jobs.finish(conn, uuid.UUID(job_id), JobStatus.SUCCEEDED, result=_result(out))
+        source = await conn.fetchval("SELECT object_key FROM assets")
+    # Another tenant's key finds neither.
+    other = {"Authorization": f"Bearer {stranger}"}
+    assert (await client.delete(f"/v1/jobs/{job_id}/output", headers=other)).status == 404
+    assert (await client.delete(f"/v1/uploads/{upload['id']}", headers=other)).status == 404
+    # Finished: both go, and asking again answers the same.
+    for _ in range(2):
+        assert (await client.delete(f"/v1/jobs/{job_id}/output", headers=auth)).status == 204
+    assert not (Path(root) / out).exists()
+    view = await (await client.get(f"/v1/jobs/{job_id}", headers=auth)).json()
+    assert view["result"]["expired_at"] and view["result"]["download_url"] is None
+    assert (await client.delete(f"/v1/uploads/{upload['id']}", headers=auth)).status == 204
+    assert not (Path(root) / source).exists()
+    assert (await client.delete(f"/v1/uploads/{upload['id']}", headers=auth)).status == 404

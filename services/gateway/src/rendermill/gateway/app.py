@@ -454,6 +454,23 @@ async def get_job(request: web.Request) -> web.Response:
     return json_response(job_view(request.app, job))
 
 
+async def delete_job_output(request: web.Request) -> web.Response:
+    """Delete a finished job's output and poster from the store now (its record stays,
+    result marked ``expired_at``): a 409 while the job is queued or running."""
+    tenant = await authenticate(request)
+    job_id = _parse_uuid(request.match_info["job_id"], "job")
+    await retention.delete_output(request.app[POOL], request.app[STORE], tenant.id, job_id)
+    return web.Response(status=204)
+
+
+async def delete_upload(request: web.Request) -> web.Response:
+    """Delete an uploaded file: a 409 while a queued or running job plays it."""
+    tenant = await authenticate(request)
+    asset_id = _parse_uuid(request.match_info["upload_id"], "upload")
+    await retention.delete_upload(request.app[POOL], request.app[STORE], tenant.id, asset_id)
+    return web.Response(status=204)
+
+
 async def cancel_job(request: web.Request) -> web.Response:
     """Cancel a queued or running job: it ends as ``canceled`` (a ``job.canceled`` event
     and webhook), a running render stops within seconds and is not retried. Canceling a
@@ -957,6 +974,7 @@ def create_app(cfg: settings.Gateway) -> web.Application:
     r.add_get("/v1/jobs/{job_id}", get_job)
     r.add_get("/v1/jobs/{job_id}/events", job_events)
     r.add_post("/v1/jobs/{job_id}/cancel", cancel_job)
+    r.add_delete("/v1/jobs/{job_id}/output", delete_job_output)
     r.add_get("/v1/jobs/{job_id}/webhooks", job_webhooks)
     r.add_post("/v1/webhooks/messages/{message_id}/resend", resend_webhook)
     r.add_post("/v1/webhooks/endpoints", create_endpoint)
@@ -966,6 +984,7 @@ def create_app(cfg: settings.Gateway) -> web.Application:
     r.add_post("/v1/uploads", upload)
     r.add_post("/v1/uploads/direct", start_direct_upload)
     r.add_get("/v1/uploads/{upload_id}", direct_upload_status)
+    r.add_delete("/v1/uploads/{upload_id}", delete_upload)
     r.add_post("/v1/uploads/{upload_id}/complete", complete_direct_upload)
     r.add_post("/v1/uploads/{upload_id}/abort", abort_direct_upload)
     r.add_get(fs.FILES_PREFIX + "{key:.+}", download)

@@ -97,6 +97,15 @@ def document() -> dict[str, Any]:
                     parameters=job_id,
                 )
             },
+            "/v1/jobs/{job_id}/output": {
+                "delete": _op(
+                    "Delete a finished job's output and poster from the store now; the job "
+                    "keeps its result, marked expired_at, without a link (409 while it is "
+                    "queued or running)",
+                    (204, None),
+                    parameters=job_id,
+                )
+            },
             "/v1/jobs/{job_id}/webhooks": {
                 "get": _op(
                     "The job's webhook delivery log: messages and every attempt",
@@ -165,7 +174,13 @@ def document() -> dict[str, Any]:
                     "completed, its asset id",
                     (200, api.DirectUploadStatusView),
                     parameters=upload_id,
-                )
+                ),
+                "delete": _op(
+                    "Delete an uploaded file (its asset) from the store now (409 while a "
+                    "queued or running job plays it)",
+                    (204, None),
+                    parameters=upload_id,
+                ),
             },
             "/v1/uploads/{upload_id}/complete": {
                 "post": {

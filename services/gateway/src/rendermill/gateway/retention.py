@@ -1,4 +1,5 @@
-"""Removing what jobs leave in the store once it has been kept long enough.
+"""Removing what jobs leave in the store: once it has been kept long enough, or when its
+tenant asks.
 
 With ``RENDERMILL_RETENTION_DAYS`` set, every gateway sweeps once an hour: the output
 (and poster) of each job that finished that long ago is deleted and its result marked
@@ -12,11 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import uuid
+from typing import Any
 
 import asyncpg
 
+from rendermill.common import db, errors, sql
 from rendermill.common import logging as rlog
-from rendermill.common import sql
 from rendermill.common.store import Store
 
 log = rlog.get(__name__)
@@ -35,11 +38,7 @@ async def sweep(
         async with pool.acquire() as conn, conn.transaction():
             rows = await conn.fetch(Q.claim_expiring_outputs, cutoff, BATCH)
             for row in rows:
-                result = row["result"]
-                for key in (result.get("object_key"), result.get("poster_key")):
-                    if key:
-                        await store.delete(key)
-                await conn.execute(Q.mark_output_expired, row["id"])
+                await _expire(conn, store, row["id"], row["result"])
         outputs += len(rows)
         if len(rows) < BATCH:
             break
@@ -66,3 +65,45 @@ async def sweep_forever(pool: asyncpg.Pool, store: Store, days: float) -> None:
         except Exception:
             log.exception("retention_sweep_failed")
         await asyncio.sleep(INTERVAL_SECONDS)
+
+
+async def delete_output(
+    pool: asyncpg.Pool, store: Store, tenant_id: uuid.UUID, job_id: uuid.UUID
+) -> None:
+    """Delete a finished job's output and poster now, as the retention sweep would.
+    Raises NotFound (no such job of the tenant) or Conflict (it has not finished)."""
+    async with pool.acquire() as conn, conn.transaction():
+        row = await conn.fetchrow(Q.lock_finished_job, job_id, tenant_id)
+        if row is None:
+            raise errors.NotFound(f"job {job_id} not found")
+        if row["status"] in ("queued", "running"):
+            raise errors.Conflict(
+                f"job {job_id} is {row['status']}: cancel it, or wait for it to finish"
+            )
+        if row["result"] is not None and "expired_at" not in row["result"]:
+            await _expire(conn, store, job_id, row["result"])
+
+
+async def delete_upload(
+    pool: asyncpg.Pool, store: Store, tenant_id: uuid.UUID, asset_id: uuid.UUID
+) -> None:
+    """Delete an uploaded file now. Raises NotFound (no such upload of the tenant) or
+    Conflict (a queued or running job plays it)."""
+    async with pool.acquire() as conn, conn.transaction():
+        row = await conn.fetchrow(Q.lock_asset, asset_id, tenant_id)
+        if row is None:
+            raise errors.NotFound(f"upload {asset_id} not found")
+        if row["played_by"] is not None:
+            raise errors.Conflict(
+                f"upload {asset_id} is played by job {row['played_by']}, which has not "
+                "finished: cancel it, or wait"
+            )
+        await store.delete(row["object_key"])
+        await conn.execute(Q.delete_asset, asset_id)
+
+
+async def _expire(conn: db.Conn, store: Store, job_id: uuid.UUID, result: dict[str, Any]) -> None:
+    for key in (result.get("object_key"), result.get("poster_key")):
+        if key:
+            await store.delete(key)
+    await conn.execute(Q.mark_output_expired, job_id)
