@@ -193,3 +193,14 @@ async def test_a_tenant_deletes_an_output_or_an_upload_on_request(
     assert (await client.delete(f"/v1/uploads/{upload['id']}", headers=auth)).status == 204
     assert not (Path(root) / source).exists()
     assert (await client.delete(f"/v1/uploads/{upload['id']}", headers=auth)).status == 404
+    # A direct upload still under way is not a file yet: it is aborted, not deleted.
+    planned = await client.post(
+        "/v1/uploads/direct", json={"name": "b.mp4", "size": 100}, headers=auth
+    )
+    pending = (await planned.json())["id"]
+    refused = await client.delete(f"/v1/uploads/{pending}", headers=auth)
+    assert refused.status == 409
+    assert (
+        f"abort it with POST /v1/uploads/{pending}/abort"
+        in (await refused.json())["error"]["message"]
+    )

@@ -12,13 +12,14 @@ is harmless, so a sweep killed half way is finished by the next one.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import uuid
 from typing import Any
 
 import asyncpg
 
-from rendermill.common import db, errors, sql
+from rendermill.common import db, errors, sql, uploads
 from rendermill.common import logging as rlog
 from rendermill.common.store import Store
 
@@ -92,6 +93,13 @@ async def delete_upload(
     async with pool.acquire() as conn, conn.transaction():
         row = await conn.fetchrow(Q.lock_asset, asset_id, tenant_id)
         if row is None:
+            with contextlib.suppress(errors.NotFound):
+                upload = await uploads.get(conn, asset_id, tenant_id)
+                if upload.status in (uploads.Status.PENDING, uploads.Status.COMPLETING):
+                    raise errors.Conflict(
+                        f"upload {asset_id} is a direct upload still in progress: abort "
+                        f"it with POST /v1/uploads/{asset_id}/abort"
+                    )
             raise errors.NotFound(f"upload {asset_id} not found")
         if row["played_by"] is not None:
             raise errors.Conflict(
