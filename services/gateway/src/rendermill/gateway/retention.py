@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
@@ -29,32 +30,39 @@ BATCH = 100
 INTERVAL_SECONDS = 3600.0
 
 
-async def sweep(
-    pool: asyncpg.Pool, store: Store, days: float, *, now: dt.datetime | None = None
-) -> tuple[int, int]:
+async def sweep(pool: asyncpg.Pool, store: Store, days: float) -> tuple[int, int]:
     """Remove outputs and sources kept more than ``days``; returns how many of each."""
-    cutoff = (now or dt.datetime.now(dt.UTC)) - dt.timedelta(days=days)
-    outputs = assets = 0
-    while True:
-        async with pool.acquire() as conn, conn.transaction():
-            rows = await conn.fetch(Q.claim_expiring_outputs, cutoff, BATCH)
-            for row in rows:
-                await _expire(conn, store, row["id"], row["result"])
-        outputs += len(rows)
-        if len(rows) < BATCH:
-            break
-    while True:
-        async with pool.acquire() as conn, conn.transaction():
-            rows = await conn.fetch(Q.claim_old_assets, cutoff, BATCH)
-            for row in rows:
-                await store.delete(row["object_key"])
-                await conn.execute(Q.delete_asset, row["id"])
-        assets += len(rows)
-        if len(rows) < BATCH:
-            break
+    cutoff = dt.datetime.now(dt.UTC) - dt.timedelta(days=days)
+
+    async def expire(conn: db.Conn, row: asyncpg.Record) -> None:
+        await _expire(conn, store, row["id"], row["result"])
+
+    async def remove(conn: db.Conn, row: asyncpg.Record) -> None:
+        await _remove_asset(conn, store, row["id"], row["object_key"])
+
+    outputs = await _in_batches(pool, Q.claim_expiring_outputs, cutoff, expire)
+    assets = await _in_batches(pool, Q.claim_old_assets, cutoff, remove)
     if outputs or assets:
         log.info("retention_swept", outputs=outputs, sources=assets, days=days)
     return outputs, assets
+
+
+async def _in_batches(
+    pool: asyncpg.Pool,
+    claim: str,
+    cutoff: dt.datetime,
+    act: Callable[[db.Conn, asyncpg.Record], Awaitable[None]],
+) -> int:
+    """``act`` on every row ``claim`` finds, a locked batch per transaction."""
+    done = 0
+    while True:
+        async with pool.acquire() as conn, conn.transaction():
+            rows = await conn.fetch(claim, cutoff, BATCH)
+            for row in rows:
+                await act(conn, row)
+        done += len(rows)
+        if len(rows) < BATCH:
+            return done
 
 
 async def sweep_forever(pool: asyncpg.Pool, store: Store, days: float) -> None:
@@ -106,8 +114,7 @@ async def delete_upload(
                 f"upload {asset_id} is played by job {row['played_by']}, which has not "
                 "finished: cancel it, or wait"
             )
-        await store.delete(row["object_key"])
-        await conn.execute(Q.delete_asset, asset_id)
+        await _remove_asset(conn, store, asset_id, row["object_key"])
 
 
 async def _expire(conn: db.Conn, store: Store, job_id: uuid.UUID, result: dict[str, Any]) -> None:
@@ -115,3 +122,8 @@ async def _expire(conn: db.Conn, store: Store, job_id: uuid.UUID, result: dict[s
         if key:
             await store.delete(key)
     await conn.execute(Q.mark_output_expired, job_id)
+
+
+async def _remove_asset(conn: db.Conn, store: Store, asset_id: uuid.UUID, key: str) -> None:
+    await store.delete(key)
+    await conn.execute(Q.delete_asset, asset_id)
