@@ -23,7 +23,7 @@ from rendermill.cli.stack import free_port
 from rendermill.common import db, jobs, lifecycle, schemas, settings, tenants
 from rendermill.common.schemas import JobStatus
 from rendermill.common.store import fs
-from rendermill.common.testing import Outage, finished_job
+from rendermill.common.testing import Outage, finished_job, gateway_settings
 from rendermill.gateway.app import create_app
 from rendermill.notifier.service import Notifier
 
@@ -127,15 +127,7 @@ async def test_the_notifier_delivers_after_an_outage(
 async def test_an_event_stream_pauses_through_an_outage_and_goes_on(
     outage: Outage, pool: asyncpg.Pool, tmp_path: Path
 ) -> None:
-    cfg = settings.load(
-        settings.Gateway,
-        env={},
-        overrides={
-            "database_url": outage.dsn,
-            "store_path": str(tmp_path / "store"),
-            "url_signing_key": "k",
-        },
-    )
+    cfg = gateway_settings(outage.dsn, tmp_path / "store")
     async with pool.acquire() as conn:
         tenant, key = await tenants.create(conn, "t")
         job, _ = await jobs.create(

@@ -13,9 +13,10 @@ import asyncpg
 import pytest_asyncio
 from aiohttp.test_utils import TestClient, TestServer
 
-from rendermill.common import jobs, schemas, settings, tenants
+from rendermill.common import jobs, schemas, tenants
 from rendermill.common.schemas import JobStatus
 from rendermill.common.store import fs, output_key
+from rendermill.common.testing import gateway_settings
 from rendermill.gateway import retention
 from rendermill.gateway.app import create_app
 
@@ -42,15 +43,7 @@ def _result(object_key: str) -> dict[str, Any]:
 
 @pytest_asyncio.fixture
 async def gateway(db_url: str, tmp_path: Path) -> AsyncIterator[tuple[TestClient[Any, Any], str]]:
-    cfg = settings.load(
-        settings.Gateway,
-        env={},
-        overrides={
-            "database_url": db_url,
-            "store_path": str(tmp_path / "store"),
-            "url_signing_key": "k",
-        },
-    )
+    cfg = gateway_settings(db_url, tmp_path / "store")
     async with TestClient(TestServer(create_app(cfg))) as client:
         yield client, str(cfg.store_root)
 
@@ -133,16 +126,7 @@ async def test_a_gateway_with_retention_sweeps_when_it_starts(
         await jobs.start_attempt(conn, job.id, 1)
         await jobs.finish(conn, job.id, JobStatus.SUCCEEDED, result={"object_key": "outputs/x"})
         await conn.execute("UPDATE jobs SET finished_at = now() - interval '8 days'")
-    cfg = settings.load(
-        settings.Gateway,
-        env={},
-        overrides={
-            "database_url": db_url,
-            "store_path": str(tmp_path / "store"),
-            "url_signing_key": "k",
-            "retention_days": 7,
-        },
-    )
+    cfg = gateway_settings(db_url, tmp_path / "store", retention_days=7)
     async with TestClient(TestServer(create_app(cfg))):
         for _ in range(50):
             async with pool.acquire() as conn:

@@ -23,7 +23,7 @@ from rendermill.common.schemas import JobStatus
 from rendermill.common.store import Part, Store
 from rendermill.common.store.fs import FsStore
 from rendermill.common.store.s3 import PART_SIZE, S3Store
-from rendermill.common.testing import free_port
+from rendermill.common.testing import free_port, gateway_settings
 from rendermill.gateway.app import create_app
 
 REGION = "us-east-1"
@@ -60,16 +60,7 @@ async def served_store(
         return
     port = free_port()
     public_url = f"http://127.0.0.1:{port}"
-    cfg = settings.load(
-        settings.Gateway,
-        env={},
-        overrides={
-            "database_url": db_url,
-            "store_path": str(tmp_path / "store"),
-            "url_signing_key": "k",
-            "public_url": public_url,
-        },
-    )
+    cfg = gateway_settings(db_url, tmp_path / "store", public_url=public_url)
     server = TestServer(create_app(cfg), host="127.0.0.1", port=port)
     await server.start_server()
     try:

@@ -24,7 +24,7 @@ import msgspec
 import pytest
 import pytest_asyncio
 
-from rendermill.common import db, embedded, jobs, migrate, schemas, tenants
+from rendermill.common import db, embedded, jobs, migrate, schemas, settings, tenants
 from rendermill.common import logging as rlog
 from rendermill.common.project import model
 
@@ -111,6 +111,13 @@ async def db_url(pg_server_dsn: str, template_db: str) -> AsyncIterator[str]:
 async def pool(db_url: str) -> AsyncIterator[asyncpg.Pool]:
     async with db.pool(db_url, max_size=5) as p:
         yield p
+
+
+def gateway_settings(db_url: str, store: Path, **overrides: object) -> settings.Gateway:
+    """A gateway's settings for a test: its database, a filesystem store at ``store``, a
+    fixed signing key ("k"), and ``overrides``; nothing from the environment."""
+    base = {"database_url": db_url, "store_path": str(store), "url_signing_key": "k"}
+    return settings.load(settings.Gateway, env={}, overrides={**base, **overrides})
 
 
 async def finished_job(pool: asyncpg.Pool, webhook_url: str) -> tuple[tenants.Tenant, jobs.Job]:
