@@ -174,8 +174,13 @@ async def test_a_tenant_deletes_an_output_or_an_upload_on_request(
     assert not (Path(root) / out).exists()
     view = await (await client.get(f"/v1/jobs/{job_id}", headers=auth)).json()
     assert view["result"]["expired_at"] and view["result"]["download_url"] is None
+    listed = await (await client.get("/v1/uploads", headers=auth)).json()
+    assert [u["id"] for u in listed["uploads"]] == [upload["id"]]
+    assert (await client.get("/v1/uploads", headers=other)).status == 200
+    assert (await (await client.get("/v1/uploads", headers=other)).json())["uploads"] == []
     assert (await client.delete(f"/v1/uploads/{upload['id']}", headers=auth)).status == 204
     assert not (Path(root) / source).exists()
+    assert (await (await client.get("/v1/uploads", headers=auth)).json())["uploads"] == []
     assert (await client.delete(f"/v1/uploads/{upload['id']}", headers=auth)).status == 404
     # A direct upload still under way is not a file yet: it is aborted, not deleted.
     planned = await client.post(

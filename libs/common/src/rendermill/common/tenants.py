@@ -149,6 +149,12 @@ async def insert_asset(
     return msgspec.convert(dict(row), Asset, strict=False)
 
 
+async def list_assets(conn: db.Conn, tenant_id: uuid.UUID, *, limit: int = 50) -> list[Asset]:
+    """The tenant's uploads, newest first."""
+    rows = await conn.fetch(Q.list_assets, tenant_id, limit)
+    return [msgspec.convert(dict(r), Asset, strict=False) for r in rows]
+
+
 async def get_asset(conn: db.Conn, asset_id: uuid.UUID, tenant_id: uuid.UUID) -> Asset:
     row = await conn.fetchrow(Q.get_asset, asset_id, tenant_id)
     if row is None:

@@ -125,6 +125,12 @@ class AssetView(msgspec.Struct, kw_only=True):
     created_at: Timestamp
 
 
+class AssetList(msgspec.Struct, kw_only=True):
+    """``GET /v1/uploads``: the tenant's uploaded files, newest first."""
+
+    uploads: list[AssetView]
+
+
 class DirectUploadRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """``POST /v1/uploads/direct``: a file the client will PUT straight to the store."""
 

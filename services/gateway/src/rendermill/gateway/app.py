@@ -588,10 +588,7 @@ async def recover_endpoint(request: web.Request) -> web.Response:
 async def list_jobs(request: web.Request) -> web.Response:
     tenant = await authenticate(request)
     status = request.query.get("status")
-    try:
-        limit = max(1, min(200, int(request.query.get("limit", "50"))))
-    except ValueError:
-        raise errors.InvalidInput("limit must be an integer") from None
+    limit = _limit(request)
     async with request.app[POOL].acquire() as conn:
         rows = await jobs.list_for_tenant(conn, tenant.id, status=status, limit=limit)
     return json_response(api.JobList(jobs=[job_view(request.app, j) for j in rows]))
@@ -640,6 +637,22 @@ async def upload(request: web.Request) -> web.Response:
         )
     log.info("asset_uploaded", asset_id=str(asset.id), size=size, tenant_id=str(tenant.id))
     return json_response(_asset_view(asset), 201)
+
+
+async def list_uploads(request: web.Request) -> web.Response:
+    tenant = await authenticate(request)
+    limit = _limit(request)
+    async with request.app[POOL].acquire() as conn:
+        rows = await tenants.list_assets(conn, tenant.id, limit=limit)
+    return json_response(api.AssetList(uploads=[_asset_view(a) for a in rows]))
+
+
+def _limit(request: web.Request) -> int:
+    """The ``limit`` query parameter of a list: 1-200, 50 when absent."""
+    try:
+        return max(1, min(200, int(request.query.get("limit", "50"))))
+    except ValueError:
+        raise errors.InvalidInput("limit must be an integer") from None
 
 
 def _asset_view(asset: tenants.Asset) -> api.AssetView:
@@ -982,6 +995,7 @@ def create_app(cfg: settings.Gateway) -> web.Application:
     r.add_delete("/v1/webhooks/endpoints/{endpoint_id}", delete_endpoint)
     r.add_post("/v1/webhooks/endpoints/{endpoint_id}/recover", recover_endpoint)
     r.add_post("/v1/uploads", upload)
+    r.add_get("/v1/uploads", list_uploads)
     r.add_post("/v1/uploads/direct", start_direct_upload)
     r.add_get("/v1/uploads/{upload_id}", direct_upload_status)
     r.add_delete("/v1/uploads/{upload_id}", delete_upload)

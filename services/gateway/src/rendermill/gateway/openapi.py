@@ -14,6 +14,7 @@ _MODELS: tuple[Any, ...] = (
     api.JobView,
     api.JobList,
     api.AssetView,
+    api.AssetList,
     api.DirectUploadRequest,
     api.DirectUploadView,
     api.DirectUploadStatusView,
@@ -157,7 +158,12 @@ def document() -> dict[str, Any]:
                     "requestBody": {
                         "content": {"application/octet-stream": {"schema": {"type": "string"}}}
                     },
-                }
+                },
+                "get": _op(
+                    "The tenant's uploaded files, newest first (limit: 1-200, 50)",
+                    (200, api.AssetList),
+                    parameters=_params("query", "limit", required=False),
+                ),
             },
             "/v1/uploads/direct": {
                 "post": _op(

@@ -18,6 +18,9 @@ VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING *;
 -- name: get_asset
 SELECT * FROM assets WHERE id = $1 AND tenant_id = $2;
 
+-- name: list_assets
+SELECT * FROM assets WHERE tenant_id = $1 ORDER BY created_at DESC, id DESC LIMIT $2;
+
 -- name: list_tenants
 SELECT t.id, t.name, t.created_at, t.max_priority,
        count(k.id) FILTER (WHERE k.revoked_at IS NULL) AS active_keys
