@@ -86,7 +86,7 @@ class Gateway(Common, frozen=True, kw_only=True):
     max_output_seconds: float = 3 * 3600
     # Requests a second one tenant may make through this gateway (bursts of two seconds'
     # worth pass); 0: no limit.
-    rate_limit: float = 100.0
+    rate_limit: float = 200.0
     # Outputs of jobs finished this many days ago, and uploads this old that no unfinished
     # job plays, are deleted (see gateway.retention); 0: kept for ever.
     retention_days: float = 0.0
